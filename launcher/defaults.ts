@@ -1,0 +1,82 @@
+// Derives what the user left out (shard count, prefill budget) and rejects inconsistent settings,
+// following TGI's launcher (find_num_shards, max_batch_prefill_tokens, argument validation).
+import type { LauncherArgs } from "./args.js";
+import { LauncherError } from "./errors.js";
+import type { ModelConfig } from "./model-config.js";
+
+/** Number of visible accelerators from the environment, or undefined when unknown. */
+export function visibleDeviceCount(env: NodeJS.ProcessEnv): number | undefined {
+  for (const name of ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"]) {
+    const v = env[name];
+    if (v === undefined) continue;
+    // "all"/"void" would need nvidia-smi; treat them as unknown rather than guess.
+    if (v === "all" || v === "void") return undefined;
+    return v.split(",").filter((s) => s.trim() !== "").length;
+  }
+  return undefined;
+}
+
+export function findNumShards(sharded: boolean | undefined, numShard: number | undefined, devices: number | undefined): number {
+  let n: number;
+  if (sharded === true) {
+    if (numShard === undefined) {
+      const d = devices ?? 0;
+      if (d <= 1) throw new LauncherError(`\`sharded\` is true but only found ${d} CUDA devices`);
+      n = d;
+    } else {
+      if (numShard <= 1) throw new LauncherError(`\`sharded\` is true but \`num_shard\` <= 1`);
+      n = numShard;
+    }
+  } else if (sharded === false) {
+    n = numShard ?? 1;
+  } else {
+    n = numShard ?? devices ?? 1;
+  }
+  if (n < 1) throw new LauncherError("`num_shard` cannot be < 1");
+  return n;
+}
+
+export interface Derived {
+  numShard: number;
+  maxInputTokens?: number;
+  maxBatchPrefillTokens: number;
+}
+
+const DEFAULT_PREFILL_TOKENS = 4096;
+
+export function deriveAndValidate(args: LauncherArgs, config: ModelConfig, env: NodeJS.ProcessEnv): Derived {
+  if (args.maxInputTokens !== undefined && args.maxInputLength !== undefined) {
+    throw new LauncherError("`max_input_tokens` and `max_input_length` are the same setting; give only --max-input-tokens");
+  }
+  const maxInputTokens = args.maxInputTokens ?? args.maxInputLength;
+  if (args.quantize !== undefined) throw new LauncherError(`--quantize ${args.quantize}: quantization is not supported yet`);
+  if (config.quantMethod) {
+    throw new LauncherError(`the model is quantized (quantization_config.quant_method ${config.quantMethod}); quantized models are not supported yet`);
+  }
+  if (args.speculate !== undefined && args.speculate !== 0) throw new LauncherError("--speculate: speculative decoding is not supported yet");
+  if (args.validationWorkers <= 0) throw new LauncherError("`validation_workers` must be > 0");
+  if (args.maxBatchSize !== undefined && args.maxBatchSize <= 0) throw new LauncherError("`max_batch_size` must be > 0");
+  if (args.port < 0 || args.port > 65535) throw new LauncherError(`--port ${args.port} is not a valid port`);
+  if (!(args.cudaMemoryFraction > 0 && args.cudaMemoryFraction <= 1)) {
+    throw new LauncherError(`--cuda-memory-fraction must be in (0, 1], got ${args.cudaMemoryFraction}`);
+  }
+  if (args.gracefulTerminationTimeout < 0) throw new LauncherError("--graceful-termination-timeout must be >= 0");
+  if (args.startupTimeout <= 0) throw new LauncherError("--startup-timeout must be > 0");
+  if (maxInputTokens !== undefined && args.maxTotalTokens !== undefined && maxInputTokens >= args.maxTotalTokens) {
+    throw new LauncherError(`\`max_input_tokens\`(${maxInputTokens}) must be < \`max_total_tokens\`(${args.maxTotalTokens})`);
+  }
+  if (args.maxTotalTokens !== undefined && args.maxBatchTotalTokens !== undefined && args.maxTotalTokens > args.maxBatchTotalTokens) {
+    throw new LauncherError(`\`max_total_tokens\`(${args.maxTotalTokens}) must be <= \`max_batch_total_tokens\`(${args.maxBatchTotalTokens})`);
+  }
+  let maxBatchPrefillTokens = args.maxBatchPrefillTokens;
+  if (maxBatchPrefillTokens === undefined) {
+    // TGI also estimates a compute-optimal budget from the GPU's FLOPs; 4096 is its fallback.
+    maxBatchPrefillTokens = Math.min(DEFAULT_PREFILL_TOKENS, config.maxPositionEmbeddings ?? DEFAULT_PREFILL_TOKENS);
+  }
+  if (maxBatchPrefillTokens <= 0) throw new LauncherError("`max_batch_prefill_tokens` must be > 0");
+  if (args.maxBatchTotalTokens !== undefined && maxBatchPrefillTokens > args.maxBatchTotalTokens) {
+    throw new LauncherError(`\`max_batch_prefill_tokens\`(${maxBatchPrefillTokens}) must be <= \`max_batch_total_tokens\`(${args.maxBatchTotalTokens})`);
+  }
+  const numShard = findNumShards(args.sharded, args.numShard, visibleDeviceCount(env));
+  return { numShard, maxInputTokens, maxBatchPrefillTokens };
+}

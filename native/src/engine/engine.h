@@ -1,0 +1,103 @@
+// The engine of one rank: the model's weights, the paged KV cache, the
+// tensor-parallel communicator and each sequence's sampler state. Step() runs
+// one batched forward for a mix of prefill chunks and decode tokens, then
+// samples the sequences that asked for it. Plain C++ types only; the Node-API
+// layer (addon/) copies JS values into these structs before a step is queued.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "model/model_config.h"
+#include "sampling/sampling_params.h"
+
+namespace tg {
+
+class Communicator;
+class KvCache;
+class LlamaModel;
+class SequenceSampler;
+class ThreadPool;
+
+struct EngineOptions {
+  std::string model_dir;
+  ModelConfig config;
+  std::string dtype = "float32";  // recorded; the CPU backend computes in float32
+  std::string device = "cpu";
+  int rank = 0;
+  int world_size = 1;
+  std::string comm_name;  // shared-memory name, needed when world_size > 1
+  int comm_timeout_ms = 60000;
+  int64_t block_size = 16;
+  int threads = 0;  // 0: one per core
+};
+
+struct EngineInfo {
+  std::string device, dtype, attention_impl;
+  int64_t block_size = 0, kv_bytes_per_block = 0, weight_bytes = 0, num_blocks = 0;
+};
+
+struct StepInit {
+  SamplingParams params;
+  std::vector<int32_t> prefix;  // tokens already in KV (prefix-cache hit)
+};
+
+// One sequence's share of a step; see StepSequence in native/engine-types.ts.
+struct StepInput {
+  int64_t id = 0;
+  std::vector<int32_t> tokens;
+  int64_t position = 0;
+  std::vector<int32_t> blocks;
+  bool sample = false;
+  int32_t top_n = 0;
+  bool prompt_logprobs = false;
+  std::optional<StepInit> init;
+};
+
+struct StepResult {
+  int64_t id = 0;
+  bool sampled = false;
+  int32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<int32_t> top_ids;
+  std::vector<float> top_logprobs;
+  bool has_prompt_logprobs = false;
+  std::vector<float> prompt_logprobs;  // NaN where no earlier token is known
+};
+
+class Engine {
+ public:
+  // Creates the communicator (ranks rendezvous here) and loads the weights.
+  // Throws std::runtime_error with a message fit for the user.
+  explicit Engine(const EngineOptions& options);
+  ~Engine();
+
+  EngineInfo Info() const;
+  // Allocates `num_blocks` KV blocks (block 0 included), dropping any earlier cache.
+  void AllocateKvCache(int64_t num_blocks);
+  // One batched forward and sampling; outputs in the order of `inputs`. Validates
+  // everything before touching state, so a rejected step changes nothing.
+  std::vector<StepResult> Step(const std::vector<StepInput>& inputs);
+  // Forgets the sampler state of these sequences (unknown ids are ignored).
+  void Release(const std::vector<int64_t>& ids);
+
+ private:
+  struct Sequence;
+
+  void Validate(const std::vector<StepInput>& inputs) const;
+
+  EngineOptions options_;
+  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<LlamaModel> model_;
+  std::mutex step_mu_;  // one step (or KV reallocation) at a time
+  std::unique_ptr<KvCache> cache_;
+  mutable std::mutex seq_mu_;  // guards sequences_ (Release may come from another thread)
+  std::unordered_map<int64_t, std::shared_ptr<Sequence>> sequences_;
+};
+
+}  // namespace tg

@@ -1,0 +1,96 @@
+// See llama_weights.h.
+#include "model/llama_weights.h"
+
+#include <stdexcept>
+
+#include "model/weight_loader.h"
+
+namespace tg {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+class Reader {
+ public:
+  Reader(const std::string& dir, const WeightLoader& loader) : dir_(dir), loader_(loader) {}
+
+  // Checks that `name` exists with `shape` (as the config implies).
+  void Expect(const std::string& name, const std::vector<int64_t>& shape) const {
+    if (!loader_.Has(name)) throw std::runtime_error("model dir " + dir_ + ": tensor \"" + name + "\" not found");
+    auto actual = loader_.Shape(name);
+    if (actual != shape) {
+      throw std::runtime_error("model dir " + dir_ + ": tensor \"" + name + "\" has shape " + ShapeString(actual) +
+                               ", config.json implies " + ShapeString(shape));
+    }
+  }
+  std::vector<float> Whole(const std::string& name, const std::vector<int64_t>& shape) {
+    Expect(name, shape);
+    return Count(loader_.Read(name));
+  }
+  std::vector<float> Rows(const std::string& name, const std::vector<int64_t>& shape, int64_t begin, int64_t end) {
+    Expect(name, shape);
+    return Count(loader_.ReadRows(name, begin, end));
+  }
+  std::vector<float> Cols(const std::string& name, const std::vector<int64_t>& shape, int64_t begin, int64_t end) {
+    Expect(name, shape);
+    return Count(loader_.ReadCols(name, begin, end));
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  std::vector<float> Count(std::vector<float> v) {
+    bytes_ += static_cast<int64_t>(v.size() * sizeof(float));
+    return v;
+  }
+  std::string dir_;
+  const WeightLoader& loader_;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace
+
+LlamaWeights LoadLlamaWeights(const std::string& model_dir, const ModelConfig& c, const TpSlice& s) {
+  WeightLoader loader(model_dir);
+  Reader r(model_dir, loader);
+  const int64_t hidden = c.hidden_size, d = c.head_dim;
+  LlamaWeights w;
+  w.embed = r.Rows("model.embed_tokens.weight", {c.vocab_size, hidden}, s.vocab_begin, s.vocab_begin + s.vocab_size);
+  w.layers.resize(static_cast<size_t>(c.num_layers));
+  const int64_t q0 = s.q_head_begin * d, q1 = (s.q_head_begin + s.q_heads) * d;
+  const int64_t kv0 = s.kv_head_begin * d, kv1 = (s.kv_head_begin + s.kv_heads) * d;
+  const int64_t i0 = s.inter_begin, i1 = s.inter_begin + s.inter_size;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    auto& L = w.layers[static_cast<size_t>(l)];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    L.input_norm = r.Whole(p + "input_layernorm.weight", {hidden});
+    L.q = r.Rows(p + "self_attn.q_proj.weight", {c.num_heads * d, hidden}, q0, q1);
+    L.k = r.Rows(p + "self_attn.k_proj.weight", {c.num_kv_heads * d, hidden}, kv0, kv1);
+    L.v = r.Rows(p + "self_attn.v_proj.weight", {c.num_kv_heads * d, hidden}, kv0, kv1);
+    if (c.attention_bias) {
+      L.q_bias = r.Rows(p + "self_attn.q_proj.bias", {c.num_heads * d}, q0, q1);
+      L.k_bias = r.Rows(p + "self_attn.k_proj.bias", {c.num_kv_heads * d}, kv0, kv1);
+      L.v_bias = r.Rows(p + "self_attn.v_proj.bias", {c.num_kv_heads * d}, kv0, kv1);
+    }
+    L.o = r.Cols(p + "self_attn.o_proj.weight", {hidden, c.num_heads * d}, q0, q1);
+    L.post_norm = r.Whole(p + "post_attention_layernorm.weight", {hidden});
+    L.gate = r.Rows(p + "mlp.gate_proj.weight", {c.intermediate_size, hidden}, i0, i1);
+    L.up = r.Rows(p + "mlp.up_proj.weight", {c.intermediate_size, hidden}, i0, i1);
+    L.down = r.Cols(p + "mlp.down_proj.weight", {hidden, c.intermediate_size}, i0, i1);
+  }
+  w.final_norm = r.Whole("model.norm.weight", {hidden});
+  // Tied embeddings: use lm_head.weight when the file has it anyway, else share embed_tokens.
+  if (loader.Has("lm_head.weight")) {
+    w.lm_head = r.Rows("lm_head.weight", {c.vocab_size, hidden}, s.vocab_begin, s.vocab_begin + s.vocab_size);
+  } else if (!c.tie_word_embeddings) {
+    throw std::runtime_error("model dir " + model_dir +
+                             ": tensor \"lm_head.weight\" not found and tie_word_embeddings is false");
+  }
+  w.bytes = r.bytes();
+  return w;
+}
+
+}  // namespace tg

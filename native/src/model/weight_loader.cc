@@ -1,0 +1,102 @@
+// WeightLoader: float32 reads (whole, row slices, column slices) over a SafetensorsArchive.
+#include "model/weight_loader.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/dtype.h"
+#include "core/safetensors.h"
+
+namespace tg {
+
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << ']';
+  return out.str();
+}
+
+[[noreturn]] void Fail(const SafetensorsArchive& archive, const std::string& name, const std::string& what) {
+  throw std::runtime_error("model dir " + archive.model_dir() + ": tensor \"" + name + "\" " + what);
+}
+
+const TensorInfo& Convertible(const SafetensorsArchive& archive, const std::string& name) {
+  const TensorInfo& t = archive.Get(name);
+  if (!ConvertsToF32(t.dtype)) {
+    Fail(archive, name, std::string("has dtype ") + DTypeName(t.dtype) + "; only F32, BF16 and F16 can be read as float32");
+  }
+  return t;
+}
+
+// a * b as a float count, or an error when it cannot be allocated.
+size_t CheckedCount(const SafetensorsArchive& archive, const std::string& name, uint64_t a, uint64_t b) {
+  uint64_t n = 0;
+  if (__builtin_mul_overflow(a, b, &n) || n > SIZE_MAX / sizeof(float)) Fail(archive, name, "slice is too large");
+  return static_cast<size_t>(n);
+}
+
+}  // namespace
+
+WeightLoader::WeightLoader(const std::string& model_dir) : archive_(std::make_unique<SafetensorsArchive>(model_dir)) {}
+
+WeightLoader::~WeightLoader() = default;
+
+bool WeightLoader::Has(const std::string& name) const { return archive_->Find(name) != nullptr; }
+
+std::vector<int64_t> WeightLoader::Shape(const std::string& name) const { return archive_->Get(name).shape; }
+
+std::string WeightLoader::Dtype(const std::string& name) const { return DTypeName(archive_->Get(name).dtype); }
+
+std::vector<float> WeightLoader::Read(const std::string& name) const {
+  const TensorInfo& t = Convertible(*archive_, name);
+  std::vector<float> out(CheckedCount(*archive_, name, t.numel, 1));
+  ConvertToF32(t.dtype, t.data, out.size(), out.data());
+  return out;
+}
+
+std::vector<float> WeightLoader::ReadRows(const std::string& name, int64_t begin, int64_t end) const {
+  const TensorInfo& t = Convertible(*archive_, name);
+  if (t.shape.size() != 1 && t.shape.size() != 2) {
+    Fail(*archive_, name, "has shape " + ShapeString(t.shape) + "; ReadRows needs a 1-D or 2-D tensor");
+  }
+  if (begin < 0 || end < begin) {
+    Fail(*archive_, name, "rows [" + std::to_string(begin) + ", " + std::to_string(end) + ") are not a valid range");
+  }
+  uint64_t rows = static_cast<uint64_t>(t.shape[0]);
+  uint64_t cols = t.shape.size() == 2 ? static_cast<uint64_t>(t.shape[1]) : 1;
+  std::vector<float> out(CheckedCount(*archive_, name, static_cast<uint64_t>(end - begin), cols), 0.0f);
+  // Rows at or past `rows` stay zero: the padding of a vocab split across ranks.
+  uint64_t first = static_cast<uint64_t>(begin);
+  uint64_t stop = std::min(static_cast<uint64_t>(end), rows);
+  if (first < stop) {
+    size_t elem = DTypeSize(t.dtype);
+    ConvertToF32(t.dtype, t.data + first * cols * elem, static_cast<size_t>((stop - first) * cols), out.data());
+  }
+  return out;
+}
+
+std::vector<float> WeightLoader::ReadCols(const std::string& name, int64_t begin, int64_t end) const {
+  const TensorInfo& t = Convertible(*archive_, name);
+  if (t.shape.size() != 2) Fail(*archive_, name, "has shape " + ShapeString(t.shape) + "; ReadCols needs a 2-D tensor");
+  uint64_t rows = static_cast<uint64_t>(t.shape[0]);
+  uint64_t cols = static_cast<uint64_t>(t.shape[1]);
+  if (begin < 0 || end < begin || static_cast<uint64_t>(end) > cols) {
+    Fail(*archive_, name, "columns [" + std::to_string(begin) + ", " + std::to_string(end) + ") are out of range for shape " +
+                              ShapeString(t.shape));
+  }
+  size_t width = static_cast<size_t>(end - begin);
+  std::vector<float> out(CheckedCount(*archive_, name, rows, width));
+  if (width == 0) return out;
+  size_t elem = DTypeSize(t.dtype);
+  for (uint64_t r = 0; r < rows; ++r) {
+    ConvertToF32(t.dtype, t.data + (r * cols + static_cast<uint64_t>(begin)) * elem, width, out.data() + r * width);
+  }
+  return out;
+}
+
+}  // namespace tg

@@ -1,0 +1,37 @@
+// Reads a model's tensors by name from its safetensors files (memory-mapped,
+// headers validated), converted to float32, whole or as a Megatron slice.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tg {
+
+class SafetensorsArchive;
+
+class WeightLoader {
+ public:
+  // Opens `model_dir`/model.safetensors.index.json if present, else model.safetensors.
+  // Throws std::runtime_error naming the directory, file and tensor on any problem.
+  explicit WeightLoader(const std::string& model_dir);
+  ~WeightLoader();
+
+  bool Has(const std::string& name) const;
+  std::vector<int64_t> Shape(const std::string& name) const;
+  // Dtype name as in the safetensors header ("F32", "BF16", "F16", ...).
+  std::string Dtype(const std::string& name) const;
+
+  // The whole tensor as float32, row-major.
+  std::vector<float> Read(const std::string& name) const;
+  // Rows [begin, end) of a 1-D or 2-D tensor (the column-parallel split of an [out, in]
+  // weight, or the vocab split of an embedding). Rows past the end are zero (vocab padding).
+  std::vector<float> ReadRows(const std::string& name, int64_t begin, int64_t end) const;
+  // Columns [begin, end) of a 2-D tensor (the row-parallel split of an [out, in] weight).
+  std::vector<float> ReadCols(const std::string& name, int64_t begin, int64_t end) const;
+
+ private:
+  std::unique_ptr<SafetensorsArchive> archive_;
+};
+
+}  // namespace tg

@@ -1,0 +1,23 @@
+// Per-request sampling parameters, as the router validated them.
+#pragma once
+#include <cstdint>
+
+namespace tg {
+
+struct SamplingParams {
+  float temperature = 1.0f;
+  int32_t top_k = 0;          // 0: off
+  float top_p = 1.0f;         // 1: off
+  float typical_p = 1.0f;     // 1: off
+  bool do_sample = false;
+  uint64_t seed = 0;
+  float repetition_penalty = 1.0f;  // 1: off
+  float frequency_penalty = 0.0f;   // 0: off
+
+  // TGI's rule: greedy unless sampling or a warper is asked for.
+  bool Samples() const {
+    return do_sample || temperature != 1.0f || top_k != 0 || top_p < 1.0f || typical_p < 1.0f;
+  }
+};
+
+}  // namespace tg

@@ -1,0 +1,63 @@
+// JSON shapes of TGI's responses, keys in serde's field order. NaN and missing
+// logprobs become null, as serde_json writes NaN.
+import type { FinishReason, TokenInfo } from "../infer/types.js";
+
+const logprobOf = (t: TokenInfo): number | null => (t.logprob === null || Number.isNaN(t.logprob) ? null : t.logprob);
+
+export const tokenJson = (t: TokenInfo) => ({ id: t.id, text: t.text, logprob: logprobOf(t), special: t.special });
+
+export const prefillTokenJson = (t: TokenInfo) => ({ id: t.id, text: t.text, logprob: logprobOf(t) });
+
+export interface CollectedGeneration {
+  generatedText: string;
+  finishReason: FinishReason;
+  generatedTokens: number;
+  seed: number | null;
+  prefill: TokenInfo[];
+  tokens: TokenInfo[];
+  topTokens: TokenInfo[][];
+}
+
+/** GenerateResponse; `details` omitted unless asked, `top_tokens` unless top_n_tokens > 0. */
+export function generateResponseJson(g: CollectedGeneration, withDetails: boolean, withTopTokens: boolean): object {
+  if (!withDetails) return { generated_text: g.generatedText };
+  const details: Record<string, unknown> = {
+    finish_reason: g.finishReason,
+    generated_tokens: g.generatedTokens,
+    seed: g.seed,
+    prefill: g.prefill.map(prefillTokenJson),
+    tokens: g.tokens.map(tokenJson),
+  };
+  if (withTopTokens && g.topTokens.length > 0) details.top_tokens = g.topTokens.map((list) => list.map(tokenJson));
+  return { generated_text: g.generatedText, details };
+}
+
+export interface StreamDetails {
+  finishReason: FinishReason;
+  generatedTokens: number;
+  seed: number | null;
+  inputLength: number;
+}
+
+/** StreamResponse; `top_tokens` omitted when empty, `generated_text` and `details` always present. */
+export function streamEventJson(
+  index: number,
+  token: TokenInfo,
+  topTokens: TokenInfo[],
+  generatedText: string | null,
+  details: StreamDetails | null,
+): object {
+  const event: Record<string, unknown> = { index, token: tokenJson(token) };
+  if (topTokens.length > 0) event.top_tokens = topTokens.map(tokenJson);
+  event.generated_text = generatedText;
+  event.details =
+    details === null
+      ? null
+      : {
+          finish_reason: details.finishReason,
+          generated_tokens: details.generatedTokens,
+          seed: details.seed,
+          input_length: details.inputLength,
+        };
+  return event;
+}

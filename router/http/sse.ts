@@ -1,0 +1,52 @@
+// Server-sent events as axum writes them: `data:` + compact JSON + blank line
+// (no space after the colon), and a `:` comment after 15 s without an event.
+import type { ServerResponse } from "node:http";
+
+export class SseWriter {
+  private readonly keepAlive: NodeJS.Timeout;
+
+  constructor(
+    private readonly res: ServerResponse,
+    headers: Record<string, string>,
+    keepAliveMs: number,
+  ) {
+    res.writeHead(200, {
+      "content-type": "text/event-stream",
+      "cache-control": "no-cache",
+      "x-accel-buffering": "no",
+      ...headers,
+    });
+    res.flushHeaders();
+    this.keepAlive = setInterval(() => this.writeRaw(":\n\n"), keepAliveMs);
+    this.keepAlive.unref();
+  }
+
+  private get open(): boolean {
+    return !this.res.destroyed && !this.res.writableEnded;
+  }
+
+  private writeRaw(chunk: string): boolean {
+    return this.open ? this.res.write(chunk) : true;
+  }
+
+  /** Writes one event; resolves once the socket can take more (or is gone). */
+  async send(json: object): Promise<void> {
+    this.keepAlive.refresh();
+    if (this.writeRaw(`data:${JSON.stringify(json)}\n\n`)) return;
+    // A destroyed socket never emits 'drain': race it with 'close'.
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.res.off("drain", done);
+        this.res.off("close", done);
+        resolve();
+      };
+      this.res.once("drain", done);
+      this.res.once("close", done);
+    });
+  }
+
+  end(): void {
+    clearInterval(this.keepAlive);
+    if (this.open) this.res.end();
+  }
+}

@@ -1,0 +1,241 @@
+// TGI's batching loop (backends/v3/src/backend.rs, batching_task): one loop,
+// one shard step at a time. Prefill a batch from the queue, then Decode it step
+// by step, topping it up with new requests between steps as budgets allow;
+// after every step route each Generation to its request, drop finished and
+// cancelled requests from the shard's batch and free their KV blocks at once.
+//
+// With chunked prefill (InfoResponse.support_chunking) TGI ignores
+// waiting_served_ratio and max_waiting_tokens: new requests are merged into the
+// running batch's next forward (Prefill with cached_batch) whenever the prefill
+// budget left by the running batch's own work (`current_tokens`) allows, so the
+// running batch is never paused for them and there is nothing to ratio. We do the
+// same, but keep honouring max_batch_size, which TGI drops in that mode.
+import type { Logger } from "pino";
+import type { CachedBatch, Generation } from "../../proto/gen/generate.js";
+import type { ShardedClient } from "../client/sharded-client.js";
+import type { BlockAllocator } from "./block-allocator.js";
+import type { Entry } from "./entry.js";
+import type { NextBatch, Queue } from "./queue.js";
+
+export interface BatcherOptions {
+  /** Tokens computed by one forward at most (prompt tokens + one per decoding request). */
+  maxBatchPrefillTokens: number;
+  /** KV tokens all running requests may hold together. */
+  maxBatchTotalTokens: number;
+  /** Requests per batch at most; undefined: unbounded. */
+  maxBatchSize?: number;
+  /** Without chunking: pause the running batch for a prefill only if ratio × its size requests wait. */
+  waitingServedRatio: number;
+  /** Without chunking: after this many decode steps any waiting request may interrupt. */
+  maxWaitingTokens: number;
+  supportChunking: boolean;
+  logger: Logger;
+  /** Told of every failed step (the backend then runs a real health check). */
+  onStepFailure?: (error: Error) => void;
+}
+
+/** A batch the shard holds between steps, with the requests still in it. */
+interface RunningBatch {
+  cached: CachedBatch;
+  entries: Map<number, Entry>;
+}
+
+export class Batcher {
+  private readonly inFlight = new Set<Entry>();
+  private wake: (() => void) | null = null;
+  private notified = false;
+  private stopped = false;
+  private stepChain: Promise<unknown> = Promise.resolve();
+  private readonly loop: Promise<void>;
+
+  constructor(
+    private readonly client: ShardedClient,
+    private readonly queue: Queue,
+    private readonly allocator: BlockAllocator,
+    private readonly options: BatcherOptions,
+  ) {
+    this.loop = this.run();
+  }
+
+  /** Requests in a batch on the shards. */
+  get running(): number {
+    return this.inFlight.size;
+  }
+
+  /** New requests are waiting. */
+  notify(): void {
+    this.notified = true;
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  /** Runs `call` between two steps, never during one (health checks use it). */
+  exclusive<T>(call: () => Promise<T>): Promise<T> {
+    const result = this.stepChain.then(call);
+    this.stepChain = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Ends the loop after the current step; requests still running fail with `reason`. */
+  async stop(reason: Error): Promise<void> {
+    this.stopped = true;
+    this.notify();
+    await this.loop;
+    this.failInFlight(reason);
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      await this.waitForWork();
+      try {
+        await this.drainQueue();
+      } catch (error) {
+        // drainQueue handles shard errors itself; reaching here is a bug, but the loop must live on
+        // and no request may be left waiting for a batch that no longer exists.
+        this.options.logger.error({ err: error }, "batching loop error");
+        await this.exclusive(() => this.client.clearCache()).catch(() => undefined);
+        this.failInFlight(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+  }
+
+  private waitForWork(): Promise<void> {
+    if (this.notified || this.stopped) {
+      this.notified = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (this.wake = resolve));
+  }
+
+  private async drainQueue(): Promise<void> {
+    const o = this.options;
+    let next: NextBatch | null;
+    const first = () => this.queue.nextBatch(undefined, o.maxBatchSize, o.maxBatchPrefillTokens, o.maxBatchTotalTokens);
+    while (!this.stopped && (next = first())) {
+      let running = await this.prefill(next, undefined);
+      let waitingTokens = 1;
+      while (running && !this.stopped) {
+        let batches = [running];
+        const added = this.topUp(running.cached, waitingTokens);
+        if (added) {
+          if (o.supportChunking) {
+            // The shard merges the new requests into the running batch and advances both in one forward.
+            running = await this.prefill(added, running);
+            if (!running) break;
+            batches = [running];
+          } else {
+            // The running batch waits one step while the new one prefills; Decode then merges them.
+            const prefilled = await this.prefill(added, undefined);
+            if (prefilled) batches.push(prefilled);
+          }
+          waitingTokens = 1;
+        }
+        running = await this.decode(batches);
+        waitingTokens += 1;
+      }
+    }
+  }
+
+  /** New requests that may join the running batch now; `waitingTokens`: decode steps since the last prefill. */
+  private topUp(cached: CachedBatch, waitingTokens: number): NextBatch | null {
+    const o = this.options;
+    const tokenBudget = Math.max(0, o.maxBatchTotalTokens - cached.maxTokens);
+    const maxSize = o.maxBatchSize === undefined ? undefined : Math.max(0, o.maxBatchSize - cached.size);
+    if (o.supportChunking) {
+      const prefillBudget = Math.max(0, o.maxBatchPrefillTokens - cached.currentTokens);
+      return this.queue.nextBatch(undefined, maxSize, prefillBudget, tokenBudget);
+    }
+    const minSize = waitingTokens >= o.maxWaitingTokens ? undefined : Math.floor(cached.size * o.waitingServedRatio);
+    return this.queue.nextBatch(minSize, maxSize, o.maxBatchPrefillTokens, tokenBudget);
+  }
+
+  private async prefill(next: NextBatch, into: RunningBatch | undefined): Promise<RunningBatch | null> {
+    const entries = new Map(into?.entries);
+    const now = performance.now();
+    for (const entry of next.entries) {
+      entries.set(entry.id, entry);
+      this.inFlight.add(entry);
+      entry.sink.batched(now);
+    }
+    const batchIds = into ? [into.cached.id, next.batch.id] : [next.batch.id];
+    try {
+      const request = { batch: next.batch, cachedBatch: into?.cached };
+      const response = await this.exclusive(() => this.client.prefill(request));
+      return await this.afterStep(entries, response.generations, response.batch);
+    } catch (error) {
+      await this.failBatch(entries, batchIds, error);
+      return null;
+    }
+  }
+
+  private async decode(batches: RunningBatch[]): Promise<RunningBatch | null> {
+    const entries = new Map<number, Entry>();
+    for (const batch of batches) for (const [id, entry] of batch.entries) entries.set(id, entry);
+    try {
+      const response = await this.exclusive(() => this.client.decode({ batches: batches.map((b) => b.cached) }));
+      return await this.afterStep(entries, response.generations, response.batch);
+    } catch (error) {
+      await this.failBatch(entries, batches.map((b) => b.cached.id), error);
+      return null;
+    }
+  }
+
+  /** Routes results, releases finished and cancelled requests, and filters them out of the shard's batch. */
+  private async afterStep(
+    entries: Map<number, Entry>,
+    generations: Generation[],
+    cached: CachedBatch | undefined,
+  ): Promise<RunningBatch | null> {
+    for (const generation of generations) {
+      const entry = entries.get(generation.requestId);
+      if (entry && !entry.sink.gone && entry.sink.deliver(generation)) this.release(entry, entries);
+    }
+    for (const entry of [...entries.values()]) if (entry.sink.gone) this.release(entry, entries);
+
+    const kept = cached ? new Set(cached.requestIds) : new Set<number>();
+    for (const entry of [...entries.values()]) {
+      if (!kept.has(entry.id)) {
+        entry.sink.fail(new Error("Server error: the shard dropped the request before it finished"));
+        this.release(entry, entries);
+      }
+    }
+    if (!cached) return null;
+    if (entries.size === 0) {
+      await this.exclusive(() => this.client.clearCache(cached.id));
+      return null;
+    }
+    if (entries.size === cached.requestIds.length) return { cached, entries };
+    const filtered = await this.exclusive(() => this.client.filterBatch(cached.id, [...entries.keys()]));
+    if (!filtered) throw new Error(`FilterBatch of batch ${cached.id} returned no batch`);
+    return { cached: filtered, entries };
+  }
+
+  /** TGI: clear the failed batches on the shards and fail every request in them. */
+  private async failBatch(entries: Map<number, Entry>, batchIds: number[], error: unknown): Promise<void> {
+    const err = error instanceof Error ? error : new Error(String(error));
+    this.options.logger.error({ err, batchIds, requests: entries.size }, "batch failed");
+    this.options.onStepFailure?.(err);
+    for (const id of batchIds) {
+      await this.exclusive(() => this.client.clearCache(id)).catch(() => undefined);
+    }
+    for (const entry of [...entries.values()]) {
+      entry.sink.fail(err);
+      this.release(entry, entries);
+    }
+  }
+
+  private failInFlight(reason: Error): void {
+    for (const entry of [...this.inFlight]) {
+      entry.sink.fail(reason);
+      this.release(entry);
+    }
+  }
+
+  private release(entry: Entry, from?: Map<number, Entry>): void {
+    if (entry.allocation) this.allocator.free(entry.allocation);
+    entry.allocation = null;
+    from?.delete(entry.id);
+    this.inFlight.delete(entry);
+  }
+}

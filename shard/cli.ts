@@ -1,0 +1,102 @@
+// The shard's command line (HELPERS.md), with environment fallbacks, parsed
+// into plain options. Errors are CliErrors with the message a user needs.
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import type { ComputeDtype } from "../native/engine-types.js";
+import { DEFAULT_KV_CACHE_BYTES } from "./warmup.js";
+
+export class CliError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+export interface ShardOptions {
+  modelId: string;
+  /** Absolute path of this rank's socket. */
+  udsPath: string;
+  rank: number;
+  worldSize: number;
+  dtype?: ComputeDtype;
+  commName?: string;
+  blockSize: number;
+  logLevel: string;
+  kvCacheBytes: number;
+  /** CPU worker threads (0: one per core). */
+  threads: number;
+}
+
+const DTYPES: readonly ComputeDtype[] = ["float32", "bfloat16", "float16"];
+
+export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        "model-id": { type: "string" },
+        "uds-path": { type: "string" },
+        rank: { type: "string" },
+        "world-size": { type: "string" },
+        dtype: { type: "string" },
+        "comm-name": { type: "string" },
+        "block-size": { type: "string" },
+        "json-output": { type: "boolean" },
+        "log-level": { type: "string" },
+        "kv-cache-bytes": { type: "string" },
+        threads: { type: "string" },
+      },
+    }));
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  const modelId = values["model-id"];
+  if (!modelId) throw new CliError("--model-id is required");
+  const uds = values["uds-path"] ?? env.SHARD_UDS_PATH;
+  if (!uds) throw new CliError("--uds-path (or SHARD_UDS_PATH) is required");
+  const rank = integer("--rank", values.rank ?? env.RANK ?? "0", 0);
+  const worldSize = integer("--world-size", values["world-size"] ?? env.WORLD_SIZE ?? "1", 1);
+  if (rank >= worldSize) throw new CliError(`--rank ${rank} must be below --world-size ${worldSize}`);
+  const dtype = values.dtype;
+  if (dtype !== undefined && !DTYPES.includes(dtype as ComputeDtype)) {
+    throw new CliError(`--dtype '${dtype}' is not one of ${DTYPES.join(", ")}`);
+  }
+  const options: ShardOptions = {
+    modelId,
+    udsPath: resolve(uds),
+    rank,
+    worldSize,
+    blockSize: integer("--block-size", values["block-size"] ?? "16", 1),
+    logLevel: values["log-level"] ?? env.LOG_LEVEL ?? "info",
+    kvCacheBytes: integer("--kv-cache-bytes", values["kv-cache-bytes"] ?? env.TEXT_GEN_KV_CACHE_BYTES ?? String(DEFAULT_KV_CACHE_BYTES), 1),
+    threads: integer("--threads", values.threads ?? "0", 0),
+  };
+  if (dtype !== undefined) options.dtype = dtype as ComputeDtype;
+  const commName = values["comm-name"];
+  if (commName !== undefined) options.commName = commName;
+  return options;
+}
+
+/**
+ * `unix://<path>` of every rank. The launcher names rank r's socket `<base>-<r>`,
+ * so the others follow from this rank's path.
+ */
+export function shardUrls(udsPath: string, rank: number, worldSize: number): string[] {
+  if (worldSize === 1) return [`unix://${udsPath}`];
+  const suffix = `-${rank}`;
+  if (!udsPath.endsWith(suffix)) {
+    throw new CliError(`--uds-path ${udsPath} must end with -${rank} (the rank) when --world-size is ${worldSize}`);
+  }
+  const base = udsPath.slice(0, -suffix.length);
+  return Array.from({ length: worldSize }, (_, i) => `unix://${base}-${i}`);
+}
+
+function integer(flag: string, text: string, min: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min) {
+    throw new CliError(`${flag} must be an integer ≥ ${min} (got '${text}')`);
+  }
+  return value;
+}

@@ -1,0 +1,79 @@
+// text-gen-shard: one rank of the model. Loads the engine, serves the gRPC
+// service on this rank's Unix socket, prints one ready line on stdout, logs
+// pino JSON on stderr, and exits 0 on SIGTERM/SIGINT or 1 on a fatal error.
+import { existsSync, unlinkSync } from "node:fs";
+import { pino, type Logger } from "pino";
+import { loadNative } from "../native/index.js";
+import { parseShardArgs, shardUrls } from "./cli.js";
+import { startGrpcServer, stopGrpcServer } from "./grpc-server.js";
+import { readModelConfig } from "./model-config.js";
+import { ShardService } from "./service.js";
+
+/** How long in-flight RPCs (a step) may take to finish after SIGTERM. */
+const SHUTDOWN_GRACE_MS = 5000;
+
+function makeLogger(level: string, rank?: number): Logger {
+  return pino({ level, base: rank === undefined ? {} : { rank } }, pino.destination({ dest: 2, sync: true }));
+}
+
+async function main(): Promise<void> {
+  let logger = makeLogger("info");
+  const fatal = (err: unknown): never => {
+    logger.error(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  };
+  process.on("uncaughtException", fatal);
+  process.on("unhandledRejection", fatal);
+
+  try {
+    const opts = parseShardArgs(process.argv.slice(2), process.env);
+    logger = makeLogger(opts.logLevel, opts.rank);
+    const urls = shardUrls(opts.udsPath, opts.rank, opts.worldSize);
+    const { config, dtype: checkpointDtype } = readModelConfig(opts.modelId);
+    const dtype = opts.dtype ?? checkpointDtype ?? "float32";
+    logger.info({ modelId: opts.modelId, dtype, worldSize: opts.worldSize, architecture: config.architecture }, "loading model");
+    const engine = await loadNative().loadEngine({
+      modelDir: opts.modelId,
+      config,
+      dtype,
+      device: "cpu",
+      rank: opts.rank,
+      worldSize: opts.worldSize,
+      blockSize: opts.blockSize,
+      threads: opts.threads,
+      ...(opts.commName !== undefined ? { commName: opts.commName } : {}),
+    });
+    const info = engine.info();
+    logger.info({ weightBytes: info.weightBytes, device: info.device, attention: info.attentionImpl }, "model loaded");
+    const service = new ShardService({
+      engine,
+      config,
+      rank: opts.rank,
+      worldSize: opts.worldSize,
+      urls,
+      kvCacheBytes: opts.kvCacheBytes,
+      logger,
+    });
+    const server = await startGrpcServer(service, opts.udsPath, logger);
+    process.stdout.write(`${JSON.stringify({ ready: true, rank: opts.rank, socket: opts.udsPath })}\n`);
+    logger.info({ socket: opts.udsPath }, "shard ready");
+
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, "shutting down");
+      await stopGrpcServer(server, SHUTDOWN_GRACE_MS);
+      await service.close();
+      engine.close();
+      if (existsSync(opts.udsPath)) unlinkSync(opts.udsPath);
+      process.exit(0);
+    };
+    process.on("SIGTERM", () => void shutdown("SIGTERM").catch(fatal));
+    process.on("SIGINT", () => void shutdown("SIGINT").catch(fatal));
+  } catch (err) {
+    fatal(err);
+  }
+}
+
+await main();
