@@ -38,9 +38,12 @@ export interface EngineOptions {
   /** Directory with model.safetensors or model.safetensors.index.json. */
   modelDir: string;
   config: ModelConfig;
-  /** Dtype the weights are kept in (the CPU backend computes in float32 whatever this is). */
+  /** Dtype the weights are kept in (the CPU backend computes in float32 whatever this is; CUDA in this dtype). */
   dtype: ComputeDtype;
-  /** "cpu" always works; "cuda" needs the CUDA backend (later). */
+  /**
+   * "cpu" always works; "cuda" needs a build with the CUDA backend and a visible GPU, worldSize 1
+   * and dtype "bfloat16" or "float16" (tokens are still sampled on the host for now).
+   */
   device: "cpu" | "cuda";
   rank: number;
   worldSize: number;
@@ -65,6 +68,8 @@ export interface SamplingParams {
   seed: number;
   repetitionPenalty: number;
   frequencyPenalty: number;
+  /** OpenAI's presence penalty: subtracted once from each token already present (absent: 0). */
+  presencePenalty?: number;
 }
 
 /** One sequence's share of a step: a prefill chunk, a whole prompt, or one decode token. */

@@ -28,6 +28,12 @@ export interface RouterConfig {
   maxClientBatchSize: number;
   jsonOutput: boolean;
   logLevel: string;
+  /** When set, `Authorization: Bearer <key>` is required on every route but /health, /ping, GET / and /metrics. */
+  apiKey?: string;
+  /** CORS origins allowed; empty: no CORS headers at all. "*" allows any origin. */
+  corsAllowOrigin: string[];
+  /** An alternative tokenizer_config.json (its chat_template is the one used). */
+  tokenizerConfigPath?: string;
   /** Messages for the log once it exists (e.g. a hostname that was replaced). */
   warnings: string[];
 }
@@ -39,7 +45,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = "string" | "uint" | "float" | "bool";
+type Kind = "string" | "uint" | "float" | "bool" | "list";
 
 // flag → [kind, TGI default or undefined for optional]
 const FLAGS = {
@@ -64,14 +70,23 @@ const FLAGS = {
   "max-client-batch-size": ["uint", 4],
   "json-output": ["bool", false],
   "log-level": ["string", "info"],
+  "api-key": ["string", undefined],
+  // Repeatable on the command line; a comma-separated list in the environment.
+  "cors-allow-origin": ["list", undefined],
+  "tokenizer-config-path": ["string", undefined],
 } as const satisfies Record<string, readonly [Kind, string | number | boolean | undefined]>;
 
 type Flag = keyof typeof FLAGS;
 
 const envName = (flag: string) => flag.toUpperCase().replaceAll("-", "_");
 
-function convert(flag: Flag, raw: string | boolean, source: string): string | number | boolean {
+function convert(flag: Flag, raw: string | boolean | string[], source: string): string | number | boolean | string[] {
   const kind = FLAGS[flag][0];
+  if (kind === "list") {
+    const items = Array.isArray(raw) ? raw : String(raw).split(",");
+    return items.map((x) => x.trim()).filter((x) => x !== "");
+  }
+  if (Array.isArray(raw)) throw new ConfigError(`${source} may be given once`);
   if (kind === "bool") {
     if (typeof raw === "boolean") return raw;
     if (/^(1|true|yes|on)$/i.test(raw)) return true;
@@ -90,15 +105,15 @@ function convert(flag: Flag, raw: string | boolean, source: string): string | nu
 
 export function parseRouterConfig(argv: string[], env: NodeJS.ProcessEnv): RouterConfig {
   const options = Object.fromEntries(
-    Object.entries(FLAGS).map(([flag, [kind]]) => [flag, { type: kind === "bool" ? ("boolean" as const) : ("string" as const) }]),
+    Object.entries(FLAGS).map(([flag, [kind]]) => [flag, { type: kind === "bool" ? ("boolean" as const) : ("string" as const), multiple: kind === "list" }]),
   );
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
-    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | string[] | undefined>;
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
-  const get = (flag: Flag): string | number | boolean | undefined => {
+  const get = (flag: Flag): string | number | boolean | string[] | undefined => {
     const cli = values[flag];
     if (cli !== undefined) return convert(flag, cli, `--${flag}`);
     const fromEnv = env[envName(flag)];
@@ -140,6 +155,9 @@ export function parseRouterConfig(argv: string[], env: NodeJS.ProcessEnv): Route
     jsonOutput: get("json-output") as boolean,
     // TGI's LOG_LEVEL may carry per-module filters ("info,text_generation_router=debug"): keep the level.
     logLevel: (get("log-level") as string).split(",")[0]!.trim().toLowerCase(),
+    apiKey: get("api-key") as string | undefined,
+    corsAllowOrigin: (get("cors-allow-origin") as string[] | undefined) ?? [],
+    tokenizerConfigPath: get("tokenizer-config-path") as string | undefined,
     warnings,
   };
   checkConfig(config);
@@ -163,6 +181,7 @@ function checkConfig(c: RouterConfig): void {
     }
   }
   if (!(c.waitingServedRatio >= 0)) throw new ConfigError("--waiting-served-ratio must be >= 0");
+  if (c.apiKey !== undefined && c.apiKey === "") throw new ConfigError("--api-key must not be empty");
   const levels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
   if (!levels.includes(c.logLevel)) throw new ConfigError(`--log-level must be one of ${levels.join(", ")}, got "${c.logLevel}"`);
 }

@@ -14,8 +14,11 @@ import { Permits } from "./http/permits.js";
 import { createHttpServer } from "./http/server.js";
 import type { BackendOptions, Limits } from "./infer/backend.js";
 import type { InferBackend } from "./infer/types.js";
+import { Metrics } from "./metrics/metrics.js";
 import { loadTokenizer, TokenizerLoadError } from "./tokenizer/index.js";
+import { loadChatTemplate } from "./tokenizer/chat-template.js";
 import { Validator } from "./validation/validate.js";
+import { attachWebSocket } from "./ws/server.js";
 
 /** What startRouter needs of infer/backend.ts's connectBackend (tests pass a fake). */
 export interface ConnectedBackend {
@@ -57,7 +60,12 @@ export async function startRouter(
 ): Promise<RunningRouter> {
   for (const warning of config.warnings) logger.warn(warning);
   const { tokenizer, eosTokenIds } = await loadTokenizer(config.tokenizerName);
+  const chatTemplate = await loadChatTemplate(config.tokenizerName, config.tokenizerConfigPath);
+  if (chatTemplate === null) logger.warn("the model has no chat template: /v1/chat/completions will answer 422");
+  let backend: InferBackend | undefined;
+  const metrics = new Metrics(() => backend?.stats() ?? { queued: 0, freeBlocks: 0, totalBlocks: 0 });
   const connected = await connectBackend({
+    observer: metrics,
     masterSocket: config.masterShardUdsPath,
     tokenizer,
     eosTokenIds,
@@ -71,6 +79,8 @@ export async function startRouter(
     logger,
   });
   const { limits, shardInfo } = connected;
+  backend = connected.backend;
+  metrics.setTokenLimits(limits.maxInputTokens, limits.maxTotalTokens);
   const shutdown = new AbortController();
   const ctx: HttpContext = {
     backend: connected.backend,
@@ -104,8 +114,14 @@ export async function startRouter(
     keepAliveMs: 15_000,
     logger,
     shutdown: shutdown.signal,
+    metrics,
+    tokenizer,
+    apiKey: config.apiKey,
+    corsAllowOrigin: config.corsAllowOrigin,
+    chatTemplate,
   };
   const server = createHttpServer(ctx);
+  attachWebSocket(server, ctx); // /v1/ws; its sockets close when ctx.shutdown aborts
   server.listen(config.port, config.hostname);
   await Promise.race([
     once(server, "listening"),

@@ -47,6 +47,7 @@ export function samplingParams(p: NextTokenChooserParameters | undefined): Sampl
     seed: p?.seed ?? 0,
     repetitionPenalty: orOne(p?.repetitionPenalty),
     frequencyPenalty: p?.frequencyPenalty ?? 0,
+    presencePenalty: p?.presencePenalty ?? 0,
   };
 }
 

@@ -7,7 +7,7 @@
 // CLI: node --import tsx tools/random-model.ts --kind llama3 --out DIR [--preset llama3-8b]
 //        [--hidden N] [--intermediate N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N]
 //        [--vocab N] [--dtype F32|BF16|F16] [--shards N] [--seed N] [--sliding-window N]
-import { closeSync, copyFileSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -52,7 +52,13 @@ interface TensorPlan {
 }
 
 const DTYPE_BYTES: Record<WeightDtype, number> = { F32: 4, BF16: 2, F16: 2 };
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+/** The repository root, from tools/ (tsx) or dist/tools/ (compiled). */
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "models", "stories260k")) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+const REPO_ROOT = repoRoot();
 const TOKENIZER_DIR = join(REPO_ROOT, "models", "stories260k");
 
 interface ResolvedSpec extends Required<Omit<RandomModelSpec, "headDim" | "slidingWindow">> {
@@ -171,8 +177,8 @@ function tensorSeed(seed: number, name: string): number {
   return h || 1;
 }
 
-/** mulberry32: small, fast, good enough for test weights. */
-function makePrng(seed: number): () => number {
+/** mulberry32: uniform in [0, 1) from 32 bits of state; small, fast, good enough for test weights and load shapes. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -244,7 +250,7 @@ const CHUNK_ELEMENTS = 1 << 20;
 /** Generates one tensor's values in chunks and writes them to fd in the target dtype. */
 function writeTensorData(fd: number, plan: TensorPlan, s: ResolvedSpec): void {
   const count = plan.shape.reduce((a, b) => a * b, 1);
-  const next = makePrng(tensorSeed(s.seed, plan.name));
+  const next = mulberry32(tensorSeed(s.seed, plan.name));
   // Uniform on [-a, a] has std a / sqrt(3).
   const amp = plan.init === "norm" ? 0.05 : s.std * Math.sqrt(3);
   const center = plan.init === "norm" ? 1 : 0;

@@ -145,6 +145,27 @@ TG_TEST(repetition_then_frequency_penalty) {
   CHECK(logits == expected);
 }
 
+TG_TEST(presence_penalty_subtracts_once_after_frequency) {
+  SamplingParams p;
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  SequenceSampler sampler(p, 4);
+  const int32_t tokens[] = {1, 1, 1, 3};
+  sampler.Observe(tokens, 4);
+  std::vector<float> logits = {1.0f, 2.0f, 0.0f, -1.0f};
+  sampler.Sample(logits.data(), 0, 0);
+  std::vector<float> expected = {1.0f, 2.0f - 1.5f - 0.25f, 0.0f, -1.0f - 0.5f - 0.25f};
+  CHECK(logits == expected);
+  // On its own it still counts tokens (Observe must not skip them).
+  SamplingParams only;
+  only.presence_penalty = 1.0f;
+  SequenceSampler alone(only, 2);
+  alone.Observe(tokens, 2);
+  std::vector<float> two = {3.0f, 3.0f};
+  alone.Sample(two.data(), 0, 0);
+  CHECK(two[0] == 3.0f && two[1] == 2.0f);
+}
+
 TG_TEST(temperature_scales_the_distribution) {
   std::vector<float> logits = {1.0f, 2.0f, 0.0f, -1.0f, 1.5f};
   SamplingParams p = Sampling();

@@ -121,6 +121,11 @@ export interface NextTokenChooserParameters {
   grammar: string;
   /** / Kind of `grammar`. */
   grammarType: GrammarType;
+  /**
+   * / OpenAI's presence penalty: subtracts this once from every token already present,
+   * / after the frequency penalty (0.0: off). TGI's own routes always send 0.
+   */
+  presencePenalty: number;
 }
 
 /** / Stopping criteria the shard applies itself (stop *sequences* are text, matched by the router). */
@@ -766,6 +771,7 @@ function createBaseNextTokenChooserParameters(): NextTokenChooserParameters {
     frequencyPenalty: 0,
     grammar: "",
     grammarType: 0,
+    presencePenalty: 0,
   };
 }
 
@@ -803,6 +809,9 @@ export const NextTokenChooserParameters: MessageFns<NextTokenChooserParameters> 
     }
     if (message.grammarType !== 0) {
       writer.uint32(88).int32(message.grammarType);
+    }
+    if (message.presencePenalty !== 0) {
+      writer.uint32(101).float(message.presencePenalty);
     }
     return writer;
   },
@@ -906,6 +915,14 @@ export const NextTokenChooserParameters: MessageFns<NextTokenChooserParameters> 
             }
 
             message.grammarType = reader.int32() as any;
+            continue;
+          }
+          case 12: {
+            if (tag !== 101) {
+              break;
+            }
+
+            message.presencePenalty = reader.float();
             continue;
           }
         }

@@ -12,7 +12,17 @@ function isJsonContentType(value: string | undefined): boolean {
 
 const tooLarge = () => new HttpError(413, "payload_too_large", "Failed to buffer the request body: length limit exceeded", true);
 
+/** Bodies already read, so a route that forwards a request (POST /invocations) hands it on unread twice. */
+const parsedBodies = new WeakMap<IncomingMessage, unknown>();
+
 export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  if (parsedBodies.has(req)) return parsedBodies.get(req);
+  const body = await readBody(req, limit);
+  parsedBodies.set(req, body);
+  return body;
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   if (!isJsonContentType(req.headers["content-type"])) {
     throw new HttpError(415, "unsupported_media_type", "Expected request with `Content-Type: application/json`", true);
   }

@@ -1,7 +1,9 @@
 // Everything the route handlers share, built once by main.ts.
 import type { Logger } from "pino";
-import type { InferBackend } from "../infer/types.js";
-import type { Validator } from "../validation/validate.js";
+import type { InferBackend, TokenDecoder } from "../infer/types.js";
+import type { ChatTemplate } from "../tokenizer/chat-template.js";
+import type { Metrics } from "../metrics/metrics.js";
+import type { PromptEncoder, Validator } from "../validation/validate.js";
 import type { Permits } from "./permits.js";
 
 /** Static fields of GET /info that do not come from the validator's limits. */
@@ -33,4 +35,14 @@ export interface HttpContext {
   logger: Logger;
   /** Aborted on shutdown: every in-flight request ends. */
   shutdown: AbortSignal;
+  /** Prometheus metrics of this server (GET /metrics). */
+  metrics: Metrics;
+  /** POST /tokenize. */
+  tokenizer: PromptEncoder & TokenDecoder;
+  /** Bearer token every route but the health checks and /metrics requires; undefined: none. */
+  apiKey?: string;
+  /** Origins allowed by CORS; empty: any origin (TGI's default). */
+  corsAllowOrigin: string[];
+  /** The model's chat template for /v1/chat/completions; null or absent: 422 "template not found". */
+  chatTemplate?: ChatTemplate | null;
 }

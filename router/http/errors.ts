@@ -2,6 +2,7 @@
 // {"error": message, "error_type": type}, TGI's ErrorResponse field order.
 import type { ServerResponse } from "node:http";
 import { InferError } from "../infer/types.js";
+import type { FailureKind } from "../metrics/metrics.js";
 
 export class HttpError extends Error {
   constructor(
@@ -35,3 +36,12 @@ export const overloaded = (): InferError => new InferError("overloaded", "Model 
 
 /** A bug, not a request problem: the client gets a fixed message, the log gets the stack. */
 export const internalError = (_err: unknown): HttpError => new HttpError(500, "internal", "Internal server error");
+
+/** tgi_request_failure's `err` label for an error that ended a generation. */
+export function failureKind(err: unknown, clientGone: boolean): FailureKind {
+  if (clientGone) return "dropped";
+  if (err instanceof InferError) {
+    return ({ validation: "validation", overloaded: "overloaded", generation: "generation", incomplete_generation: "incomplete" } as const)[err.kind];
+  }
+  return err instanceof HttpError && err.status === 503 ? "dropped" : "generation";
+}

@@ -44,29 +44,3 @@ export function requestScope(res: ServerResponse, shutdown: AbortSignal): Reques
   };
 }
 
-/**
- * The backend's events until the signal aborts. Ends at once on abort even if
- * the backend only notices at its next step; the backend still sees the signal.
- */
-export async function* eventsUntilAborted(events: AsyncIterable<InferEvent>, signal: AbortSignal): AsyncGenerator<InferEvent> {
-  if (signal.aborted) return;
-  const iterator = events[Symbol.asyncIterator]();
-  let onAbort!: () => void;
-  const aborted = new Promise<"aborted">((resolve) => {
-    onAbort = () => resolve("aborted");
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  try {
-    for (;;) {
-      const pending = iterator.next();
-      pending.catch(() => {}); // a rejection after we stopped listening must not go unhandled
-      const next = await Promise.race([pending, aborted]);
-      if (next === "aborted" || next.done) return;
-      yield next.value;
-    }
-  } finally {
-    signal.removeEventListener("abort", onAbort);
-    // Not awaited: a backend stuck in next() would hold this up; return() queues behind it.
-    iterator.return?.()?.catch(() => {});
-  }
-}

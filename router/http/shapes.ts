@@ -18,8 +18,32 @@ export interface CollectedGeneration {
   topTokens: TokenInfo[][];
 }
 
-/** GenerateResponse; `details` omitted unless asked, `top_tokens` unless top_n_tokens > 0. */
-export function generateResponseJson(g: CollectedGeneration, withDetails: boolean, withTopTokens: boolean): object {
+const topTokensJson = (g: CollectedGeneration) => g.topTokens.map((list) => list.map(tokenJson));
+
+/** A losing best_of sequence: BestOfSequence (top_tokens omitted when empty). */
+function bestOfSequenceJson(g: CollectedGeneration, withTopTokens: boolean): object {
+  const seq: Record<string, unknown> = {
+    generated_text: g.generatedText,
+    finish_reason: g.finishReason,
+    generated_tokens: g.generatedTokens,
+    seed: g.seed,
+    prefill: g.prefill.map(prefillTokenJson),
+    tokens: g.tokens.map(tokenJson),
+  };
+  if (withTopTokens && g.topTokens.length > 0) seq.top_tokens = topTokensJson(g);
+  return seq;
+}
+
+/**
+ * GenerateResponse; `details` omitted unless asked, `best_of_sequences` unless
+ * best_of > 1, `top_tokens` unless top_n_tokens > 0.
+ */
+export function generateResponseJson(
+  g: CollectedGeneration,
+  withDetails: boolean,
+  withTopTokens: boolean,
+  bestOfSequences: CollectedGeneration[] = [],
+): object {
   if (!withDetails) return { generated_text: g.generatedText };
   const details: Record<string, unknown> = {
     finish_reason: g.finishReason,
@@ -28,7 +52,8 @@ export function generateResponseJson(g: CollectedGeneration, withDetails: boolea
     prefill: g.prefill.map(prefillTokenJson),
     tokens: g.tokens.map(tokenJson),
   };
-  if (withTopTokens && g.topTokens.length > 0) details.top_tokens = g.topTokens.map((list) => list.map(tokenJson));
+  if (bestOfSequences.length > 0) details.best_of_sequences = bestOfSequences.map((s) => bestOfSequenceJson(s, withTopTokens));
+  if (withTopTokens && g.topTokens.length > 0) details.top_tokens = topTokensJson(g);
   return { generated_text: g.generatedText, details };
 }
 

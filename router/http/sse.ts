@@ -1,5 +1,6 @@
 // Server-sent events as axum writes them: `data:` + compact JSON + blank line
 // (no space after the colon), and a `:` comment after 15 s without an event.
+// The OpenAI routes write `data: ` (with the space, as OpenAI does) and `[DONE]`.
 import type { ServerResponse } from "node:http";
 
 export class SseWriter {
@@ -9,6 +10,7 @@ export class SseWriter {
     private readonly res: ServerResponse,
     headers: Record<string, string>,
     keepAliveMs: number,
+    private readonly dataPrefix = "data:",
   ) {
     res.writeHead(200, {
       "content-type": "text/event-stream",
@@ -30,11 +32,16 @@ export class SseWriter {
   }
 
   /** Writes one event; resolves once the socket can take more (or is gone). */
-  async send(json: object): Promise<void> {
+  send(json: object): Promise<void> | undefined {
+    return this.sendData(JSON.stringify(json));
+  }
+
+  /** Writes one event whose data is `data` as is (OpenAI's `[DONE]`). */
+  sendData(data: string): Promise<void> | undefined {
     this.keepAlive.refresh();
-    if (this.writeRaw(`data:${JSON.stringify(json)}\n\n`)) return;
+    if (this.writeRaw(`${this.dataPrefix}${data}\n\n`)) return undefined;
     // A destroyed socket never emits 'drain': race it with 'close'.
-    await new Promise<void>((resolve) => {
+    return new Promise<void>((resolve) => {
       const done = () => {
         this.res.off("drain", done);
         this.res.off("close", done);

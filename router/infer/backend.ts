@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { InfoResponse, PrefillRequest } from "../../proto/gen/generate.js";
 import { ShardedClient } from "../client/sharded-client.js";
 import { SimpleBlockAllocator, type BlockAllocator } from "../scheduler/block-allocator.js";
-import { Batcher } from "../scheduler/batcher.js";
+import { Batcher, type BatchObserver } from "../scheduler/batcher.js";
 import type { ShardRequest } from "../scheduler/entry.js";
 import { Queue } from "../scheduler/queue.js";
 import { RequestStream } from "./request-stream.js";
@@ -36,6 +36,8 @@ export interface BackendOptions {
   /** Requests per batch at most; unset: no limit. */
   maxBatchSize?: number;
   logger: Logger;
+  /** Batch metrics (router/metrics/). */
+  observer?: BatchObserver;
 }
 
 export interface ConnectedBackend {
@@ -104,6 +106,7 @@ export class ShardedBackend implements InferBackend {
       supportChunking: info.supportChunking,
       logger: options.logger,
       onStepFailure: () => (this.generationHealthy = false),
+      observer: options.observer,
     });
   }
 
@@ -174,7 +177,7 @@ export class ShardedBackend implements InferBackend {
             truncate: 1,
             parameters: {
               temperature: 1, topK: 0, topP: 1, typicalP: 1, doSample: false, seed: 0,
-              repetitionPenalty: 1, watermark: false, frequencyPenalty: 0, grammar: "", grammarType: 0,
+              repetitionPenalty: 1, watermark: false, frequencyPenalty: 0, presencePenalty: 0, grammar: "", grammarType: 0,
             },
             stoppingParameters: { maxNewTokens: 1, stopSequences: [], ignoreEosToken: false, eosTokenIds: [] },
             prefillLogprobs: false,
@@ -208,6 +211,7 @@ function toShardRequest(request: ValidRequest, eosTokenIds: number[]): ShardRequ
       repetitionPenalty: p.repetitionPenalty,
       watermark: false,
       frequencyPenalty: p.frequencyPenalty,
+      presencePenalty: p.presencePenalty,
       grammar: "",
       grammarType: 0,
     },

@@ -13,6 +13,8 @@ export interface ValidParameters {
   seed: number;
   repetitionPenalty: number;
   frequencyPenalty: number;
+  /** OpenAI's presence_penalty: subtracted once from each token already present (0 on TGI's routes). */
+  presencePenalty: number;
   maxNewTokens: number;
   stop: string[];
   /** Generate exactly maxNewTokens (benchmarks; TGI's ignore_eos_token). */
@@ -95,7 +97,8 @@ export interface TokenDecoder {
 export interface InferBackend {
   /**
    * Queues a request and streams its events; the last event is "end" or "error".
-   * Aborting `signal` (client gone) cancels it at the next step and frees its KV blocks.
+   * Aborting `signal` (client gone) ends the iterable at once (transports rely on this: they do not
+   * race the signal themselves) and cancels the request at the next step, freeing its KV blocks.
    */
   generate(request: ValidRequest, signal: AbortSignal): AsyncIterable<InferEvent>;
   /** Cheap health check of every shard (Health RPC), or a real one-token prefill when unhealthy. */

@@ -52,6 +52,7 @@ export function warmupRequest(options: LimitOptions, tokenId: number, topNTokens
         repetitionPenalty: 1.2,
         watermark: false,
         frequencyPenalty: 0.1,
+        presencePenalty: 0.1,
         grammar: "",
         grammarType: 0,
       },

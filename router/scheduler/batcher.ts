@@ -32,6 +32,32 @@ export interface BatcherOptions {
   logger: Logger;
   /** Told of every failed step (the backend then runs a real health check). */
   onStepFailure?: (error: Error) => void;
+  /** Metrics (router/metrics/ implements it). */
+  observer?: BatchObserver;
+}
+
+export type StepMethod = "prefill" | "decode";
+/** Why a new batch joined a running one (TGI's tgi_batch_concat reasons). */
+export type ConcatReason = "backpressure" | "wait_exceeded" | "chunking";
+
+/** One successful step: the whole call with routing and filtering, and the shard's own timings. */
+export interface StepTimings {
+  totalSeconds: number;
+  filterSeconds: number;
+  forwardNs: number;
+  decodeNs: number;
+  concatNs?: number;
+}
+
+/** What the batcher reports as it works. */
+export interface BatchObserver {
+  /** A batch was taken from the queue; `concat`: it joins a running batch, and why. */
+  batchFormed(size: number, concat: ConcatReason | null): void;
+  stepStarted(method: StepMethod): void;
+  /** null: the step failed. */
+  stepEnded(method: StepMethod, timings: StepTimings | null): void;
+  /** The batch the shards hold after a step (0, 0 when none). */
+  runningBatch(size: number, maxTokens: number): void;
 }
 
 /** A batch the shard holds between steps, with the requests still in it. */
@@ -113,12 +139,15 @@ export class Batcher {
     let next: NextBatch | null;
     const first = () => this.queue.nextBatch(undefined, o.maxBatchSize, o.maxBatchPrefillTokens, o.maxBatchTotalTokens);
     while (!this.stopped && (next = first())) {
+      o.observer?.batchFormed(next.entries.length, null);
       let running = await this.prefill(next, undefined);
       let waitingTokens = 1;
       while (running && !this.stopped) {
         let batches = [running];
         const added = this.topUp(running.cached, waitingTokens);
         if (added) {
+          const reason = o.supportChunking ? "chunking" : waitingTokens >= o.maxWaitingTokens ? "wait_exceeded" : "backpressure";
+          o.observer?.batchFormed(added.entries.length, reason);
           if (o.supportChunking) {
             // The shard merges the new requests into the running batch and advances both in one forward.
             running = await this.prefill(added, running);
@@ -134,6 +163,7 @@ export class Batcher {
         running = await this.decode(batches);
         waitingTokens += 1;
       }
+      o.observer?.runningBatch(0, 0);
     }
   }
 
@@ -159,11 +189,16 @@ export class Batcher {
       entry.sink.batched(now);
     }
     const batchIds = into ? [into.cached.id, next.batch.id] : [next.batch.id];
+    const observed = this.observeStep("prefill");
     try {
       const request = { batch: next.batch, cachedBatch: into?.cached };
       const response = await this.exclusive(() => this.client.prefill(request));
-      return await this.afterStep(entries, response.generations, response.batch);
+      const rpcEnd = performance.now();
+      const running = await this.afterStep(entries, response.generations, response.batch);
+      observed.ended(response, rpcEnd, running);
+      return running;
     } catch (error) {
+      observed.failed();
       await this.failBatch(entries, batchIds, error);
       return null;
     }
@@ -172,13 +207,44 @@ export class Batcher {
   private async decode(batches: RunningBatch[]): Promise<RunningBatch | null> {
     const entries = new Map<number, Entry>();
     for (const batch of batches) for (const [id, entry] of batch.entries) entries.set(id, entry);
+    const observed = this.observeStep("decode");
     try {
       const response = await this.exclusive(() => this.client.decode({ batches: batches.map((b) => b.cached) }));
-      return await this.afterStep(entries, response.generations, response.batch);
+      const rpcEnd = performance.now();
+      const running = await this.afterStep(entries, response.generations, response.batch);
+      observed.ended(response, rpcEnd, running);
+      return running;
     } catch (error) {
+      observed.failed();
       await this.failBatch(entries, batches.map((b) => b.cached.id), error);
       return null;
     }
+  }
+
+  /** Reports one step to the observer: started now, then ended or failed. */
+  private observeStep(method: StepMethod) {
+    const observer = this.options.observer;
+    const start = performance.now();
+    observer?.stepStarted(method);
+    return {
+      ended(
+        r: { forwardNs: number; decodeNs: number; concatNs?: number },
+        rpcEnd: number,
+        running: RunningBatch | null,
+      ): void {
+        if (!observer) return;
+        const now = performance.now();
+        observer.stepEnded(method, {
+          totalSeconds: (now - start) / 1000,
+          filterSeconds: (now - rpcEnd) / 1000,
+          forwardNs: r.forwardNs,
+          decodeNs: r.decodeNs,
+          concatNs: r.concatNs,
+        });
+        observer.runningBatch(running?.cached.size ?? 0, running?.cached.maxTokens ?? 0);
+      },
+      failed: () => observer?.stepEnded(method, null),
+    };
   }
 
   /** Routes results, releases finished and cancelled requests, and filters them out of the shard's batch. */

@@ -97,6 +97,7 @@ import { pino } from "pino";
 import type { HttpContext } from "../http/context.js";
 import { Permits } from "../http/permits.js";
 import { createHttpServer } from "../http/server.js";
+import { Metrics } from "../metrics/metrics.js";
 import { loadTokenizer } from "../tokenizer/tokenizer.js";
 import { Validator, type ValidationLimits } from "../validation/validate.js";
 
@@ -118,6 +119,8 @@ export async function startFakeServer(
   const { tokenizer } = await loadTokenizer(STORIES_DIR);
   const limits: ValidationLimits = { maxBestOf: 2, maxStopSequences: 4, maxTopNTokens: 5, maxInputTokens: 100, maxTotalTokens: 128, ...overrides.limits };
   const shutdown = new AbortController();
+  const metrics = new Metrics(() => ctx.backend.stats());
+  metrics.setTokenLimits(limits.maxInputTokens, limits.maxTotalTokens);
   const ctx: HttpContext = {
     backend,
     validator: new Validator(limits, tokenizer),
@@ -141,6 +144,9 @@ export async function startFakeServer(
     keepAliveMs: 15_000,
     logger: pino({ level: "silent" }),
     shutdown: shutdown.signal,
+    metrics,
+    tokenizer,
+    corsAllowOrigin: [],
     ...overrides,
   };
   const server = createHttpServer(ctx);

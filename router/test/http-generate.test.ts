@@ -112,11 +112,11 @@ t.test("HTTP error statuses", async (t) => {
 
   res = await post(s, "/nowhere", {});
   t.equal(res.status, 404);
-  t.equal(res.text, '{"error":"Not found","error_type":"not_found"}');
+  t.equal(res.text, '{"error":"Not found: POST /nowhere","error_type":"not_found"}');
   const get = await fetch(`${s.url}/generate`);
   t.equal(get.status, 405);
   t.equal(get.headers.get("allow"), "POST");
-  t.equal(await get.text(), '{"error":"Method not allowed","error_type":"method_not_allowed"}');
+  t.equal(await get.text(), '{"error":"Method not allowed: /generate accepts POST","error_type":"method_not_allowed"}');
   t.equal((await fetch(`${s.url}/info`, { method: "POST" })).status, 405);
 });
 

@@ -25,7 +25,7 @@ function request(inputLength: number, maxNewTokens: number): ShardRequest {
     inputIds: Array.from({ length: inputLength }, (_, i) => 10 + i),
     parameters: {
       temperature: 1, topK: 0, topP: 1, typicalP: 1, doSample: false, seed: 0,
-      repetitionPenalty: 1, watermark: false, frequencyPenalty: 0, grammar: "", grammarType: 0,
+      repetitionPenalty: 1, watermark: false, frequencyPenalty: 0, presencePenalty: 0, grammar: "", grammarType: 0,
     },
     stoppingParameters: { maxNewTokens, stopSequences: [], ignoreEosToken: false, eosTokenIds: [2] },
     prefillLogprobs: false,

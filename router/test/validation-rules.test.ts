@@ -43,9 +43,15 @@ const rules: [string, unknown, string][] = [
   ["truncate > max_input_tokens", P({ truncate: 101 }), "`truncate` must be strictly positive and less than 100. Given: 101"],
   ["inputs + max_new_tokens", P({ max_new_tokens: 124 }), "`inputs` tokens + `max_new_tokens` must be <= 128. Given: 5 `inputs` tokens and 124 `max_new_tokens`"],
   ["inputs too long", P({ max_new_tokens: 1 }, long), "`inputs` must have less than 100 tokens. Given: 110"],
-  ["grammar", P({ grammar: { type: "regex", value: "a+" } }), "grammar is not supported"],
+  ["grammar regex", P({ grammar: { type: "regex", value: "a+" } }), "grammar is not supported yet"],
+  ["grammar json", P({ grammar: { type: "json", value: { properties: { a: { type: "string" } } } } }), "grammar is not supported yet"],
+  ["grammar json as a string", P({ grammar: { type: "json_object", value: '{"properties":{}}' } }), "grammar is not supported yet"],
+  ["grammar json_schema", P({ grammar: { type: "json_schema", value: { name: "x", schema: { properties: {} } } } }), "grammar is not supported yet"],
+  ["grammar without properties", P({ grammar: { type: "json", value: { type: "object" } } }), "grammar is not valid: Grammar must have a 'properties' field"],
+  ["grammar bad JSON string", P({ grammar: { type: "json", value: "{" } }), "grammar is not valid: the JSON schema is a string that does not parse as JSON"],
+  ["grammar bad regex", P({ grammar: { type: "regex", value: "a(" } }), "grammar is not valid: Invalid regular expression: /a(/u: Unterminated group"],
+  ["inputs over max_input_tokens x 32 characters", P({}, "a".repeat(3201)), "`inputs` must have at most 3200 characters. Given: 3201"],
   ["watermark", P({ watermark: true }), "`watermark` is not supported by this server"],
-  ["best_of 2 valid but unsupported", P({ best_of: 2, do_sample: true }), "`best_of` > 1 is not supported yet"],
   ["seed above 2^53 - 1", P({ seed: 2 ** 53 }), "`seed` must be an integer >= 0 and <= 9007199254740991 (2^53 - 1, the largest integer a JSON number keeps exactly in this server). Given: 9007199254740992"],
   ["negative seed", P({ seed: -1 }), "`seed` must be an integer >= 0 and <= 9007199254740991 (2^53 - 1, the largest integer a JSON number keeps exactly in this server). Given: -1"],
 ];
@@ -55,6 +61,20 @@ t.test("each rule: 422 with TGI's exact error JSON", async (t) => {
     const res = await generate(body);
     t.equal(res.status, 422, name);
     t.equal(res.text, invalid(message), name);
+  }
+  t.equal(server.backend.requests.length, 0, "nothing reached the backend");
+});
+
+t.test("each rule on /generate_stream and POST / with stream: HTTP 200, one error event, exact bytes", async (t) => {
+  for (const [name, body, message] of rules) {
+    // TGI checks best_of before anything else when streaming.
+    const expected = name.startsWith("best_of") || name.includes("best_of 2") ? "`best_of` != 1 is not supported when streaming tokens" : message;
+    for (const [path, extra] of [["/generate_stream", {}], ["/", { stream: true }]] as const) {
+      const res = await fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...(body as object), ...extra }) });
+      t.equal(res.status, 200, `${path} ${name}`);
+      t.equal(res.headers.get("content-type"), "text/event-stream");
+      t.equal(await res.text(), `data:${invalid(expected)}\n\n`, `${path} ${name}`);
+    }
   }
   t.equal(server.backend.requests.length, 0, "nothing reached the backend");
 });
@@ -110,6 +130,7 @@ t.test("defaults: parameters absent samples, present-but-empty does not", async 
     typicalP: 1,
     repetitionPenalty: 1,
     frequencyPenalty: 0,
+    presencePenalty: 0,
     maxNewTokens: 125, // max_total_tokens - input length
     stop: [],
     ignoreEos: false,

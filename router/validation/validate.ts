@@ -12,17 +12,39 @@ export interface ValidationLimits {
   maxTopNTokens: number;
   maxInputTokens: number;
   maxTotalTokens: number;
+  /**
+   * `inputs` longer than this many characters are refused before tokenizing
+   * (not in TGI: bounds the tokenizer's work). Default: maxInputTokens × 32.
+   */
+  maxInputChars?: number;
 }
+
+/** Characters per token allowed in `inputs` unless maxInputChars says otherwise. */
+export const CHARS_PER_TOKEN_LIMIT = 32;
 
 export interface PromptEncoder {
   encode(text: string, addSpecialTokens: boolean): Promise<number[]>;
 }
 
 export class Validator {
+  readonly maxInputChars: number;
+
   constructor(
     readonly limits: ValidationLimits,
     private readonly encoder: PromptEncoder,
-  ) {}
+  ) {
+    this.maxInputChars = limits.maxInputChars ?? limits.maxInputTokens * CHARS_PER_TOKEN_LIMIT;
+  }
+
+  /** Our rule before any tokenization: the prompt's length in characters (code points). */
+  checkInputChars(inputs: string): void {
+    // Cheap bound first: a string of n UTF-16 units has at most n code points.
+    if (inputs.length <= this.maxInputChars) return;
+    const chars = [...inputs].length;
+    if (chars > this.maxInputChars) {
+      throw validationError(`\`inputs\` must have at most ${this.maxInputChars} characters. Given: ${chars}`);
+    }
+  }
 
   /** TGI's validate_best_of, run by /generate before a best_of > 1 request is split. */
   checkBestOf(bestOf: number): void {
@@ -31,7 +53,8 @@ export class Validator {
     if (bestOf > maxBestOf) throw validationError(`\`best_of\` must be > 0 and <= ${maxBestOf}. Given: ${bestOf}`);
   }
 
-  async validate(request: GenerateRequest): Promise<ValidRequest> {
+  /** `addSpecialTokens` false: the prompt is a rendered chat template that already holds them. */
+  async validate(request: GenerateRequest, addSpecialTokens = true): Promise<ValidRequest> {
     const p = request.parameters;
     const bestOf = p.best_of ?? 1;
     const sampling = p.do_sample || p.temperature !== null || p.top_k !== null || p.top_p !== null || p.typical_p !== null;
@@ -68,9 +91,10 @@ export class Validator {
       throw validationError(`\`truncate\` must be strictly positive and less than ${maxInputTokens}. Given: ${p.truncate}`);
     }
 
+    this.checkInputChars(request.inputs);
     let inputIds: number[];
     try {
-      inputIds = await this.encoder.encode(request.inputs, true);
+      inputIds = await this.encoder.encode(request.inputs, addSpecialTokens);
     } catch (err) {
       throw validationError(`tokenizer error ${(err as Error).message}`);
     }
@@ -87,7 +111,10 @@ export class Validator {
     if (inputLength > maxInputTokens) {
       throw validationError(`\`inputs\` must have less than ${maxInputTokens} tokens. Given: ${inputLength}`);
     }
-    if (p.grammar !== null) throw validationError("grammar is not supported");
+    if (p.grammar !== null) {
+      checkGrammar(p.grammar);
+      throw validationError("grammar is not supported yet");
+    }
     if (p.watermark) throw validationError("`watermark` is not supported by this server");
 
     const parameters: ValidParameters = {
@@ -99,6 +126,7 @@ export class Validator {
       seed,
       repetitionPenalty,
       frequencyPenalty,
+      presencePenalty: 0, // not a TGI parameter; the OpenAI routes set it
       maxNewTokens,
       stop: p.stop,
       ignoreEos: p.ignore_eos_token,
@@ -109,7 +137,29 @@ export class Validator {
   }
 }
 
-/** Our own rule, after all of TGI's: best_of > 1 passes TGI's checks but is not implemented. */
-export function rejectBestOf(bestOf: number | null): void {
-  if ((bestOf ?? 1) > 1) throw validationError("`best_of` > 1 is not supported yet");
+/**
+ * TGI's grammar checks that need no grammar compiler: a JSON schema (or a
+ * string holding one) with a top-level `properties`, or a regex that compiles.
+ */
+function checkGrammar(grammar: NonNullable<GenerateRequest["parameters"]["grammar"]>): void {
+  if (grammar.type === "regex") {
+    try {
+      new RegExp(grammar.value as string, "u");
+    } catch (err) {
+      throw validationError(`grammar is not valid: ${(err as Error).message}`);
+    }
+    return;
+  }
+  let schema = grammar.type === "json_schema" ? (grammar.value as { schema: unknown }).schema : grammar.value;
+  if (typeof schema === "string") {
+    try {
+      schema = JSON.parse(schema);
+    } catch {
+      throw validationError("grammar is not valid: the JSON schema is a string that does not parse as JSON");
+    }
+  }
+  if (schema === null || typeof schema !== "object" || Array.isArray(schema)) {
+    throw validationError("grammar is not valid: a JSON schema must be an object");
+  }
+  if (!Object.hasOwn(schema, "properties")) throw validationError("grammar is not valid: Grammar must have a 'properties' field");
 }

@@ -54,6 +54,7 @@ export function request(id: number, promptLength: number, o: RequestOptions = {}
       repetitionPenalty: 1,
       watermark: false,
       frequencyPenalty: 0,
+      presencePenalty: 0,
       grammar: "",
       grammarType: 0,
     },

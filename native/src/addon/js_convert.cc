@@ -113,6 +113,8 @@ SamplingParams ParseSamplingParams(const Napi::Value& value, const std::string& 
   p.seed = static_cast<uint64_t>(Integer(o, "seed", w, 0));
   p.repetition_penalty = static_cast<float>(Number(o, "repetitionPenalty", w));
   p.frequency_penalty = static_cast<float>(Number(o, "frequencyPenalty", w));
+  // Optional: callers that predate it (and TGI-only tests) leave it out.
+  if (Present(o, "presencePenalty")) p.presence_penalty = static_cast<float>(Number(o, "presencePenalty", w));
   return p;
 }
 

@@ -6,10 +6,8 @@
 #include <stdexcept>
 #include <unordered_set>
 
-#include "backend/cpu/thread_pool.h"
 #include "comm/communicator.h"
-#include "kv/kv_cache.h"
-#include "model/llama_model.h"
+#include "engine/model_runner.h"
 #include "sampling/sampler.h"
 
 namespace tg {
@@ -37,8 +35,12 @@ static void CheckOptions(const EngineOptions& o) {
     throw std::runtime_error("num_attention_heads " + std::to_string(c.num_heads) +
                              " is not a multiple of num_key_value_heads " + std::to_string(c.num_kv_heads));
   }
-  if (o.device != "cpu") {
-    throw std::runtime_error("device \"" + o.device + "\" is not supported by this engine build; use \"cpu\"");
+  if (o.device != "cpu" && o.device != "cuda") {
+    throw std::runtime_error("device \"" + o.device + "\" is not supported; use \"cpu\" or \"cuda\"");
+  }
+  if (o.device == "cuda" && o.world_size > 1) {
+    throw std::runtime_error("device cuda does not support tensor parallelism yet (worldSize " +
+                             std::to_string(o.world_size) + "); use worldSize 1 or device cpu");
   }
   if (o.block_size < 1) throw std::runtime_error("blockSize must be positive, got " + std::to_string(o.block_size));
   if (o.world_size > 1 && o.comm_name.empty()) throw std::runtime_error("worldSize > 1 needs a commName");
@@ -53,8 +55,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
   CheckOptions(options_);
   MakeTpSlice(options_.config, options_.rank, options_.world_size);  // fail before the rendezvous
   comm_ = MakeCommunicator(options_);
-  pool_ = std::make_unique<ThreadPool>(options_.threads);
-  model_ = std::make_unique<LlamaModel>(options_.config, options_.model_dir, *comm_, *pool_);
+  runner_ = MakeModelRunner(options_, *comm_);
 }
 
 Engine::~Engine() = default;
@@ -63,24 +64,22 @@ EngineInfo Engine::Info() const {
   EngineInfo info;
   info.device = options_.device;
   info.dtype = options_.dtype;
-  info.attention_impl = "cpu-paged";
+  info.attention_impl = runner_->attention_impl();
   info.block_size = options_.block_size;
-  info.kv_bytes_per_block = KvCache::BytesPerBlock(options_.block_size, options_.config.num_layers,
-                                                   model_->slice().kv_heads, options_.config.head_dim);
-  info.weight_bytes = model_->weight_bytes();
-  info.num_blocks = cache_ ? cache_->num_blocks() : 0;
+  info.kv_bytes_per_block = runner_->kv_bytes_per_block(options_.block_size);
+  info.weight_bytes = runner_->weight_bytes();
+  info.num_blocks = runner_->num_blocks();
   return info;
 }
 
 void Engine::AllocateKvCache(int64_t num_blocks) {
   std::lock_guard<std::mutex> lock(step_mu_);
-  cache_.reset();
-  cache_ = std::make_unique<KvCache>(num_blocks, options_.block_size, options_.config.num_layers,
-                                     model_->slice().kv_heads, options_.config.head_dim);
+  runner_->AllocateKvCache(num_blocks, options_.block_size);
 }
 
 void Engine::Validate(const std::vector<StepInput>& inputs) const {
-  if (!cache_) throw std::runtime_error("step before allocateKvCache: the KV cache is not allocated");
+  const int64_t num_blocks = runner_->num_blocks();
+  if (num_blocks == 0) throw std::runtime_error("step before allocateKvCache: the KV cache is not allocated");
   const int64_t vocab = options_.config.vocab_size, bs = options_.block_size;
   std::unordered_set<int64_t> seen;
   std::lock_guard<std::mutex> lock(seq_mu_);
@@ -107,9 +106,9 @@ void Engine::Validate(const std::vector<StepInput>& inputs) const {
     }
     for (int64_t b = 0; b < needed; ++b) {
       int32_t block = in.blocks[static_cast<size_t>(b)];
-      if (block < 0 || block >= cache_->num_blocks()) {
+      if (block < 0 || block >= num_blocks) {
         throw std::runtime_error(who + "KV block " + std::to_string(block) + " is out of range [0, " +
-                                 std::to_string(cache_->num_blocks()) + ")");
+                                 std::to_string(num_blocks) + ")");
       }
     }
   }
@@ -153,7 +152,7 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
     row += n;
   }
   std::vector<float> logits;
-  model_->Forward(batch, logit_rows, *cache_, &logits);
+  runner_->Forward(batch, logit_rows, &logits);
 
   std::vector<StepResult> results(inputs.size());
   std::vector<float> logprobs(static_cast<size_t>(vocab));

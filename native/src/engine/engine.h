@@ -1,7 +1,8 @@
-// The engine of one rank: the model's weights, the paged KV cache, the
-// tensor-parallel communicator and each sequence's sampler state. Step() runs
-// one batched forward for a mix of prefill chunks and decode tokens, then
-// samples the sequences that asked for it. Plain C++ types only; the Node-API
+// The engine of one rank: the model runner (weights and paged KV cache on the
+// CPU or a GPU), the tensor-parallel communicator and each sequence's sampler
+// state. Step() runs one batched forward for a mix of prefill chunks and decode
+// tokens, then samples the sequences that asked for it (on the host, for both
+// devices, until sampling moves to the GPU). Plain C++ types only; the Node-API
 // layer (addon/) copies JS values into these structs before a step is queued.
 #pragma once
 #include <cstdint>
@@ -18,16 +19,16 @@
 namespace tg {
 
 class Communicator;
-class KvCache;
-class LlamaModel;
+class ModelRunner;
 class SequenceSampler;
-class ThreadPool;
 
 struct EngineOptions {
   std::string model_dir;
   ModelConfig config;
-  std::string dtype = "float32";  // recorded; the CPU backend computes in float32
-  std::string device = "cpu";
+  // The CPU backend computes in float32 whatever this is; CUDA keeps weights,
+  // activations and KV in "bfloat16" or "float16" and rejects "float32".
+  std::string dtype = "float32";
+  std::string device = "cpu";  // "cpu" or "cuda" (world_size 1 only, for now)
   int rank = 0;
   int world_size = 1;
   std::string comm_name;  // shared-memory name, needed when world_size > 1
@@ -92,10 +93,8 @@ class Engine {
 
   EngineOptions options_;
   std::unique_ptr<Communicator> comm_;
-  std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<ModelRunner> runner_;
   std::mutex step_mu_;  // one step (or KV reallocation) at a time
-  std::unique_ptr<KvCache> cache_;
   mutable std::mutex seq_mu_;  // guards sequences_ (Release may come from another thread)
   std::unordered_map<int64_t, std::shared_ptr<Sequence>> sequences_;
 };

@@ -1,7 +1,7 @@
 // The CPU sampler: logits processors and warpers with Hugging Face semantics,
 // applied to one sequence's logits in this order:
 //
-//   repetition penalty -> frequency penalty -> temperature -> top-k -> top-p
+//   repetition penalty -> frequency penalty -> presence penalty -> temperature -> top-k -> top-p
 //   -> typical-p -> seeded draw
 //
 // The reported logprobs (chosen token and top-n) come from the distribution
@@ -177,7 +177,8 @@ SequenceSampler::SequenceSampler(const SamplingParams& params, int64_t vocab_siz
 }
 
 void SequenceSampler::Observe(const int32_t* tokens, int64_t count) {
-  if (params_.repetition_penalty == 1.0f && params_.frequency_penalty == 0.0f) return;  // nothing reads them
+  const SamplingParams& p = params_;
+  if (p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f) return;  // nothing reads them
   for (int64_t i = 0; i < count; ++i) ++counts_[tokens[i]];
 }
 
@@ -188,6 +189,7 @@ SampleResult SequenceSampler::Sample(float* logits, int64_t generated_index, int
     float& l = logits[token];
     if (p.repetition_penalty != 1.0f) l = l < 0.0f ? l * p.repetition_penalty : l / p.repetition_penalty;
     if (p.frequency_penalty != 0.0f) l -= p.frequency_penalty * static_cast<float>(count);
+    if (p.presence_penalty != 0.0f && count > 0) l -= p.presence_penalty;
   }
   const bool samples = p.Samples();
   if (samples && p.temperature > 0.0f && p.temperature != 1.0f) {

@@ -22,7 +22,7 @@ struct SampleResult {
 };
 
 // Sampler state of one sequence: its parameters and the token counts that the
-// repetition and frequency penalties read (prompt and generated tokens).
+// repetition, frequency and presence penalties read (prompt and generated tokens).
 class SequenceSampler {
  public:
   SequenceSampler(const SamplingParams& params, int64_t vocab_size);

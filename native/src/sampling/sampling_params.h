@@ -18,6 +18,8 @@ struct SamplingParams {
   bool Samples() const {
     return do_sample || temperature != 1.0f || top_k != 0 || top_p < 1.0f || typical_p < 1.0f;
   }
+
+  float presence_penalty = 0.0f;  // 0: off; OpenAI's, subtracted once per present token
 };
 
 }  // namespace tg

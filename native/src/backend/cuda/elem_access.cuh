@@ -1,0 +1,31 @@
+// Loads and stores of bf16/fp16 elements as float, for kernels templated on the element type.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace tg {
+namespace cuda {
+
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v);
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
+
+}  // namespace cuda
+}  // namespace tg
+
+// Calls FN<T>(args...) with T the CUDA type of `type` (bf16 or fp16).
+#define TG_DISPATCH_HALF(type, FN, ...)                          \
+  do {                                                           \
+    if ((type) == ::tg::cuda::ElemType::kBF16) {                 \
+      FN<__nv_bfloat16>(__VA_ARGS__);                            \
+    } else if ((type) == ::tg::cuda::ElemType::kF16) {           \
+      FN<__half>(__VA_ARGS__);                                   \
+    } else {                                                     \
+      throw std::runtime_error("kernel needs bf16 or fp16 data"); \
+    }                                                            \
+  } while (0)

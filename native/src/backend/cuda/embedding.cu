@@ -1,0 +1,35 @@
+// The embedding gather: one CTA per token row, widened to the f32 residual stream.
+#include <stdexcept>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elem_access.cuh"
+#include "backend/cuda/kernels.h"
+
+namespace tg {
+namespace cuda {
+namespace {
+
+template <typename T>
+__global__ void EmbeddingKernel(const T* table, const int32_t* tokens, int64_t hidden, float* x) {
+  const int64_t r = blockIdx.x;
+  const T* src = table + static_cast<int64_t>(tokens[r]) * hidden;
+  float* dst = x + r * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = ToFloat(src[i]);
+}
+
+template <typename T>
+void Launch(cudaStream_t stream, const void* table, const int32_t* tokens, int64_t rows, int64_t hidden, float* x) {
+  EmbeddingKernel<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(static_cast<const T*>(table), tokens, hidden, x);
+}
+
+}  // namespace
+
+void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, const int32_t* tokens, int64_t rows,
+                     int64_t hidden, float* x) {
+  if (rows <= 0) return;
+  TG_DISPATCH_HALF(type, Launch, stream, table, tokens, rows, hidden, x);
+  TG_CUDA_CHECK_LAUNCH("embedding");
+}
+
+}  // namespace cuda
+}  // namespace tg

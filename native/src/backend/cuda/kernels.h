@@ -1,0 +1,111 @@
+// Launchers of the CUDA backend's kernels, one kernel per .cu file beside this.
+// Pointers are device pointers; `type` is the element type of the bf16/fp16
+// tensors (kBF16 or kF16). Every launcher checks the launch and throws on error.
+// The CPU reference of each is in backend/cpu (ops.h, rope.h); the kernel test
+// native/tests/cuda/cuda_ops_test.cc compares them.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/elem_type.h"
+
+namespace tg {
+namespace cuda {
+
+// embedding.cu: x[r, :] = float(table[tokens[r], :]) for r < rows.
+void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, const int32_t* tokens, int64_t rows,
+                     int64_t hidden, float* x);
+
+// add_rms_norm.cu: for output row i < rows, with source row r = row_index ? row_index[i] : i:
+// v = residual[r] + (delta ? delta[r] : 0); if write_residual, residual[r] = v;
+// out[i] = v / sqrt(mean(v²) + eps) * weight. residual f32, delta and out in `type`.
+void LaunchAddRmsNorm(cudaStream_t stream, ElemType type, float* residual, const void* delta, const float* weight,
+                      const int32_t* row_index, int64_t rows, int64_t hidden, float eps, bool write_residual,
+                      void* out);
+
+// Where the paged KV cache of one layer lives: K and V each [num_blocks][kv_heads][block_size][head_dim].
+struct KvLayer {
+  void* k = nullptr;
+  void* v = nullptr;
+  int64_t block_size = 0;
+};
+
+// rope_kv_write.cu: for each row r of qkv ([rows, (q_heads + 2 kv_heads) * head_dim], q then k then v),
+// adds `bias` (f32, same width, optional), rotates q and k by Hugging Face's rotate_half RoPE at
+// positions[r] with inv_freq[freq_index[r] * head_dim / 2 ...] (freq_index null: table 0), writes
+// rotated q to q_out ([rows, q_heads * head_dim]) and k, v into the cache at slot_block[r], slot_offset[r].
+void LaunchRopeKvWrite(cudaStream_t stream, ElemType type, const void* qkv, const float* bias,
+                       const int32_t* positions, const float* inv_freq, const int32_t* freq_index,
+                       const int32_t* slot_block, const int32_t* slot_offset, int64_t rows, int64_t q_heads,
+                       int64_t kv_heads, int64_t head_dim, void* q_out, KvLayer cache);
+
+// The sequences of one attention call and how their queries are cut into work items.
+struct AttentionBatch {
+  const int32_t* seq_row_start = nullptr;  // [seqs] first row of the sequence in q/out
+  const int32_t* seq_rows = nullptr;       // [seqs] rows (query tokens) of the sequence in this step
+  const int32_t* seq_position = nullptr;   // [seqs] position of its first row
+  const int32_t* seq_block_start = nullptr;  // [seqs] offset of its block table in `block_tables`
+  const int32_t* block_tables = nullptr;
+  const int32_t* items = nullptr;  // [num_items][2]: sequence, first query of the item (see below)
+  int64_t num_items = 0;
+};
+
+// Queries of one work item: a sequence's (row, head-in-group) pairs in row-major order,
+// kAttentionItemQueries of them from the item's first; one item serves one KV head.
+constexpr int kAttentionItemQueries = 16;
+
+// The host side of an AttentionBatch: built per step, then copied to the device.
+struct HostAttentionBatch {
+  std::vector<int32_t> seq_row_start, seq_rows, seq_position, seq_block_start, block_tables, items;
+  int64_t rows = 0;  // query rows so far
+
+  // Appends a sequence of `count` new tokens after `position` cached ones; its KV blocks are
+  // blocks[0, ceil((position + count) / block_size)). `group` is q_heads / kv_heads.
+  void Add(int64_t position, int64_t count, const int32_t* blocks, int64_t block_size, int64_t group) {
+    const int32_t seq = static_cast<int32_t>(seq_rows.size());
+    seq_row_start.push_back(static_cast<int32_t>(rows));
+    seq_rows.push_back(static_cast<int32_t>(count));
+    seq_position.push_back(static_cast<int32_t>(position));
+    seq_block_start.push_back(static_cast<int32_t>(block_tables.size()));
+    block_tables.insert(block_tables.end(), blocks, blocks + (position + count + block_size - 1) / block_size);
+    for (int64_t first = 0; first < count * group; first += kAttentionItemQueries) {
+      items.push_back(seq);
+      items.push_back(static_cast<int32_t>(first));
+    }
+    rows += count;
+  }
+  int64_t num_items() const { return static_cast<int64_t>(items.size() / 2); }
+};
+
+// paged_attention.cu: causal attention (with a sliding window when window > 0) of q
+// ([rows, q_heads, head_dim]) over the cache, keys up to each query's position; out like q.
+// head_dim <= 256. Prefill rows, chunks over cached prefixes and decode rows mix freely.
+// With num_splits > 1 each item's keys are cut into that many ranges computed by separate
+// CTAs (split-KV, for decode batches too small to fill the GPU), whose partial softmax
+// states go to `workspace` (AttentionWorkspaceBytes) and are merged by a second kernel.
+void LaunchPagedAttention(cudaStream_t stream, ElemType type, const void* q, KvLayer cache,
+                          const AttentionBatch& batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                          int64_t window, float scale, int num_splits, float* workspace, void* out);
+
+// How many KV splits to use: enough CTAs for about two waves over `sm_count` SMs, no split
+// shorter than 64 keys, at most 64.
+inline int AttentionSplits(int64_t num_items, int64_t kv_heads, int64_t max_keys, int sm_count) {
+  const int64_t ctas = num_items * kv_heads;
+  if (ctas <= 0 || ctas >= sm_count) return 1;
+  int64_t by_work = (2 * sm_count + ctas - 1) / ctas, by_keys = (max_keys + 63) / 64;
+  int64_t splits = by_work < by_keys ? by_work : by_keys;
+  return static_cast<int>(splits < 1 ? 1 : splits > 64 ? 64 : splits);
+}
+
+inline size_t AttentionWorkspaceBytes(int64_t num_items, int64_t kv_heads, int64_t head_dim, int num_splits) {
+  if (num_splits <= 1) return 0;
+  return sizeof(float) * static_cast<size_t>(num_items * kv_heads * num_splits * kAttentionItemQueries * (head_dim + 2));
+}
+
+// silu_mul.cu: out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i] for i < inter.
+void LaunchSiluMul(cudaStream_t stream, ElemType type, const void* gate_up, int64_t rows, int64_t inter, void* out);
+
+}  // namespace cuda
+}  // namespace tg

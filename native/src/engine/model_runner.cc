@@ -1,0 +1,29 @@
+// See model_runner.h: picks the backend for options.device.
+#include "engine/model_runner.h"
+
+#include <stdexcept>
+
+#include "engine/cpu_model_runner.h"
+#include "engine/engine.h"
+#ifdef TG_HAVE_CUDA
+#include "backend/cuda/cuda_model_runner.h"
+#include "backend/cuda/device_info.h"
+#endif
+
+namespace tg {
+
+std::unique_ptr<ModelRunner> MakeModelRunner(const EngineOptions& options, Communicator& comm) {
+  if (options.device == "cpu") return MakeCpuModelRunner(options, comm);
+  if (options.device != "cuda") {
+    throw std::runtime_error("device \"" + options.device + "\" is not supported; use \"cpu\" or \"cuda\"");
+  }
+#ifdef TG_HAVE_CUDA
+  if (CudaDeviceCount() == 0) throw std::runtime_error("device cuda requested but no CUDA device visible");
+  return MakeCudaModelRunner(options);
+#else
+  (void)comm;
+  throw std::runtime_error("device cuda requested but this build has no CUDA backend");
+#endif
+}
+
+}  // namespace tg

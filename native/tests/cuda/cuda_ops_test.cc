@@ -1,0 +1,532 @@
+// The CUDA backend's kernels against the CPU backend's ops, in the style of
+// llama.cpp's test-backend-ops: fresh random inputs for every case, outputs
+// poisoned (NaN) before each run, error as ‖gpu − cpu‖ / ‖cpu‖ with a tolerance
+// for the element type (the CPU side computes on the same rounded inputs, so
+// what remains is output rounding and summation order). Shapes cover odd
+// lengths, KV block boundaries, GQA ratios 1, 4 and 8, head dims 8, 64, 128 and
+// 256, and mixed prefill/decode batches over cached prefixes.
+// Without a CUDA device it says it skipped and exits 0.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/rope.h"
+#include "backend/cpu/thread_pool.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/device_info.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/kernels.h"
+#include "core/dtype.h"
+#include "../test_util.h"
+
+using namespace tg;
+using namespace tg::cuda;
+
+namespace {
+
+std::mt19937& Rng() {
+  static std::mt19937 gen(20261127);
+  return gen;
+}
+
+std::vector<float> RandomFloats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(Rng());
+  return v;
+}
+
+int RandomInt(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(Rng()); }
+
+const char* Name(ElemType t) { return t == ElemType::kBF16 ? "bf16" : t == ElemType::kF16 ? "fp16" : "f32"; }
+
+// Tolerance on the relative L2 error of an output stored in `t`.
+double Tolerance(ElemType t) { return t == ElemType::kBF16 ? 1e-2 : t == ElemType::kF16 ? 2e-3 : 1e-4; }
+
+// Host values rounded to `t` (so the CPU reference sees exactly what the GPU sees), and their bits.
+struct Rounded {
+  std::vector<float> values;
+  std::vector<uint16_t> bits;
+};
+Rounded Round(const std::vector<float>& v, ElemType t) {
+  Rounded r{std::vector<float>(v.size()), std::vector<uint16_t>(v.size())};
+  for (size_t i = 0; i < v.size(); ++i) {
+    r.bits[i] = t == ElemType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]);
+    r.values[i] = t == ElemType::kBF16 ? Bf16ToF32(r.bits[i]) : F16ToF32(r.bits[i]);
+  }
+  return r;
+}
+
+DeviceBuffer ToDevice(const void* data, size_t bytes) {
+  DeviceBuffer b(std::max<size_t>(bytes, 4));
+  TG_CUDA_CHECK(cudaMemcpy(b.get(), data, bytes, cudaMemcpyHostToDevice));
+  return b;
+}
+template <typename V>
+DeviceBuffer ToDevice(const std::vector<V>& v) { return ToDevice(v.data(), v.size() * sizeof(V)); }
+
+DeviceBuffer Poisoned(size_t bytes) {
+  DeviceBuffer b(std::max<size_t>(bytes, 4));
+  TG_CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));  // NaN in f32, bf16 and fp16
+  return b;
+}
+
+// Reads `count` elements of type `t` back as floats (waits for the device).
+std::vector<float> ToHost(const DeviceBuffer& b, size_t count, ElemType t) {
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> out(count);
+  if (t == ElemType::kF32) {
+    TG_CUDA_CHECK(cudaMemcpy(out.data(), b.get(), count * 4, cudaMemcpyDeviceToHost));
+    return out;
+  }
+  std::vector<uint16_t> bits(count);
+  TG_CUDA_CHECK(cudaMemcpy(bits.data(), b.get(), count * 2, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < count; ++i) out[i] = t == ElemType::kBF16 ? Bf16ToF32(bits[i]) : F16ToF32(bits[i]);
+  return out;
+}
+
+// ‖a − b‖ / ‖b‖; NaN anywhere (an unwritten output) gives NaN, which fails every check.
+double RelError(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+int cases_run = 0;
+// Worst error per "op dtype" (the first two words of a case's name), for the summary.
+std::map<std::string, std::pair<double, double>> worst;
+
+// One comparison: logs every case, and fails the test when it misses.
+void Expect(const std::string& what, const std::vector<float>& got, const std::vector<float>& want, double tol) {
+  ++cases_run;
+  double err = RelError(got, want);
+  bool ok = err <= tol;
+  std::printf("  %s %s: relative error %.3g (tolerance %.3g)\n", ok ? "pass" : "FAIL", what.c_str(), err, tol);
+  if (!ok) ++tgtest::Failures();
+  std::string key = what.substr(0, what.find(' ', what.find(' ') + 1));
+  auto& w = worst[key];
+  if (!(err <= w.first)) w = {err, tol};
+}
+
+const ElemType kTypes[] = {ElemType::kBF16, ElemType::kF16};
+
+}  // namespace
+
+TG_TEST(embedding_gathers_rows) {
+  for (ElemType t : kTypes) {
+    for (int64_t hidden : {8, 64, 333}) {
+      const int64_t vocab = 97, rows = RandomInt(1, 40);
+      Rounded table = Round(RandomFloats(vocab * hidden), t);
+      std::vector<int32_t> tokens(rows);
+      for (auto& tok : tokens) tok = RandomInt(0, vocab - 1);
+      auto d_table = ToDevice(table.bits), d_tokens = ToDevice(tokens);
+      auto d_x = Poisoned(rows * hidden * 4);
+      LaunchEmbedding(nullptr, t, d_table.get(), d_tokens.as<int32_t>(), rows, hidden, d_x.as<float>());
+      std::vector<float> want(rows * hidden);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy_n(table.values.begin() + tokens[r] * hidden, hidden, want.begin() + r * hidden);
+      }
+      Expect(std::string("embedding ") + Name(t) + " hidden " + std::to_string(hidden),
+             ToHost(d_x, rows * hidden, ElemType::kF32), want, 0.0);
+    }
+  }
+}
+
+TG_TEST(add_rms_norm_matches_cpu) {
+  for (ElemType t : kTypes) {
+    for (int64_t hidden : {8, 64, 1000, 4096}) {
+      for (int mode = 0; mode < 3; ++mode) {  // 0: no delta, 1: add + write residual, 2: gathered rows, no write
+        const int64_t rows = RandomInt(1, 33);
+        auto residual = RandomFloats(rows * hidden, -4.0f, 4.0f);
+        Rounded delta = Round(RandomFloats(rows * hidden), t);
+        auto weight = RandomFloats(hidden, 0.5f, 1.5f);
+        std::vector<int32_t> index;
+        int64_t out_rows = rows;
+        if (mode == 2) {
+          out_rows = RandomInt(1, static_cast<int>(rows));
+          for (int64_t i = 0; i < out_rows; ++i) index.push_back(RandomInt(0, static_cast<int>(rows) - 1));
+        }
+        auto d_res = ToDevice(residual), d_delta = ToDevice(delta.bits), d_w = ToDevice(weight);
+        auto d_index = ToDevice(index);
+        auto d_out = Poisoned(out_rows * hidden * 2);
+        LaunchAddRmsNorm(nullptr, t, d_res.as<float>(), mode == 0 ? nullptr : d_delta.get(), d_w.as<float>(),
+                         mode == 2 ? d_index.as<int32_t>() : nullptr, out_rows, hidden, 1e-5f, mode != 2, d_out.get());
+        std::vector<float> sum = residual;
+        if (mode != 0) for (size_t i = 0; i < sum.size(); ++i) sum[i] += delta.values[i];
+        std::vector<float> src(out_rows * hidden), want(out_rows * hidden);
+        for (int64_t i = 0; i < out_rows; ++i) {
+          int64_t r = mode == 2 ? index[i] : i;
+          std::copy_n(sum.begin() + r * hidden, hidden, src.begin() + i * hidden);
+        }
+        cpu::RmsNorm(src.data(), weight.data(), out_rows, hidden, 1e-5, want.data());
+        const std::string what = std::string("add_rms_norm ") + Name(t) + " hidden " + std::to_string(hidden) +
+                                 " mode " + std::to_string(mode);
+        Expect(what, ToHost(d_out, out_rows * hidden, t), want, Tolerance(t));
+        Expect(what + " residual", ToHost(d_res, rows * hidden, ElemType::kF32), mode == 2 ? residual : sum, 1e-6);
+      }
+    }
+  }
+}
+
+TG_TEST(silu_mul_matches_cpu) {
+  for (ElemType t : kTypes) {
+    for (int64_t inter : {1, 172, 1000, 14336}) {
+      const int64_t rows = RandomInt(1, 9);
+      Rounded gu = Round(RandomFloats(rows * 2 * inter, -6.0f, 6.0f), t);
+      auto d_gu = ToDevice(gu.bits);
+      auto d_out = Poisoned(rows * inter * 2);
+      LaunchSiluMul(nullptr, t, d_gu.get(), rows, inter, d_out.get());
+      std::vector<float> want(rows * inter);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* g = gu.values.data() + r * 2 * inter;
+        cpu::SiluMul(g, g + inter, inter, want.data() + r * inter);
+      }
+      Expect(std::string("silu_mul ") + Name(t) + " inter " + std::to_string(inter), ToHost(d_out, rows * inter, t),
+             want, Tolerance(t));
+    }
+  }
+}
+
+TG_TEST(gemm_matches_cpu) {
+  ThreadPool pool(2);
+  Gemm gemm;
+  struct Shape { int64_t m, n, k; };
+  const Shape shapes[] = {{1, 64, 64}, {3, 192, 64}, {17, 344, 64}, {5, 64, 172}, {64, 512, 64}, {200, 768, 256},
+                          {1, 4096, 4096}, {37, 1000, 520}, {256, 1024, 4096}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      for (ElemType out_type : {t, ElemType::kF32}) {
+        Rounded x = Round(RandomFloats(s.m * s.k), t), w = Round(RandomFloats(s.n * s.k, -0.1f, 0.1f), t);
+        auto d_x = ToDevice(x.bits), d_w = ToDevice(w.bits);
+        auto d_out = Poisoned(s.m * s.n * ElemSize(out_type));
+        gemm.Run(nullptr, d_x.get(), d_w.get(), d_out.get(), s.m, s.n, s.k, t, out_type);
+        std::vector<float> want(s.m * s.n);
+        cpu::Matmul(pool, x.values.data(), w.values.data(), nullptr, s.m, s.n, s.k, want.data());
+        Expect(std::string("gemm ") + Name(t) + "->" + Name(out_type) + " " + std::to_string(s.m) + "x" +
+                   std::to_string(s.n) + "x" + std::to_string(s.k),
+               ToHost(d_out, s.m * s.n, out_type), want, Tolerance(out_type));
+      }
+    }
+  }
+}
+
+namespace {
+
+// A paged KV cache on the host mirroring the device layout [block][kv head][slot][d] (K and V apart).
+struct HostCache {
+  int64_t num_blocks, kv_heads, block_size, head_dim;
+  int64_t Index(int64_t block, int64_t h, int64_t slot, int64_t i) const {
+    return ((block * kv_heads + h) * block_size + slot) * head_dim + i;
+  }
+  int64_t size() const { return num_blocks * kv_heads * block_size * head_dim; }
+};
+
+// Sequences of a step: `rows` new tokens after `position` cached ones, blocks drawn without replacement.
+struct TestSeq {
+  int64_t position, rows;
+  std::vector<int32_t> blocks;
+};
+
+std::vector<TestSeq> MakeSeqs(const std::vector<std::pair<int64_t, int64_t>>& shape, int64_t block_size,
+                              int64_t* num_blocks) {
+  int64_t needed = 1;  // block 0 stays unused, as the router reserves it
+  for (auto& [pos, rows] : shape) needed += (pos + rows + block_size - 1) / block_size;
+  std::vector<int32_t> pool(needed - 1);
+  std::iota(pool.begin(), pool.end(), 1);
+  std::shuffle(pool.begin(), pool.end(), Rng());
+  std::vector<TestSeq> seqs;
+  size_t next = 0;
+  for (auto& [pos, rows] : shape) {
+    TestSeq s{pos, rows, {}};
+    for (int64_t b = 0; b < (pos + rows + block_size - 1) / block_size; ++b) s.blocks.push_back(pool[next++]);
+    seqs.push_back(s);
+  }
+  *num_blocks = needed;
+  return seqs;
+}
+
+// The sequences' attention metadata on the device, built as CudaLlamaModel builds it.
+struct DeviceBatch {
+  DeviceBuffer row_start, rows, position, block_start, tables, items;
+  int64_t total_rows = 0, num_items = 0;
+  AttentionBatch view() const {
+    return {row_start.as<int32_t>(), rows.as<int32_t>(), position.as<int32_t>(), block_start.as<int32_t>(),
+            tables.as<int32_t>(), items.as<int32_t>(), num_items};
+  }
+};
+
+DeviceBatch UploadBatch(const std::vector<TestSeq>& seqs, int64_t block_size, int64_t group) {
+  HostAttentionBatch host;
+  for (const TestSeq& s : seqs) host.Add(s.position, s.rows, s.blocks.data(), block_size, group);
+  DeviceBatch b;
+  b.row_start = ToDevice(host.seq_row_start);
+  b.rows = ToDevice(host.seq_rows);
+  b.position = ToDevice(host.seq_position);
+  b.block_start = ToDevice(host.seq_block_start);
+  b.tables = ToDevice(host.block_tables);
+  b.items = ToDevice(host.items);
+  b.total_rows = host.rows;
+  b.num_items = host.num_items();
+  return b;
+}
+
+}  // namespace
+
+TG_TEST(rope_kv_write_matches_cpu) {
+  struct Case { int64_t q_heads, kv_heads, head_dim, block_size; RopeScaling scaling; bool bias; };
+  const Case cases[] = {{8, 8, 64, 16, RopeScaling::kNone, false},   {32, 8, 128, 16, RopeScaling::kLlama3, false},
+                        {8, 4, 8, 16, RopeScaling::kNone, false},    {14, 2, 64, 16, RopeScaling::kNone, true},
+                        {16, 2, 128, 7, RopeScaling::kLinear, false}, {8, 1, 256, 32, RopeScaling::kDynamic, false}};
+  for (ElemType t : kTypes) {
+    for (const Case& cs : cases) {
+      RopeConfig rope;
+      rope.theta = cs.scaling == RopeScaling::kLlama3 ? 500000.0 : 10000.0;
+      rope.scaling = cs.scaling;
+      rope.factor = cs.scaling == RopeScaling::kNone ? 1.0 : 4.0;
+      rope.original_max_position_embeddings = 64;
+      const int64_t max_pos = 64, d = cs.head_dim, half = d / 2;
+      int64_t num_blocks = 0;
+      auto seqs = MakeSeqs({{0, RandomInt(1, 40)}, {RandomInt(1, 200), 1}, {RandomInt(10, 90), RandomInt(2, 30)}},
+                           cs.block_size, &num_blocks);
+      const int64_t width = (cs.q_heads + 2 * cs.kv_heads) * d;
+      std::vector<int32_t> positions, slot_block, slot_offset, freq_index;
+      std::vector<float> inv_freq;
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        auto f = cpu::RopeInvFreq(rope, d, max_pos, seqs[s].position + seqs[s].rows);
+        inv_freq.insert(inv_freq.end(), f.begin(), f.end());
+        for (int64_t i = 0; i < seqs[s].rows; ++i) {
+          int64_t p = seqs[s].position + i;
+          positions.push_back(static_cast<int32_t>(p));
+          slot_block.push_back(seqs[s].blocks[p / cs.block_size]);
+          slot_offset.push_back(static_cast<int32_t>(p % cs.block_size));
+          freq_index.push_back(static_cast<int32_t>(s));
+        }
+      }
+      const int64_t rows = static_cast<int64_t>(positions.size());
+      Rounded qkv = Round(RandomFloats(rows * width), t);
+      auto bias = RandomFloats(width);
+      HostCache hc{num_blocks, cs.kv_heads, cs.block_size, d};
+      auto d_qkv = ToDevice(qkv.bits), d_bias = ToDevice(bias), d_pos = ToDevice(positions),
+           d_freq = ToDevice(inv_freq), d_fi = ToDevice(freq_index), d_sb = ToDevice(slot_block),
+           d_so = ToDevice(slot_offset);
+      auto d_q = Poisoned(rows * cs.q_heads * d * 2), d_k = Poisoned(hc.size() * 2), d_v = Poisoned(hc.size() * 2);
+      LaunchRopeKvWrite(nullptr, t, d_qkv.get(), cs.bias ? d_bias.as<float>() : nullptr, d_pos.as<int32_t>(),
+                        d_freq.as<float>(), d_fi.as<int32_t>(), d_sb.as<int32_t>(), d_so.as<int32_t>(), rows,
+                        cs.q_heads, cs.kv_heads, d, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size});
+      auto q_got = ToHost(d_q, rows * cs.q_heads * d, t), k_all = ToHost(d_k, hc.size(), t),
+           v_all = ToHost(d_v, hc.size(), t);
+      std::vector<float> q_want, k_want, v_want, k_got, v_got;
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<float> row(qkv.values.begin() + r * width, qkv.values.begin() + (r + 1) * width);
+        if (cs.bias) for (int64_t i = 0; i < width; ++i) row[i] += bias[i];
+        const float* f = inv_freq.data() + freq_index[r] * half;
+        cpu::ApplyRope(row.data(), cs.q_heads, d, positions[r], f);
+        cpu::ApplyRope(row.data() + cs.q_heads * d, cs.kv_heads, d, positions[r], f);
+        q_want.insert(q_want.end(), row.begin(), row.begin() + cs.q_heads * d);
+        for (int64_t h = 0; h < cs.kv_heads; ++h) {
+          for (int64_t i = 0; i < d; ++i) {
+            int64_t at = hc.Index(slot_block[r], h, slot_offset[r], i);
+            k_want.push_back(row[(cs.q_heads + h) * d + i]);
+            v_want.push_back(row[(cs.q_heads + cs.kv_heads + h) * d + i]);
+            k_got.push_back(k_all[at]);
+            v_got.push_back(v_all[at]);
+          }
+        }
+      }
+      const std::string what = std::string("rope_kv_write ") + Name(t) + " heads " + std::to_string(cs.q_heads) +
+                               "/" + std::to_string(cs.kv_heads) + " d " + std::to_string(d) + " scaling " +
+                               std::to_string(static_cast<int>(cs.scaling));
+      Expect(what + " q", q_got, q_want, Tolerance(t));
+      Expect(what + " k", k_got, k_want, Tolerance(t));
+      Expect(what + " v", v_got, v_want, Tolerance(t));
+    }
+  }
+}
+
+TG_TEST(paged_attention_matches_cpu) {
+  struct Case {
+    int64_t q_heads, kv_heads, head_dim, block_size, window;
+    std::vector<std::pair<int64_t, int64_t>> seqs;  // (cached positions, new rows)
+  };
+  const std::vector<Case> cases = {
+      {8, 8, 64, 16, 0, {{0, 1}, {0, 15}, {0, 16}, {0, 17}}},                       // GQA 1, block boundaries
+      {32, 8, 128, 16, 0, {{0, 33}, {100, 1}, {31, 1}, {47, 20}}},                  // GQA 4, mixed batch
+      {32, 4, 128, 16, 0, {{513, 1}, {0, 300}, {16, 16}}},                          // GQA 8, long decode
+      {8, 4, 8, 16, 0, {{0, 5}, {37, 1}, {12, 9}}},                                 // stories260k's shape
+      {16, 2, 64, 7, 0, {{0, 50}, {6, 1}, {70, 13}}},                               // odd block size
+      {8, 8, 128, 16, 24, {{0, 70}, {90, 1}, {40, 10}}},                            // sliding window
+      {16, 2, 256, 16, 0, {{0, 19}, {64, 1}}},                                      // head dim 256
+      {10, 2, 80, 16, 0, {{0, 21}, {40, 1}, {3, 30}}},                              // head dim 80 (generic path)
+      {32, 8, 128, 16, 0, {{2047, 1}, {1000, 1}, {1, 1}, {0, 1}, {1500, 3}}},       // decode-heavy
+  };
+  for (ElemType t : kTypes) {
+    for (const Case& cs : cases) {
+      const int64_t d = cs.head_dim, group = cs.q_heads / cs.kv_heads;
+      int64_t num_blocks = 0;
+      auto seqs = MakeSeqs(cs.seqs, cs.block_size, &num_blocks);
+      HostCache hc{num_blocks, cs.kv_heads, cs.block_size, d};
+      Rounded k = Round(RandomFloats(hc.size()), t), v = Round(RandomFloats(hc.size()), t);
+      const DeviceBatch db = UploadBatch(seqs, cs.block_size, group);
+      const int64_t rows = db.total_rows;
+      // Scores of O(1) spread so the softmax is neither flat nor one-hot.
+      Rounded q = Round(RandomFloats(rows * cs.q_heads * d, -2.0f, 2.0f), t);
+      auto d_k = ToDevice(k.bits), d_v = ToDevice(v.bits), d_q = ToDevice(q.bits);
+      const AttentionBatch batch = db.view();
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+      std::vector<float> want(rows * cs.q_heads * d), scores;
+      int64_t row = 0;
+      for (const TestSeq& s : seqs) {
+        for (int64_t i = 0; i < s.rows; ++i, ++row) {
+          const int64_t pos = s.position + i;
+          const int64_t first = cs.window > 0 ? std::max<int64_t>(0, pos - cs.window + 1) : 0;
+          const int64_t count = pos + 1 - first;
+          scores.resize(count);
+          for (int64_t h = 0; h < cs.q_heads; ++h) {
+            const int64_t kvh = h / group;
+            auto at = [&](int64_t j) {
+              int64_t p = first + j;
+              return hc.Index(s.blocks[p / cs.block_size], kvh, p % cs.block_size, 0);
+            };
+            cpu::AttendOneHead(
+                q.values.data() + (row * cs.q_heads + h) * d, d, count, scale,
+                [&](int64_t j) { return k.values.data() + at(j); }, [&](int64_t j) { return v.values.data() + at(j); },
+                scores.data(), want.data() + (row * cs.q_heads + h) * d);
+          }
+        }
+      }
+      std::string shape;
+      for (auto& [p, n] : cs.seqs) shape += " (" + std::to_string(p) + "+" + std::to_string(n) + ")";
+      // One pass, split-KV as the model would pick it, and uneven forced splits.
+      const int64_t items_n = db.num_items;
+      int64_t max_keys = 0;
+      for (auto& [p, n] : cs.seqs) max_keys = std::max(max_keys, p + n);
+      for (int splits : {1, AttentionSplits(items_n, cs.kv_heads, max_keys, 132), 3, 7}) {
+        auto d_out = Poisoned(rows * cs.q_heads * d * 2);
+        auto d_ws = Poisoned(std::max<size_t>(AttentionWorkspaceBytes(items_n, cs.kv_heads, d, splits), 4));
+        LaunchPagedAttention(nullptr, t, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size}, batch, cs.q_heads,
+                             cs.kv_heads, d, cs.window, scale, splits, d_ws.as<float>(), d_out.get());
+        Expect(std::string("paged_attention ") + Name(t) + " heads " + std::to_string(cs.q_heads) + "/" +
+                   std::to_string(cs.kv_heads) + " d " + std::to_string(d) + " bs " + std::to_string(cs.block_size) +
+                   " window " + std::to_string(cs.window) + " splits " + std::to_string(splits) + shape,
+               ToHost(d_out, rows * cs.q_heads * d, t), want, Tolerance(t));
+      }
+    }
+  }
+}
+
+namespace {
+
+// Median milliseconds of `reps` runs of `fn` on the default stream, after two warm-up runs.
+template <typename Fn>
+double TimeMs(int reps, Fn fn) {
+  cudaEvent_t start, stop;
+  TG_CUDA_CHECK(cudaEventCreate(&start));
+  TG_CUDA_CHECK(cudaEventCreate(&stop));
+  fn();
+  fn();
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    TG_CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    TG_CUDA_CHECK(cudaEventRecord(stop));
+    TG_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Perf mode (like test-backend-ops perf): the Llama-3-8B layer's GEMMs and attention, bf16.
+void Perf() {
+  const ElemType t = ElemType::kBF16;
+  std::printf("perf, bf16, Llama-3-8B shapes (median of 20 runs):\n");
+  Gemm gemm;
+  struct G { const char* name; int64_t n, k; };
+  const G gemms[] = {{"qkv", 6144, 4096}, {"o", 4096, 4096}, {"gate_up", 28672, 4096}, {"down", 4096, 14336},
+                     {"lm_head", 128256, 4096}};
+  for (const G& g : gemms) {
+    auto d_w = ToDevice(Round(RandomFloats(g.n * g.k, -0.1f, 0.1f), t).bits);
+    for (int64_t m : {1, 16, 64, 256, 1024, 4096}) {
+      auto d_x = ToDevice(Round(RandomFloats(m * g.k), t).bits);
+      const ElemType out_type = std::string(g.name) == "lm_head" ? ElemType::kF32 : t;
+      DeviceBuffer d_out(m * g.n * ElemSize(out_type));
+      double ms = TimeMs(20, [&] { gemm.Run(nullptr, d_x.get(), d_w.get(), d_out.get(), m, g.n, g.k, t, out_type); });
+      const double bytes = 2.0 * (g.n * g.k + m * g.k) + ElemSize(out_type) * m * g.n;
+      std::printf("RESULT perf gemm %-8s m %5lld n %6lld k %5lld: %8.4f ms %7.1f TFLOP/s %6.0f GB/s\n", g.name,
+                  static_cast<long long>(m), static_cast<long long>(g.n), static_cast<long long>(g.k), ms,
+                  2.0 * m * g.n * g.k / ms / 1e9, bytes / ms / 1e6);
+    }
+  }
+  // Attention: 32 query heads, 8 KV heads, d 128, blocks of 16.
+  const int64_t qh = 32, kvh = 8, d = 128, bs = 16;
+  struct A { const char* name; int64_t seqs, context, rows; };
+  const A atts[] = {{"decode", 1, 1024, 1},   {"decode", 16, 1024, 1}, {"decode", 64, 1024, 1},
+                    {"decode", 256, 1024, 1}, {"decode", 1, 8192, 1},  {"prefill", 1, 0, 1024},
+                    {"prefill", 1, 0, 4096}};
+  for (const A& a : atts) {
+    std::vector<std::pair<int64_t, int64_t>> shape(a.seqs, {a.context, a.rows});
+    int64_t num_blocks = 0;
+    auto seqs = MakeSeqs(shape, bs, &num_blocks);
+    const int64_t cache_elems = num_blocks * kvh * bs * d;
+    Rounded kv = Round(RandomFloats(cache_elems), t);
+    auto d_k = ToDevice(kv.bits), d_v = ToDevice(kv.bits);
+    const DeviceBatch db = UploadBatch(seqs, bs, qh / kvh);
+    const int64_t rows = db.total_rows;
+    Rounded q = Round(RandomFloats(rows * qh * d), t);
+    auto d_q = ToDevice(q.bits);
+    DeviceBuffer d_out(rows * qh * d * 2);
+    const int64_t n_items = db.num_items;
+    const AttentionBatch batch = db.view();
+    int sms = 0;
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const int splits = AttentionSplits(n_items, kvh, a.context + a.rows, sms);
+    DeviceBuffer ws(std::max<size_t>(AttentionWorkspaceBytes(n_items, kvh, d, splits), 4));
+    double ms = TimeMs(20, [&] {
+      LaunchPagedAttention(nullptr, t, d_q.get(), KvLayer{d_k.get(), d_v.get(), bs}, batch, qh, kvh, d, 0,
+                           0.088f, splits, ws.as<float>(), d_out.get());
+    });
+    const int64_t keys = a.context + a.rows;
+    const double kv_bytes = 2.0 * 2 * a.seqs * keys * kvh * d;
+    const double flops = a.rows == 1 ? 4.0 * a.seqs * keys * qh * d : 2.0 * a.rows * a.rows * qh * d;
+    std::printf("RESULT perf attention %-7s seqs %3lld context %5lld rows %5lld splits %2d: %8.4f ms %7.1f TFLOP/s "
+                "%6.0f GB/s of KV\n",
+                a.name, static_cast<long long>(a.seqs), static_cast<long long>(a.context),
+                static_cast<long long>(a.rows), splits, ms, flops / ms / 1e9, kv_bytes / ms / 1e6);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (CudaDeviceCount() == 0) {
+    std::printf("skipped: no CUDA device visible\n0 passed, 0 failed\n");
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--perf") {
+    Perf();
+    return 0;
+  }
+  int rc = tgtest::RunAll();
+  std::printf("worst relative error per op over %d comparisons:\n", cases_run);
+  for (auto& [key, w] : worst) std::printf("  %-28s %.3g (tolerance %.3g)\n", key.c_str(), w.first, w.second);
+  std::printf("%s\n", rc == 0 ? "all kernel tests passed" : "SOME KERNEL TESTS FAILED");
+  return rc;
+}
