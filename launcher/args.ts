@@ -12,6 +12,7 @@ export interface LauncherArgs {
   quantize?: string;
   speculate?: number;
   dtype?: string;
+  device?: string;
   trustRemoteCode: boolean;
   maxConcurrentRequests: number;
   maxBestOf: number;
@@ -36,6 +37,8 @@ export interface LauncherArgs {
   apiKey?: string;
   tokenizerConfigPath?: string;
   payloadLimit: number;
+  watermarkGamma?: number;
+  watermarkDelta?: number;
   gracefulTerminationTimeout: number;
   startupTimeout: number;
   help: boolean;
@@ -63,7 +66,8 @@ export const FLAGS: FlagSpec[] = [
   { flag: "--num-shard", key: "numShard", kind: "int", help: "number of shard processes (default: number of CUDA_VISIBLE_DEVICES entries, else 1)" },
   { flag: "--quantize", key: "quantize", kind: "string", help: "quantization method (not supported yet)" },
   { flag: "--speculate", key: "speculate", kind: "int", help: "number of speculative tokens (not supported yet; only 0 is accepted)" },
-  { flag: "--dtype", key: "dtype", kind: "string", choices: ["float16", "bfloat16", "float32"], help: "weight and activation dtype: float16, bfloat16 or float32 (default: the model's)" },
+  { flag: "--dtype", key: "dtype", kind: "string", choices: ["float16", "bfloat16", "float32"], help: "weight and activation dtype: float16, bfloat16 or float32 (default: the model's; on cuda bfloat16 unless the model is float16)" },
+  { flag: "--device", key: "device", kind: "string", choices: ["auto", "cpu", "cuda"], help: "where the shards compute: auto (cuda when the engine has it and a GPU is visible, else cpu), cpu or cuda (default: auto)" },
   { flag: "--trust-remote-code", key: "trustRemoteCode", kind: "switch", default: false, help: "accepted for compatibility; no remote code is ever run" },
   { flag: "--max-concurrent-requests", key: "maxConcurrentRequests", kind: "int", default: 128, help: "requests in flight before the router answers 429" },
   { flag: "--max-best-of", key: "maxBestOf", kind: "int", default: 2, help: "largest best_of a request may ask for" },
@@ -88,6 +92,8 @@ export const FLAGS: FlagSpec[] = [
   { flag: "--api-key", key: "apiKey", kind: "string", help: "require this bearer token on every request" },
   { flag: "--tokenizer-config-path", key: "tokenizerConfigPath", kind: "string", help: "alternative tokenizer_config.json (chat template)" },
   { flag: "--payload-limit", key: "payloadLimit", kind: "int", default: 2000000, help: "largest request body in bytes" },
+  { flag: "--watermark-gamma", key: "watermarkGamma", kind: "float", help: "share of the vocabulary in the greenlist of requests with `watermark: true`, in (0, 1) (passed to shards as WATERMARK_GAMMA; default 0.5)" },
+  { flag: "--watermark-delta", key: "watermarkDelta", kind: "float", help: "logit bias the watermark adds to green tokens, >= 0 (passed to shards as WATERMARK_DELTA; default 2.0)" },
   { flag: "--graceful-termination-timeout", short: "-g", key: "gracefulTerminationTimeout", kind: "int", default: 90, help: "seconds between SIGTERM and SIGKILL when stopping a child" },
   { flag: "--startup-timeout", key: "startupTimeout", kind: "int", default: 1800, help: "seconds each shard and the router may take to become ready (text-gen extension)" },
   { flag: "--help", short: "-h", key: "help", kind: "switch", default: false, noEnv: true, help: "print this help" },

@@ -13,6 +13,7 @@ export function shardCommand(plan: LaunchPlan, rank: number, env: NodeJS.Process
   const uds = socketPath(plan.udsBase, rank);
   const args = ["--model-id", plan.modelDir, "--uds-path", uds, "--rank", String(rank), "--world-size", String(world)];
   if (plan.args.dtype) args.push("--dtype", plan.args.dtype);
+  if (plan.args.device) args.push("--device", plan.args.device);
   if (world > 1) args.push("--comm-name", plan.commName);
   args.push("--json-output", "--log-level", plan.logLevel);
   const a = plan.args;
@@ -28,6 +29,9 @@ export function shardCommand(plan: LaunchPlan, rank: number, env: NodeJS.Process
   };
   if (a.maxTotalTokens !== undefined) childEnv.MAX_TOTAL_TOKENS = String(a.maxTotalTokens);
   if (a.maxBatchSize !== undefined) childEnv.MAX_BATCH_SIZE = String(a.maxBatchSize);
+  // Unset: the shard's own defaults (TGI's 0.5 and 2.0), or the variables inherited above.
+  if (a.watermarkGamma !== undefined) childEnv.WATERMARK_GAMMA = String(a.watermarkGamma);
+  if (a.watermarkDelta !== undefined) childEnv.WATERMARK_DELTA = String(a.watermarkDelta);
   return { args, env: childEnv };
 }
 

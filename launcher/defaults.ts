@@ -60,6 +60,12 @@ export function deriveAndValidate(args: LauncherArgs, config: ModelConfig, env: 
   if (!(args.cudaMemoryFraction > 0 && args.cudaMemoryFraction <= 1)) {
     throw new LauncherError(`--cuda-memory-fraction must be in (0, 1], got ${args.cudaMemoryFraction}`);
   }
+  if (args.watermarkGamma !== undefined && !(args.watermarkGamma > 0 && args.watermarkGamma < 1)) {
+    throw new LauncherError(`--watermark-gamma must be in (0, 1), got ${args.watermarkGamma}`);
+  }
+  if (args.watermarkDelta !== undefined && !(args.watermarkDelta >= 0)) {
+    throw new LauncherError(`--watermark-delta must be >= 0, got ${args.watermarkDelta}`);
+  }
   if (args.gracefulTerminationTimeout < 0) throw new LauncherError("--graceful-termination-timeout must be >= 0");
   if (args.startupTimeout <= 0) throw new LauncherError("--startup-timeout must be > 0");
   if (maxInputTokens !== undefined && args.maxTotalTokens !== undefined && maxInputTokens >= args.maxTotalTokens) {

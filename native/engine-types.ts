@@ -42,7 +42,7 @@ export interface EngineOptions {
   dtype: ComputeDtype;
   /**
    * "cpu" always works; "cuda" needs a build with the CUDA backend and a visible GPU, worldSize 1
-   * and dtype "bfloat16" or "float16" (tokens are still sampled on the host for now).
+   * and dtype "bfloat16" or "float16" (tokens are sampled on the GPU where its sampler covers the request).
    */
   device: "cpu" | "cuda";
   rank: number;
@@ -70,6 +70,16 @@ export interface SamplingParams {
   frequencyPenalty: number;
   /** OpenAI's presence penalty: subtracted once from each token already present (absent: 0). */
   presencePenalty?: number;
+  /**
+   * TGI's `watermark` (Kirchenbauer et al. 2023; absent: false): before the penalties, adds
+   * `watermarkDelta` to the logits of a greenlist of about `watermarkGamma` x vocab ids seeded by
+   * the previous token (native/src/sampling/sampler.h: not TGI's ids, the same statistics).
+   */
+  watermark?: boolean;
+  /** Greenlist fraction, in (0, 1) (absent: 0.5, TGI's WATERMARK_GAMMA default). */
+  watermarkGamma?: number;
+  /** Logit bias of green tokens, >= 0 (absent: 2.0, TGI's WATERMARK_DELTA default). */
+  watermarkDelta?: number;
 }
 
 /** One sequence's share of a step: a prefill chunk, a whole prompt, or one decode token. */
@@ -123,6 +133,8 @@ export interface EngineInfo {
 /** A loaded model on one rank. Every long call runs on a native thread. */
 export interface NativeEngine {
   info(): EngineInfo;
+  /** Free and total memory of the device the engine computes on, in bytes (both 0 on the CPU). */
+  memoryInfo(): { freeBytes: number; totalBytes: number };
   /** Allocates the paged KV cache (block 0 included); replaces an earlier one. */
   allocateKvCache(numBlocks: number): void;
   /** Runs one batched forward pass (prefill chunks and decodes mixed) and samples. */

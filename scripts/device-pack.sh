@@ -2,9 +2,10 @@
 # Prepares .device/ (git-ignored; name it in the device tool's `carry`) for
 # scripts/device-run.sh on the GPU machine, which has no node, npm or network:
 #   node.xz            this machine's node binary, xz-compressed
-#   dist.tar           the compiled TypeScript (dist/), built here if missing
-#   node_modules.tar   only what the addon build needs: cmake-js and its runtime
-#                      dependencies, node-addon-api, node-api-headers
+#   dist.tar           the compiled TypeScript (dist/), rebuilt here every time
+#   node_modules.tar.xz  the production dependency closure of package.json (the addon
+#                      build's cmake-js, node-addon-api, node-api-headers, and what the
+#                      launcher, router and shard load at run time), xz-compressed
 #   models/            small random checkpoints (tools/random-model.ts) for the
 #                      logits checks: llama3 GQA 4 d64, llama3 GQA 8 d128, qwen2 with biases
 # The whole tree that travels must stay under 64 MiB; the script prints the size.
@@ -17,24 +18,27 @@ if [ ! -f .device/node.xz ]; then
   xz -T2 -6 -c "$(command -v node)" > .device/node.xz
 fi
 
-[ -d dist ] || npx tsc -p tsconfig.json
+npx tsc -p tsconfig.json  # dist/ must match the sources the device builds the addon from
 tar -cf .device/dist.tar dist
 
-# The production dependency closure of the packages the addon build needs (flat node_modules).
+# The production dependency closure of package.json (flat node_modules): about 38 MB,
+# 5 MB once xz-compressed.
+rm -f .device/node_modules.tar
 node -e '
   const fs = require("fs"), path = require("path");
-  const seen = new Set(), todo = ["cmake-js", "node-addon-api", "node-api-headers"];
+  const seen = new Set(), todo = Object.keys(JSON.parse(fs.readFileSync("package.json", "utf8")).dependencies);
   while (todo.length) {
     const name = todo.pop();
     if (seen.has(name)) continue;
     const pj = path.join("node_modules", name, "package.json");
     if (!fs.existsSync(pj)) throw new Error("missing " + pj);
     seen.add(name);
-    todo.push(...Object.keys(JSON.parse(fs.readFileSync(pj, "utf8")).dependencies ?? {}));
+    const pkg = JSON.parse(fs.readFileSync(pj, "utf8"));
+    todo.push(...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.optionalDependencies ?? {}).filter((n) => fs.existsSync(path.join("node_modules", n))));
   }
   fs.writeFileSync(".device/node_modules.list", [...seen].sort().map((n) => "node_modules/" + n).join("\n") + "\n");
 '
-tar -cf .device/node_modules.tar -T .device/node_modules.list
+tar -cf - -T .device/node_modules.list | xz -T2 -6 > .device/node_modules.tar.xz
 
 make_model() {  # name, then random-model.ts flags
   local name=$1; shift

@@ -2,14 +2,17 @@
 # The GPU machine's side of one device call (the device tool's `run`, carrying
 # .device/ as prepared by scripts/device-pack.sh):
 #
-#   bash scripts/device-run.sh [arch, default 90a] [bench]
+#   bash scripts/device-run.sh [arch, default 90a] [bench | serve]
 #
 # unpacks node, the compiled JS and the build's node_modules from .device/, builds
 # the addon with the CUDA backend, compiles the cuBLASLt shim check against the
 # real cublasLt.h, runs the CUDA kernel tests and the end-to-end checks through the
 # addon (stories260k greedy, random models' logits against the CPU backend, a quick
 # decode timing), times the kernels at Llama-3-8B shapes (cuda_ops_test --perf), and
-# prints a short table last. Full logs go to $OUT. With `bench` it also writes a
+# prints a short table last. Full logs go to $OUT. With `serve` it skips the kernel
+# timings and instead runs the GPU sampler's own test (scripts/device-sampling-test.sh),
+# the GPU sampler through the engine (e2e.mjs sampler) and the real launcher with
+# --device cuda on stories260k (native/tests/cuda/serve.mjs). With `bench` it also writes a
 # random Llama-3-8B-shaped bf16 checkpoint (tools/random-model.ts, about 2 minutes),
 # measures the device-to-device copy bandwidth, and times the engine on it
 # (native/tests/cuda/e2e.mjs bench).
@@ -47,7 +50,7 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 
 mkdir -p /tmp/node-bin
 xz -d -c .device/node.xz > /tmp/node-bin/node && chmod +x /tmp/node-bin/node
-tar -xf .device/node_modules.tar
+tar -xJf .device/node_modules.tar.xz
 tar -xf .device/dist.tar
 
 step build build.txt node node_modules/cmake-js/bin/cmake-js compile -d native -O native/build -G Ninja \
@@ -55,10 +58,16 @@ step build build.txt node node_modules/cmake-js/bin/cmake-js compile -d native -
 step shim-check shim-check.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
   native/tests/cuda/shim_check.cc
 step kernels kernels.txt native/build/tests/cuda/cuda_ops_test
-step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
+[ "${2:-}" = serve ] || step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
 step stories260k stories.txt node native/tests/cuda/e2e.mjs stories models/stories260k
 step logits logits.txt node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
   .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
+
+if [ "${2:-}" = serve ]; then
+  step sampler sampler.txt node native/tests/cuda/e2e.mjs sampler models/stories260k
+  step serve serve.txt node native/tests/cuda/serve.mjs models/stories260k
+  step sampling sampling.txt env OUT= bash scripts/device-sampling-test.sh "sm_$arch"
+fi
 
 if [ "${2:-}" = bench ]; then
   ln -sfn ../models dist/models  # random-model.js finds the tokenizer beside its repository root
@@ -80,5 +89,10 @@ echo
 grep -h "FAIL\|not ok" "$OUT/kernels.txt" | head -n 20
 sed -n '/^worst relative error/,$p' "$OUT/kernels.txt"
 grep -h "^RESULT" "$OUT"/*.txt | sed 's/^RESULT /  /'
+grep -h "FAIL\|DIFFERS\|DIFFERENT\|serve failed" "$OUT"/sampling.txt "$OUT"/sampler.txt "$OUT"/serve.txt 2>/dev/null | head -n 20
 echo "card: $card ($(date -u +%FT%TZ)), arch sm_$arch"
 printf '%s\n' "${rows[@]}"
+# The device tool brings back at most 8 files: in serve mode the logs travel as one archive.
+if [ "${2:-}" = serve ]; then
+  (cd "$OUT" && tar -czf logs.tgz ./*.txt && rm -f ./*.txt)
+fi

@@ -35,8 +35,20 @@ export function isPrefilling(r: ShardRequest): boolean {
   return r.computed < r.inputIds.length;
 }
 
-/** Proto3 sends 0 for unset fields; 0 is never valid for these, so it means "off". */
-export function samplingParams(p: NextTokenChooserParameters | undefined): SamplingParams {
+/** The watermark's greenlist fraction and logit bias: the shard's WATERMARK_GAMMA and WATERMARK_DELTA. */
+export interface WatermarkSettings {
+  gamma: number;
+  delta: number;
+}
+
+/** TGI's defaults. */
+export const DEFAULT_WATERMARK: WatermarkSettings = { gamma: 0.5, delta: 2.0 };
+
+/**
+ * Proto3 sends 0 for unset fields; 0 is never valid for these, so it means "off".
+ * `watermark` is per request; its gamma and delta are per shard (TGI's env), hence `settings`.
+ */
+export function samplingParams(p: NextTokenChooserParameters | undefined, settings: WatermarkSettings = DEFAULT_WATERMARK): SamplingParams {
   const orOne = (v: number | undefined) => (v === undefined || !(v > 0) ? 1 : v);
   return {
     temperature: orOne(p?.temperature),
@@ -48,6 +60,9 @@ export function samplingParams(p: NextTokenChooserParameters | undefined): Sampl
     repetitionPenalty: orOne(p?.repetitionPenalty),
     frequencyPenalty: p?.frequencyPenalty ?? 0,
     presencePenalty: p?.presencePenalty ?? 0,
+    watermark: p?.watermark ?? false,
+    watermarkGamma: settings.gamma,
+    watermarkDelta: settings.delta,
   };
 }
 
@@ -60,6 +75,8 @@ export interface RequestLimits {
   blockSize: number;
   /** KV blocks in the cache; ids must be below it. */
   numBlocks: number;
+  /** Gamma and delta of watermarked requests (absent: TGI's defaults). */
+  watermark?: WatermarkSettings;
 }
 
 /** Validates a proto Request and builds its state, ready for its first step. */
@@ -80,7 +97,7 @@ export function requestFromProto(r: Request, limits: RequestLimits): ShardReques
   // At least the last prompt token is computed, to have logits to sample from.
   const cacheLen = Math.min(r.cacheLen, n - 1);
   const remaining = n - cacheLen;
-  const params = samplingParams(r.parameters);
+  const params = samplingParams(r.parameters, limits.watermark);
   const stop = r.stoppingParameters;
   return {
     id: r.id,

@@ -3,6 +3,7 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { ComputeDtype } from "../native/engine-types.js";
+import { DEFAULT_WATERMARK, type WatermarkSettings } from "./batch-state.js";
 import { DEFAULT_KV_CACHE_BYTES } from "./warmup.js";
 
 export class CliError extends Error {
@@ -12,6 +13,10 @@ export class CliError extends Error {
   }
 }
 
+/** `--device`: auto picks cuda when the engine has it and sees a GPU (shard/device.ts). */
+export type DeviceChoice = "auto" | "cpu" | "cuda";
+const DEVICES: readonly DeviceChoice[] = ["auto", "cpu", "cuda"];
+
 export interface ShardOptions {
   modelId: string;
   /** Absolute path of this rank's socket. */
@@ -19,12 +24,17 @@ export interface ShardOptions {
   rank: number;
   worldSize: number;
   dtype?: ComputeDtype;
+  device: DeviceChoice;
+  /** Share of the GPU's memory the shard may use (TGI's CUDA_MEMORY_FRACTION): sizes the KV cache on cuda. */
+  cudaMemoryFraction: number;
   commName?: string;
   blockSize: number;
   logLevel: string;
   kvCacheBytes: number;
   /** CPU worker threads (0: one per core). */
   threads: number;
+  /** Gamma and delta of watermarked requests, from WATERMARK_GAMMA and WATERMARK_DELTA as in TGI. */
+  watermark: WatermarkSettings;
 }
 
 const DTYPES: readonly ComputeDtype[] = ["float32", "bfloat16", "float16"];
@@ -41,6 +51,8 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
         rank: { type: "string" },
         "world-size": { type: "string" },
         dtype: { type: "string" },
+        device: { type: "string" },
+        "cuda-memory-fraction": { type: "string" },
         "comm-name": { type: "string" },
         "block-size": { type: "string" },
         "json-output": { type: "boolean" },
@@ -63,8 +75,17 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
   if (dtype !== undefined && !DTYPES.includes(dtype as ComputeDtype)) {
     throw new CliError(`--dtype '${dtype}' is not one of ${DTYPES.join(", ")}`);
   }
+  const device = values.device ?? "auto";
+  if (!DEVICES.includes(device as DeviceChoice)) throw new CliError(`--device '${device}' is not one of ${DEVICES.join(", ")}`);
+  const fractionText = values["cuda-memory-fraction"] ?? env.CUDA_MEMORY_FRACTION ?? "1.0";
+  const cudaMemoryFraction = Number(fractionText);
+  if (!(cudaMemoryFraction > 0 && cudaMemoryFraction <= 1)) {
+    throw new CliError(`--cuda-memory-fraction must be in (0, 1] (got '${fractionText}')`);
+  }
   const options: ShardOptions = {
     modelId,
+    device: device as DeviceChoice,
+    cudaMemoryFraction,
     udsPath: resolve(uds),
     rank,
     worldSize,
@@ -72,6 +93,7 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
     logLevel: values["log-level"] ?? env.LOG_LEVEL ?? "info",
     kvCacheBytes: integer("--kv-cache-bytes", values["kv-cache-bytes"] ?? env.TEXT_GEN_KV_CACHE_BYTES ?? String(DEFAULT_KV_CACHE_BYTES), 1),
     threads: integer("--threads", values.threads ?? "0", 0),
+    watermark: watermarkFromEnv(env),
   };
   if (dtype !== undefined) options.dtype = dtype as ComputeDtype;
   const commName = values["comm-name"];
@@ -91,6 +113,22 @@ export function shardUrls(udsPath: string, rank: number, worldSize: number): str
   }
   const base = udsPath.slice(0, -suffix.length);
   return Array.from({ length: worldSize }, (_, i) => `unix://${base}-${i}`);
+}
+
+/** TGI's shard reads these two from its environment; unset means TGI's defaults (0.5, 2.0). */
+export function watermarkFromEnv(env: NodeJS.ProcessEnv): WatermarkSettings {
+  const read = (name: string, fallback: number, ok: (v: number) => boolean, rule: string, meaning: string): number => {
+    const text = env[name];
+    if (text === undefined || text.trim() === "") return fallback;
+    const value = Number(text);
+    if (!Number.isFinite(value) || !ok(value)) throw new CliError(`${name} must be ${rule} (got '${text}'): it is ${meaning}`);
+    return value;
+  };
+  return {
+    gamma: read("WATERMARK_GAMMA", DEFAULT_WATERMARK.gamma, (v) => v > 0 && v < 1, "a number strictly between 0 and 1",
+      "the share of the vocabulary in the watermark's greenlist"),
+    delta: read("WATERMARK_DELTA", DEFAULT_WATERMARK.delta, (v) => v >= 0, "a number ≥ 0", "the logit bias the watermark adds to green tokens"),
+  };
 }
 
 function integer(flag: string, text: string, min: number): number {

@@ -5,6 +5,7 @@ import { existsSync, unlinkSync } from "node:fs";
 import { pino, type Logger } from "pino";
 import { loadNative } from "../native/index.js";
 import { parseShardArgs, shardUrls } from "./cli.js";
+import { chooseDtype, resolveDevice } from "./device.js";
 import { startGrpcServer, stopGrpcServer } from "./grpc-server.js";
 import { readModelConfig } from "./model-config.js";
 import { ShardService } from "./service.js";
@@ -30,13 +31,17 @@ async function main(): Promise<void> {
     logger = makeLogger(opts.logLevel, opts.rank);
     const urls = shardUrls(opts.udsPath, opts.rank, opts.worldSize);
     const { config, dtype: checkpointDtype } = readModelConfig(opts.modelId);
-    const dtype = opts.dtype ?? checkpointDtype ?? "float32";
-    logger.info({ modelId: opts.modelId, dtype, worldSize: opts.worldSize, architecture: config.architecture }, "loading model");
-    const engine = await loadNative().loadEngine({
+    const native = loadNative();
+    const { device, why } = resolveDevice(opts.device, opts.worldSize, native);
+    if (why && opts.device === "auto") logger.info({ device }, `device auto: ${why}`);
+    const { dtype, note } = chooseDtype(device, opts.dtype, checkpointDtype);
+    if (note) logger.info({ dtype }, note);
+    logger.info({ modelId: opts.modelId, device, dtype, worldSize: opts.worldSize, architecture: config.architecture }, "loading model");
+    const engine = await native.loadEngine({
       modelDir: opts.modelId,
       config,
       dtype,
-      device: "cpu",
+      device,
       rank: opts.rank,
       worldSize: opts.worldSize,
       blockSize: opts.blockSize,
@@ -52,6 +57,8 @@ async function main(): Promise<void> {
       worldSize: opts.worldSize,
       urls,
       kvCacheBytes: opts.kvCacheBytes,
+      cudaMemoryFraction: opts.cudaMemoryFraction,
+      watermark: opts.watermark,
       logger,
     });
     const server = await startGrpcServer(service, opts.udsPath, logger);

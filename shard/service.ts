@@ -18,12 +18,12 @@ import type {
   WarmupRequest,
   WarmupResponse,
 } from "../proto/gen/generate.js";
-import { BatchCache, requestFromProto, toCachedBatch, type ShardRequest } from "./batch-state.js";
+import { BatchCache, requestFromProto, toCachedBatch, type ShardRequest, type WatermarkSettings } from "./batch-state.js";
 import { asShardError, badRequest, ShardError } from "./errors.js";
 import { applyStep, type StepResult } from "./generation.js";
 import { SerialQueue } from "./serial-queue.js";
 import { planStep, scheduleNextStep } from "./step-planner.js";
-import { assignWarmupBlocks, kvBlockCount, warmupLimits } from "./warmup.js";
+import { assignWarmupBlocks, cudaKvBlockCount, kvBlockCount, warmupBlocksNeeded, warmupLimits } from "./warmup.js";
 
 export interface ShardServiceOptions {
   engine: NativeEngine;
@@ -34,6 +34,10 @@ export interface ShardServiceOptions {
   urls: string[];
   /** KV memory budget when Warmup gives no max_batch_total_tokens. */
   kvCacheBytes: number;
+  /** On cuda without max_batch_total_tokens: share of the GPU the KV cache sizing may count on (default 1). */
+  cudaMemoryFraction?: number;
+  /** Gamma and delta of watermarked requests (absent: TGI's defaults). */
+  watermark?: WatermarkSettings;
   logger: Logger;
 }
 
@@ -135,7 +139,8 @@ export class ShardService {
       seen.add(r.id);
       const holder = this.cache.batchOfRequest(r.id);
       if (holder !== undefined) throw badRequest(`request id ${r.id} is already in cached batch ${holder}`);
-      return requestFromProto(r, { blockSize: this.blockSize, numBlocks: this.numBlocks });
+      const limits = { blockSize: this.blockSize, numBlocks: this.numBlocks, watermark: this.opts.watermark };
+      return requestFromProto(r, limits);
     });
   }
 
@@ -185,20 +190,20 @@ export class ShardService {
   private async runWarmup(req: WarmupRequest): Promise<WarmupResponse> {
     this.release(this.cache.clear());
     const info = this.opts.engine.info();
-    const numBlocks = kvBlockCount(req.maxBatchTotalTokens, {
-      blockSize: this.blockSize,
-      kvBytesPerBlock: info.kvBytesPerBlock,
-      kvCacheBytes: this.opts.kvCacheBytes,
-    });
-    try {
-      this.opts.engine.allocateKvCache(numBlocks);
-    } catch (err) {
-      this.numBlocks = 0;
-      throw new ShardError("resource_exhausted", `could not allocate ${numBlocks} KV blocks: ${(err as Error).message}`);
-    }
-    this.numBlocks = numBlocks;
+    const requests = req.batch?.requests ?? [];
+    // On a GPU with no max_batch_total_tokens the cache is sized from what the warm-up
+    // leaves free (TGI's way): warm up over a cache just big enough, then measure.
+    const measure = info.device === "cuda" && req.maxBatchTotalTokens === undefined;
+    let numBlocks = measure
+      ? warmupBlocksNeeded(requests, this.blockSize)
+      : kvBlockCount(req.maxBatchTotalTokens, {
+          blockSize: this.blockSize,
+          kvBytesPerBlock: info.kvBytesPerBlock,
+          kvCacheBytes: this.opts.kvCacheBytes,
+        });
+    this.allocate(numBlocks);
     this.maxPrefillTokens = req.maxPrefillTokens > 0 ? req.maxPrefillTokens : Number.POSITIVE_INFINITY;
-    const warmupRequests = assignWarmupBlocks(req.batch?.requests ?? [], numBlocks, this.blockSize);
+    const warmupRequests = assignWarmupBlocks(requests, numBlocks, this.blockSize);
     let running = this.newRequests(warmupRequests);
     // A prefill step, then a decode step for whatever is still running.
     for (let i = 0; i < 2 && running.length > 0; i++) {
@@ -208,12 +213,33 @@ export class ShardService {
       running = result.running;
     }
     this.release(running);
+    if (measure) {
+      const memory = this.opts.engine.memoryInfo();
+      numBlocks = cudaKvBlockCount({
+        ...memory,
+        currentKvBytes: numBlocks * info.kvBytesPerBlock,
+        memoryFraction: this.opts.cudaMemoryFraction ?? 1,
+        kvBytesPerBlock: info.kvBytesPerBlock,
+      });
+      this.opts.logger.info({ ...memory, memoryFraction: this.opts.cudaMemoryFraction ?? 1 }, "GPU memory after warm-up");
+      this.allocate(numBlocks);
+    }
     const limits = warmupLimits(req, numBlocks, this.blockSize, this.opts.config.maxPositionEmbeddings);
     this.opts.logger.info(
       { numBlocks, blockSize: this.blockSize, kvBytes: numBlocks * info.kvBytesPerBlock, ...limits },
       "KV cache allocated",
     );
     return limits;
+  }
+
+  private allocate(numBlocks: number): void {
+    try {
+      this.opts.engine.allocateKvCache(numBlocks);
+    } catch (err) {
+      this.numBlocks = 0;
+      throw new ShardError("resource_exhausted", `could not allocate ${numBlocks} KV blocks: ${(err as Error).message}`);
+    }
+    this.numBlocks = numBlocks;
   }
 
   private release(requests: readonly ShardRequest[]): void {

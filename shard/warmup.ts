@@ -61,6 +61,51 @@ export function assignWarmupBlocks(requests: readonly Request[], numBlocks: numb
   return assigned;
 }
 
+/** Blocks the warm-up batch borrows (as assignWarmupBlocks gives them), block 0 included. */
+export function warmupBlocksNeeded(requests: readonly Request[], blockSize: number): number {
+  let blocks = 1;
+  for (const r of requests) blocks += r.blocks.length > 0 ? 0 : Math.ceil((r.inputIds.length + 1) / blockSize);
+  const assigned = requests.flatMap((r) => r.blocks);
+  return Math.max(blocks, assigned.length > 0 ? Math.max(...assigned) + 1 : 0, 2);
+}
+
+/**
+ * Memory kept back beyond the fraction: what later steps may allocate that the warm-up
+ * did not (logits and sampler rows of wide decode batches, cuBLASLt workspaces, the
+ * penalty counts), and the driver's own allocations.
+ */
+export function cudaSafetyMargin(totalBytes: number): number {
+  return Math.max(512 * 1024 ** 2, Math.floor(0.03 * totalBytes));
+}
+
+export interface DeviceMemorySizing {
+  freeBytes: number;
+  totalBytes: number;
+  /** Bytes of the KV cache allocated during the measurement (freed before the real one). */
+  currentKvBytes: number;
+  memoryFraction: number;
+  kvBytesPerBlock: number;
+}
+
+/**
+ * KV blocks for a GPU, as TGI sizes its cache: after a warm-up prefill of
+ * max_batch_prefill_tokens has grown the activations to their peak, the cache takes
+ * what is free, less the share of the card the fraction withholds and a safety margin.
+ */
+export function cudaKvBlockCount(m: DeviceMemorySizing): number {
+  const withheld = (1 - m.memoryFraction) * m.totalBytes;
+  const budget = m.freeBytes + m.currentKvBytes - withheld - cudaSafetyMargin(m.totalBytes);
+  const blocks = Math.min(Math.floor(budget / m.kvBytesPerBlock), MAX_KV_BLOCKS);
+  if (blocks < 2) {
+    throw new ShardError(
+      "resource_exhausted",
+      `after the warm-up ${m.freeBytes} bytes of GPU memory are free of ${m.totalBytes}: not enough for a KV cache of ` +
+        `2 blocks of ${m.kvBytesPerBlock} bytes at --cuda-memory-fraction ${m.memoryFraction}; lower --max-batch-prefill-tokens`,
+    );
+  }
+  return blocks;
+}
+
 export function warmupLimits(req: WarmupRequest, numBlocks: number, blockSize: number, maxPositionEmbeddings: number): WarmupResponse {
   const capacity = (numBlocks - 1) * blockSize;
   let maxTotalTokens = req.maxTotalTokens ?? Math.min(capacity, maxPositionEmbeddings);

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FLAGS, helpText, parseArgs, type LauncherArgs } from "../args.js";
+import { shardCommand } from "../command-lines.js";
 import { deriveAndValidate, findNumShards, visibleDeviceCount } from "../defaults.js";
 import { LauncherError } from "../errors.js";
 import { hubCacheDir, resolveModelDir } from "../model-resolve.js";
@@ -94,6 +95,9 @@ t.test("derivation and validation", async (t) => {
     [{ quantize: "awq" }, /--quantize awq: quantization is not supported yet/],
     [{ speculate: 2 }, /--speculate: speculative decoding is not supported yet/],
     [{ cudaMemoryFraction: 1.5 }, /--cuda-memory-fraction/],
+    [{ watermarkGamma: 1 }, /--watermark-gamma must be in \(0, 1\), got 1/],
+    [{ watermarkGamma: 0 }, /--watermark-gamma must be in \(0, 1\), got 0/],
+    [{ watermarkDelta: -1 }, /--watermark-delta must be >= 0, got -1/],
   ];
   for (const [over, re] of bad) t.throws(() => deriveAndValidate(base(over), {}, {}), re, JSON.stringify(over));
   t.throws(() => deriveAndValidate(base(), { quantMethod: "gptq" }, {}), /quant_method gptq/);
@@ -145,4 +149,17 @@ t.test("plan: per-launch names and socket length", async (t) => {
     /Unix sockets need < 100: pass a shorter --shard-uds-path/);
   t.throws(() => makePlan(parseArgs([], {}), { TEXT_GEN_SHARD_SCRIPT: "/nope/main.js" }, "info"),
     /\/nope\/main.js is missing: run `npm run build` first/);
+});
+
+t.test("--watermark-gamma/--watermark-delta reach the shards as WATERMARK_GAMMA/WATERMARK_DELTA", async (t) => {
+  const stub = join(import.meta.dirname, "..", "test-fixtures", "stub-shard.mjs");
+  const env = { TEXT_GEN_SHARD_SCRIPT: stub, TEXT_GEN_ROUTER_SCRIPT: stub };
+  const flags = makePlan(parseArgs(["--watermark-gamma", "0.25", "--watermark-delta", "4"], {}), env, "info");
+  t.match(shardCommand(flags, 0, {}).env, { WATERMARK_GAMMA: "0.25", WATERMARK_DELTA: "4" });
+  const fromEnv = { ...env, WATERMARK_GAMMA: "0.3" };
+  const inherited = makePlan(parseArgs([], fromEnv), fromEnv, "info");
+  t.equal(inherited.args.watermarkGamma, 0.3, "the launcher reads the variable as its flag");
+  t.match(shardCommand(inherited, 0, fromEnv).env, { WATERMARK_GAMMA: "0.3" });
+  t.notOk("WATERMARK_DELTA" in shardCommand(inherited, 0, fromEnv).env, "unset: the shard's default");
+  t.throws(() => makePlan(parseArgs([], { WATERMARK_GAMMA: "2" }), env, "info"), /--watermark-gamma must be in \(0, 1\), got 2/);
 });

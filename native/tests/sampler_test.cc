@@ -1,5 +1,5 @@
 // Unit tests of the CPU sampler: greedy, penalties, each warper's kept set and
-// frequencies, seeding, logprobs and top-n.
+// frequencies, seeding, logprobs and top-n, and the watermark.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -368,6 +368,150 @@ TG_TEST(uniform_from_seed_is_pure_and_uniform) {
   CHECK(in_range);
   CHECK_NEAR(sum / n, 0.5, 0.005);
   for (int b : bins) CHECK_NEAR(b, n / 20.0, n / 20.0 * 0.05);
+}
+
+// --- watermark ---------------------------------------------------------------
+
+namespace {
+
+SamplingParams Watermarked(float gamma, float delta) {
+  SamplingParams p;
+  p.watermark = true;
+  p.watermark_gamma = gamma;
+  p.watermark_delta = delta;
+  return p;
+}
+
+std::vector<bool> Greenlist(int32_t prev, int64_t vocab, float gamma) {
+  std::vector<bool> green(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) green[static_cast<size_t>(i)] = tg::WatermarkIsGreen(prev, static_cast<int32_t>(i), gamma);
+  return green;
+}
+
+}  // namespace
+
+TG_TEST(watermark_greenlist_holds_gamma_of_the_vocab) {
+  const int64_t vocab = 32000;
+  for (float gamma : {0.25f, 0.5f, 0.75f}) {
+    for (int32_t prev : {1, 2, 17, 31999}) {
+      std::vector<bool> green = Greenlist(prev, vocab, gamma);
+      const double fraction = static_cast<double>(std::count(green.begin(), green.end(), true)) / vocab;
+      // Binomial(V, gamma): the standard deviation of the fraction is below 0.003 here.
+      CHECK_NEAR(fraction, gamma, 0.015);
+    }
+  }
+}
+
+TG_TEST(watermark_raises_green_logits_by_exactly_delta) {
+  const int64_t vocab = 1000;
+  SequenceSampler sampler(Watermarked(0.5f, 2.0f), vocab);
+  const int32_t prompt[] = {5, 9, 42};
+  sampler.Observe(prompt, 3);
+  std::vector<float> logits = RandomLogits(vocab, 3);
+  std::vector<float> copy = logits;
+  sampler.Sample(copy.data(), 0, 0);
+  std::vector<bool> green = Greenlist(42, vocab, 0.5f);  // seeded by the last observed token
+  bool exact = true;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float want = green[static_cast<size_t>(i)] ? logits[static_cast<size_t>(i)] + 2.0f : logits[static_cast<size_t>(i)];
+    exact = exact && copy[static_cast<size_t>(i)] == want;
+  }
+  CHECK(exact);
+}
+
+TG_TEST(watermark_greenlist_depends_only_on_the_previous_token) {
+  const int64_t vocab = 5000;
+  CHECK(Greenlist(7, vocab, 0.5f) == Greenlist(7, vocab, 0.5f));
+  CHECK(Greenlist(7, vocab, 0.5f) != Greenlist(8, vocab, 0.5f));
+  // Different previous tokens give (nearly) independent lists: about half the ids agree.
+  std::vector<bool> a = Greenlist(100, vocab, 0.5f), b = Greenlist(101, vocab, 0.5f);
+  int same = 0;
+  for (int64_t i = 0; i < vocab; ++i) same += a[static_cast<size_t>(i)] == b[static_cast<size_t>(i)];
+  CHECK_NEAR(static_cast<double>(same) / vocab, 0.5, 0.05);
+  // The sampler follows the previous token, whatever came before it.
+  SequenceSampler x(Watermarked(0.5f, 1.0f), vocab), y(Watermarked(0.5f, 1.0f), vocab);
+  const int32_t px[] = {1, 2, 3, 77}, py[] = {9, 77};
+  x.Observe(px, 4);
+  y.Observe(py, 2);
+  std::vector<float> lx(static_cast<size_t>(vocab), 0.0f), ly(static_cast<size_t>(vocab), 0.0f);
+  x.Sample(lx.data(), 0, 0);
+  y.Sample(ly.data(), 0, 0);
+  CHECK(lx == ly);
+}
+
+TG_TEST(watermark_runs_before_the_penalties_and_greedy_sees_it) {
+  const int64_t vocab = 64;
+  const int32_t prev = 3;
+  std::vector<bool> green = Greenlist(prev, vocab, 0.5f);
+  int32_t g = -1, r = -1;  // a green and a red id
+  for (int32_t i = 0; i < vocab && (g < 0 || r < 0); ++i) (green[static_cast<size_t>(i)] ? g : r) = i;
+  CHECK(g >= 0 && r >= 0);
+  SamplingParams p = Watermarked(0.5f, 2.0f);
+  p.repetition_penalty = 2.0f;
+  SequenceSampler sampler(p, vocab);
+  const int32_t seen[] = {g, prev};
+  sampler.Observe(seen, 2);
+  std::vector<float> logits(static_cast<size_t>(vocab), -10.0f);
+  logits[static_cast<size_t>(g)] = 2.0f;
+  logits[static_cast<size_t>(r)] = 2.5f;
+  SampleResult out = sampler.Sample(logits.data(), 0, 0);
+  CHECK(logits[static_cast<size_t>(g)] == (2.0f + 2.0f) / 2.0f);  // bias first, then the penalty divides
+  CHECK(logits[static_cast<size_t>(r)] == 2.5f);
+  CHECK(out.token == r);
+  SequenceSampler plain(Watermarked(0.5f, 2.0f), vocab);
+  plain.Observe(&prev, 1);
+  std::vector<float> l2(static_cast<size_t>(vocab), -10.0f);
+  l2[static_cast<size_t>(g)] = 2.0f;
+  l2[static_cast<size_t>(r)] = 2.5f;
+  CHECK(plain.Sample(l2.data(), 0, 0).token == g);  // greedy picks the boosted green id
+}
+
+TG_TEST(watermark_with_a_large_delta_makes_sampled_tokens_green) {
+  const int64_t vocab = 2000;
+  const float gamma = 0.25f;
+  SamplingParams p = Watermarked(gamma, 8.0f);
+  p.do_sample = true;
+  p.seed = 99;
+  SamplingParams off = p;
+  off.watermark = false;
+  SequenceSampler marked(p, vocab), plain(off, vocab);
+  int32_t prev_marked = 1, prev_plain = 1;
+  marked.Observe(&prev_marked, 1);
+  plain.Observe(&prev_plain, 1);
+  int green_marked = 0, green_plain = 0;
+  const int steps = 400;
+  for (int i = 0; i < steps; ++i) {
+    std::vector<float> logits = RandomLogits(vocab, 1000 + static_cast<uint32_t>(i), 1.0f);
+    std::vector<float> copy = logits;
+    const int32_t t = marked.Sample(copy.data(), i, 0).token;
+    green_marked += tg::WatermarkIsGreen(prev_marked, t, gamma);
+    marked.Observe(&t, 1);
+    prev_marked = t;
+    const int32_t u = plain.Sample(logits.data(), i, 0).token;
+    green_plain += tg::WatermarkIsGreen(prev_plain, u, gamma);
+    plain.Observe(&u, 1);
+    prev_plain = u;
+  }
+  // The detector's z-score: (green - gamma T) / sqrt(T gamma (1 - gamma)).
+  auto z = [&](int green) { return (green - gamma * steps) / std::sqrt(steps * gamma * (1.0 - gamma)); };
+  CHECK(green_marked > 0.9 * steps);
+  CHECK(z(green_marked) > 10.0);
+  CHECK(std::fabs(z(green_plain)) < 4.0);
+}
+
+TG_TEST(watermark_off_or_without_a_previous_token_leaves_logits_alone) {
+  std::vector<float> logits = RandomLogits(500, 8);
+  SamplingParams p = Watermarked(0.5f, 2.0f);
+  SequenceSampler unseeded(p, 500);
+  std::vector<float> copy = logits;
+  unseeded.Sample(copy.data(), 0, 0);
+  CHECK(copy == logits);
+  p.watermark = false;
+  SequenceSampler off(p, 500);
+  const int32_t prev = 4;
+  off.Observe(&prev, 1);
+  off.Sample(copy.data(), 0, 0);
+  CHECK(copy == logits);
 }
 
 TG_TEST_MAIN()

@@ -113,7 +113,10 @@ export interface NextTokenChooserParameters {
   seed: number;
   /** / CTRL repetition penalty over prompt and generated tokens (1.0: off). */
   repetitionPenalty: number;
-  /** / Accepted for compatibility; the watermark processor is not implemented and the router rejects it. */
+  /**
+   * / "A Watermark for LLMs": add WATERMARK_DELTA to a greenlist of WATERMARK_GAMMA × vocab ids seeded by
+   * / the previous token, before the penalties (gamma and delta from the shard's environment).
+   */
   watermark: boolean;
   /** / Subtracts penalty × count of each token already present (0.0: off). */
   frequencyPenalty: number;

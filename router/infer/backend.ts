@@ -209,7 +209,7 @@ function toShardRequest(request: ValidRequest, eosTokenIds: number[]): ShardRequ
       doSample: p.doSample,
       seed: p.seed,
       repetitionPenalty: p.repetitionPenalty,
-      watermark: false,
+      watermark: p.watermark,
       frequencyPenalty: p.frequencyPenalty,
       presencePenalty: p.presencePenalty,
       grammar: "",

@@ -15,6 +15,8 @@ export interface ValidParameters {
   frequencyPenalty: number;
   /** OpenAI's presence_penalty: subtracted once from each token already present (0 on TGI's routes). */
   presencePenalty: number;
+  /** TGI's watermark (gamma and delta are the shards' WATERMARK_GAMMA/WATERMARK_DELTA); false on the OpenAI routes. */
+  watermark: boolean;
   maxNewTokens: number;
   stop: string[];
   /** Generate exactly maxNewTokens (benchmarks; TGI's ignore_eos_token). */

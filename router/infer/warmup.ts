@@ -50,6 +50,7 @@ export function warmupRequest(options: LimitOptions, tokenId: number, topNTokens
         doSample: false,
         seed: 0,
         repetitionPenalty: 1.2,
+        // TGI turns it on; here it would move the batch off the GPU sampler (which lacks it) to the host.
         watermark: false,
         frequencyPenalty: 0.1,
         presencePenalty: 0.1,

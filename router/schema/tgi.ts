@@ -45,7 +45,7 @@ export const GenerateParameters: JsonSchema = struct("GenerateParameters", {
   return_full_text: nullable({ type: "boolean", example: false, default: null, description: "Prepend the prompt to the generated text. Defaults to false, and to true on POST /." }),
   stop: { type: "array", items: str(), example: ["photographer"], default: [], description: "Stop generating when one of these strings is generated (kept in the text)." },
   truncate: nullable(int("uint", { example: null, default: null, description: "Keep only the last `truncate` input tokens." })),
-  watermark: bool("Watermarking with A Watermark for Large Language Models (not supported: 422).", false),
+  watermark: bool("Watermarking with A Watermark for Large Language Models: green tokens (a share WATERMARK_GAMMA of the vocabulary, chosen from the previous token) get WATERMARK_DELTA added to their logits.", false),
   details: bool("Return generation details.", false),
   decoder_input_details: bool("Return the prompt tokens with their logprobs (not when streaming).", false),
   seed: nullable(int("uint64", { example: null, default: null, description: "Random sampling seed, at most 2^53 - 1 here." })),

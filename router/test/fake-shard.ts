@@ -299,7 +299,7 @@ export function validRequest(inputIds: number[], parameters: Partial<ValidParame
     inputText: "",
     parameters: {
       temperature: 1, topK: 0, topP: 1, typicalP: 1, doSample: false, seed: 42,
-      repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, maxNewTokens: 5, stop: [], ignoreEos: false,
+      repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, watermark: false, maxNewTokens: 5, stop: [], ignoreEos: false,
       topNTokens: 0, decoderInputDetails: false,
       ...parameters,
     },

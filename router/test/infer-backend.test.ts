@@ -4,6 +4,15 @@ import { collect, lastEvent, startBackend, validRequest } from "./fake-shard.js"
 
 const noSignal = () => new AbortController().signal;
 
+t.test("watermark reaches the shard's NextTokenChooserParameters", async (t) => {
+  const b = await startBackend();
+  t.teardown(b.close);
+  await collect(b.backend.generate(validRequest([1, 10], { maxNewTokens: 1, watermark: true }), noSignal()));
+  await collect(b.backend.generate(validRequest([1, 11], { maxNewTokens: 1 }), noSignal()));
+  const sent = b.shards[0]!.callsOf("prefill").flatMap((p) => p.batch.requests.map((r: any) => r.parameters.watermark));
+  t.same(sent, [true, false]);
+});
+
 t.test("one request streams its tokens and ends with the right reason", async (t) => {
   const b = await startBackend();
   t.teardown(b.close);

@@ -51,7 +51,6 @@ const rules: [string, unknown, string][] = [
   ["grammar bad JSON string", P({ grammar: { type: "json", value: "{" } }), "grammar is not valid: the JSON schema is a string that does not parse as JSON"],
   ["grammar bad regex", P({ grammar: { type: "regex", value: "a(" } }), "grammar is not valid: Invalid regular expression: /a(/u: Unterminated group"],
   ["inputs over max_input_tokens x 32 characters", P({}, "a".repeat(3201)), "`inputs` must have at most 3200 characters. Given: 3201"],
-  ["watermark", P({ watermark: true }), "`watermark` is not supported by this server"],
   ["seed above 2^53 - 1", P({ seed: 2 ** 53 }), "`seed` must be an integer >= 0 and <= 9007199254740991 (2^53 - 1, the largest integer a JSON number keeps exactly in this server). Given: 9007199254740992"],
   ["negative seed", P({ seed: -1 }), "`seed` must be an integer >= 0 and <= 9007199254740991 (2^53 - 1, the largest integer a JSON number keeps exactly in this server). Given: -1"],
 ];
@@ -131,6 +130,7 @@ t.test("defaults: parameters absent samples, present-but-empty does not", async 
     repetitionPenalty: 1,
     frequencyPenalty: 0,
     presencePenalty: 0,
+    watermark: false,
     maxNewTokens: 125, // max_total_tokens - input length
     stop: [],
     ignoreEos: false,
@@ -154,6 +154,14 @@ t.test("truncate keeps the last tokens; the backend gets the validated request",
   t.equal(last.parameters.maxNewTokens, 2);
   const tokenizerError = new Validator(server.ctx.validator.limits, { encode: async () => { throw new Error("boom"); } });
   await t.rejects(tokenizerError.validate(parseGenerateRequest({ inputs: "x" })), { message: "Input validation error: tokenizer error boom", status: 422 });
+});
+
+t.test("watermark: true is accepted and reaches the backend", async (t) => {
+  const res = await generate(P({ watermark: true, max_new_tokens: 2 }));
+  t.equal(res.status, 200);
+  t.equal(server.backend.requests.at(-1)!.parameters.watermark, true);
+  t.equal((await generate(P({ max_new_tokens: 2 }))).status, 200);
+  t.equal(server.backend.requests.at(-1)!.parameters.watermark, false, "default false");
 });
 
 t.test("max_best_of 1 refuses any best_of but 1", async (t) => {

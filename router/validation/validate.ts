@@ -115,7 +115,6 @@ export class Validator {
       checkGrammar(p.grammar);
       throw validationError("grammar is not supported yet");
     }
-    if (p.watermark) throw validationError("`watermark` is not supported by this server");
 
     const parameters: ValidParameters = {
       temperature,
@@ -127,6 +126,7 @@ export class Validator {
       repetitionPenalty,
       frequencyPenalty,
       presencePenalty: 0, // not a TGI parameter; the OpenAI routes set it
+      watermark: p.watermark,
       maxNewTokens,
       stop: p.stop,
       ignoreEos: p.ignore_eos_token,

@@ -130,6 +130,23 @@ t.test("prefix cache hit: computation starts at cache_len, prefix goes to the sa
   t.equal(engine.steps[1]![0]!.position, 7);
 });
 
+t.test("watermark: the request's flag with the shard's gamma and delta reach the engine", async (t) => {
+  const engine = new FakeEngine();
+  const service = newService(engine, { watermark: { gamma: 0.25, delta: 6 } });
+  await service.warmup({ maxPrefillTokens: 64, maxBatchTotalTokens: 999 * 4 });
+  const marked = request(1, 3);
+  marked.parameters!.watermark = true;
+  await service.prefill({ batch: batch(1, [marked, request(2, 3)]) });
+  const inits = engine.steps.at(-1)!.map((s) => s.init!.params);
+  t.match(inits[0], { watermark: true, watermarkGamma: 0.25, watermarkDelta: 6 });
+  t.match(inits[1], { watermark: false });
+  const plain = await warmService();
+  const m2 = request(1, 3);
+  m2.parameters!.watermark = true;
+  await plain.service.prefill({ batch: batch(1, [m2]) });
+  t.match(plain.engine.steps.at(-1)![0]!.init!.params, { watermark: true, watermarkGamma: 0.5, watermarkDelta: 2 }, "TGI's defaults");
+});
+
 t.test("decode merges several batches into the first id; filter and clear release", async (t) => {
   const { service, engine } = await warmService();
   const a = await service.prefill({ batch: batch(1, [request(1, 2), request(2, 2)]) });

@@ -22,6 +22,10 @@ export class FakeEngine implements NativeEngine {
     public nextToken: NextToken = defaultNextToken,
   ) {}
 
+  memoryInfo(): { freeBytes: number; totalBytes: number } {
+    return { freeBytes: 0, totalBytes: 0 };
+  }
+
   info(): EngineInfo {
     if (this.closed) throw new Error("engine closed");
     return {

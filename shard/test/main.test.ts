@@ -20,7 +20,12 @@ t.test("command line and environment fallbacks", async (t) => {
   const opts = parseShardArgs(["--model-id", "m", "--uds-path", "/tmp/s-1", "--world-size", "2", "--rank", "1", "--dtype", "bfloat16", "--json-output"], {});
   t.match(opts, { modelId: "m", udsPath: "/tmp/s-1", rank: 1, worldSize: 2, dtype: "bfloat16", blockSize: 16, logLevel: "info" });
   const env = parseShardArgs(["--model-id", "m"], { SHARD_UDS_PATH: "/tmp/e-0", RANK: "0", WORLD_SIZE: "1", TEXT_GEN_KV_CACHE_BYTES: "4096" });
-  t.match(env, { udsPath: "/tmp/e-0", rank: 0, worldSize: 1, kvCacheBytes: 4096 });
+  t.match(env, { udsPath: "/tmp/e-0", rank: 0, worldSize: 1, kvCacheBytes: 4096, watermark: { gamma: 0.5, delta: 2 } });
+  const marked = parseShardArgs(["--model-id", "m", "--uds-path", "x"], { WATERMARK_GAMMA: "0.25", WATERMARK_DELTA: "0" });
+  t.same(marked.watermark, { gamma: 0.25, delta: 0 }, "TGI's WATERMARK_GAMMA and WATERMARK_DELTA");
+  for (const [name, value] of [["WATERMARK_GAMMA", "1"], ["WATERMARK_GAMMA", "0"], ["WATERMARK_GAMMA", "half"], ["WATERMARK_DELTA", "-2"], ["WATERMARK_DELTA", "inf"]]) {
+    t.throws(() => parseShardArgs(["--model-id", "m", "--uds-path", "x"], { [name!]: value }), { name: "CliError", message: new RegExp(`^${name} must be a number .*\\(got '${value}'\\)`) });
+  }
   t.throws(() => parseShardArgs(["--uds-path", "x"], {}), { message: "--model-id is required" });
   t.throws(() => parseShardArgs(["--model-id", "m"], {}), { message: /--uds-path \(or SHARD_UDS_PATH\) is required/ });
   t.throws(() => parseShardArgs(["--model-id", "m", "--uds-path", "x", "--rank", "2", "--world-size", "2"], {}), {
@@ -40,8 +45,8 @@ interface Shard {
   exit: Promise<number | null>;
 }
 
-function spawnShard(args: string[]): Shard {
-  const child = spawn(process.execPath, ["--import", "tsx", "shard/main.ts", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+function spawnShard(args: string[], env: NodeJS.ProcessEnv = process.env): Shard {
+  const child = spawn(process.execPath, ["--import", "tsx", "shard/main.ts", ...args], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   const stderr: string[] = [];
   createInterface({ input: child.stderr! }).on("line", (line) => stderr.push(line));
   const exit = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
@@ -61,6 +66,13 @@ t.test("a missing model exits 1 with one clear error line", async (t) => {
   t.equal(await shard.exit, 1);
   t.equal(shard.stderr.length, 1);
   t.match(JSON.parse(shard.stderr[0]!), { level: 50, msg: "model dir /nonexistent-model has no config.json" });
+});
+
+t.test("an out-of-range WATERMARK_GAMMA exits 1 at startup with one clear error line", async (t) => {
+  const shard = spawnShard(["--model-id", stories, "--uds-path", "/tmp/tgs-wm-0"], { ...process.env, WATERMARK_GAMMA: "1.5" });
+  t.equal(await shard.exit, 1);
+  t.equal(shard.stderr.length, 1);
+  t.match(JSON.parse(shard.stderr[0]!), { level: 50, msg: "WATERMARK_GAMMA must be a number strictly between 0 and 1 (got '1.5'): it is the share of the vocabulary in the watermark's greenlist" });
 });
 
 interface Reference {

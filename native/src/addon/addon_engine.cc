@@ -71,6 +71,7 @@ Napi::Function AddonEngine::DefineClass(Napi::Env env) {
   return ObjectWrap<AddonEngine>::DefineClass(env, "NativeEngine",
                                               {
                                                   InstanceMethod("info", &AddonEngine::Info),
+                                                  InstanceMethod("memoryInfo", &AddonEngine::MemoryInfo),
                                                   InstanceMethod("allocateKvCache", &AddonEngine::AllocateKvCache),
                                                   InstanceMethod("step", &AddonEngine::Step),
                                                   InstanceMethod("release", &AddonEngine::Release),
@@ -99,6 +100,20 @@ Engine& AddonEngine::Open(Napi::Env env) {
 
 Napi::Value AddonEngine::Info(const Napi::CallbackInfo& info) {
   return EngineInfoToJs(info.Env(), Open(info.Env()).Info());
+}
+
+Napi::Value AddonEngine::MemoryInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EngineMemoryInfo m;
+  try {
+    m = Open(env).MemoryInfo();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("freeBytes", Napi::Number::New(env, static_cast<double>(m.free_bytes)));
+  o.Set("totalBytes", Napi::Number::New(env, static_cast<double>(m.total_bytes)));
+  return o;
 }
 
 Napi::Value AddonEngine::AllocateKvCache(const Napi::CallbackInfo& info) {

@@ -32,6 +32,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   };
 
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value MemoryInfo(const Napi::CallbackInfo& info);
   Napi::Value AllocateKvCache(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);

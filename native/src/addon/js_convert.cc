@@ -115,6 +115,17 @@ SamplingParams ParseSamplingParams(const Napi::Value& value, const std::string& 
   p.frequency_penalty = static_cast<float>(Number(o, "frequencyPenalty", w));
   // Optional: callers that predate it (and TGI-only tests) leave it out.
   if (Present(o, "presencePenalty")) p.presence_penalty = static_cast<float>(Number(o, "presencePenalty", w));
+  if (Present(o, "watermark")) p.watermark = Bool(o, "watermark", w);
+  if (Present(o, "watermarkGamma")) {
+    const double gamma = Number(o, "watermarkGamma", w);
+    if (!(gamma > 0.0 && gamma < 1.0)) Fail(o.Env(), w + ".watermarkGamma must be in (0, 1)");
+    p.watermark_gamma = static_cast<float>(gamma);
+  }
+  if (Present(o, "watermarkDelta")) {
+    const double delta = Number(o, "watermarkDelta", w);
+    if (delta < 0.0) Fail(o.Env(), w + ".watermarkDelta must be >= 0");
+    p.watermark_delta = static_cast<float>(delta);
+  }
   return p;
 }
 

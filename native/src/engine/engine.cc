@@ -14,12 +14,31 @@ namespace tg {
 
 struct Engine::Sequence {
   Sequence(const SamplingParams& params, int64_t vocab) : sampler(params, vocab) {}
-  SequenceSampler sampler;
+  SequenceSampler sampler;  // kept current for every sequence: the host path of any step
   int64_t generated = 0;
   // log_softmax of the last row of the previous step, when it computed prompt logprobs:
   // gives the logprob of the first token of the next prompt chunk.
   std::vector<float> last_logprobs;
+  // Device sampling with penalties: the sequence's slot of device counts (-1: none
+  // held), whether that slot holds every token so far, and those tokens (prefix,
+  // prompt, fed-back samples), from which the slot is refilled when it does not.
+  int32_t penalty_slot = -1;
+  bool slot_current = false;
+  bool keeps_history = false;
+  std::vector<int32_t> history;
 };
+
+static void SetSampled(SampleResult&& s, StepResult* out) {
+  out->sampled = true;
+  out->token = s.token;
+  out->logprob = s.logprob;
+  out->top_ids = std::move(s.top_ids);
+  out->top_logprobs = std::move(s.top_logprobs);
+}
+
+static bool HasPenalties(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+}
 
 static void CheckOptions(const EngineOptions& o) {
   const ModelConfig& c = o.config;
@@ -56,6 +75,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
   MakeTpSlice(options_.config, options_.rank, options_.world_size);  // fail before the rendezvous
   comm_ = MakeCommunicator(options_);
   runner_ = MakeModelRunner(options_, *comm_);
+  for (int32_t slot = runner_->device_penalty_slots() - 1; slot >= 0; --slot) free_penalty_slots_.push_back(slot);
 }
 
 Engine::~Engine() = default;
@@ -72,9 +92,17 @@ EngineInfo Engine::Info() const {
   return info;
 }
 
+EngineMemoryInfo Engine::MemoryInfo() const {
+  DeviceMemory m = runner_->memory_info();
+  return {m.free_bytes, m.total_bytes};
+}
+
 void Engine::AllocateKvCache(int64_t num_blocks) {
   std::lock_guard<std::mutex> lock(step_mu_);
   runner_->AllocateKvCache(num_blocks, options_.block_size);
+  // The runner sizes its device penalty counts with the cache and starts them empty.
+  std::lock_guard<std::mutex> seq_lock(seq_mu_);
+  for (auto& [id, seq] : sequences_) seq->slot_current = false;
 }
 
 void Engine::Validate(const std::vector<StepInput>& inputs) const {
@@ -118,31 +146,68 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
   std::lock_guard<std::mutex> step_lock(step_mu_);
   Validate(inputs);
   const int64_t vocab = options_.config.vocab_size;
+  const bool device_sampler = runner_->device_penalty_slots() > 0;
 
-  // Sampler states, created for sequences that start here.
+  // Sampler states, created for sequences that start here, and where each sampled
+  // row is sampled: on the device when its sampler covers the request, else on the
+  // host. The host path serves what the device sampler lacks (top_n above its
+  // limit, and features being added to the CPU sampler first, such as watermarking:
+  // CanSampleOnDevice says no for those), rows whose logits come back anyway
+  // (prompt logprobs), and penalised sequences when every device penalty slot is
+  // held. Either way the step's result is the same function of (params, seed,
+  // generated index, counts).
   std::vector<std::shared_ptr<Sequence>> states;
+  std::vector<char> on_device(inputs.size(), 0);
   {
     std::lock_guard<std::mutex> lock(seq_mu_);
-    for (const StepInput& in : inputs) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const StepInput& in = inputs[i];
       if (in.init) {
         auto seq = std::make_shared<Sequence>(in.init->params, vocab);
         seq->sampler.Observe(in.init->prefix.data(), static_cast<int64_t>(in.init->prefix.size()));
+        seq->keeps_history = device_sampler && HasPenalties(in.init->params);
+        if (seq->keeps_history) seq->history = in.init->prefix;
         sequences_[in.id] = seq;
       }
+      Sequence& seq = *sequences_.at(in.id);
       states.push_back(sequences_.at(in.id));
+      if (seq.keeps_history) seq.history.insert(seq.history.end(), in.tokens.begin(), in.tokens.end());
+      if (!in.sample || in.prompt_logprobs || !device_sampler ||
+          !runner_->CanSampleOnDevice(seq.sampler.params(), in.top_n)) {
+        continue;
+      }
+      if (seq.keeps_history && seq.penalty_slot < 0 && !free_penalty_slots_.empty()) {
+        seq.penalty_slot = free_penalty_slots_.back();
+        free_penalty_slots_.pop_back();
+        seq.slot_current = false;
+      }
+      on_device[i] = !seq.keeps_history || seq.penalty_slot >= 0;
     }
   }
 
-  // Rows that need logits: every row for prompt logprobs, else the last row when sampling.
+  // Rows that need logits on the host (every row for prompt logprobs, else the last
+  // row when sampling on the host), then the rows sampled on the device.
   std::vector<ForwardSequence> batch;
-  std::vector<int64_t> logit_rows;
-  std::vector<int64_t> first_logit(inputs.size(), -1);
+  std::vector<int64_t> logit_rows, device_rows;
+  std::vector<DeviceSample> samples;
+  std::vector<int64_t> first_logit(inputs.size(), -1), sample_index(inputs.size(), -1);
   int64_t row = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
+    Sequence& seq = *states[i];
     const int64_t n = static_cast<int64_t>(in.tokens.size());
     batch.push_back({in.tokens.data(), n, in.position, in.blocks.data(), static_cast<int64_t>(in.blocks.size())});
-    if (in.prompt_logprobs) {
+    if (on_device[i]) {
+      sample_index[i] = static_cast<int64_t>(samples.size());
+      device_rows.push_back(row + n - 1);
+      DeviceSample d;
+      d.params = seq.sampler.params();
+      d.generated_index = seq.generated;
+      d.top_n = in.top_n;
+      d.penalty_slot = seq.keeps_history ? seq.penalty_slot : -1;
+      if (d.penalty_slot >= 0 && !seq.slot_current) d.reset_counts = &seq.history;
+      samples.push_back(d);
+    } else if (in.prompt_logprobs) {
       first_logit[i] = static_cast<int64_t>(logit_rows.size());
       for (int64_t j = 0; j < n; ++j) logit_rows.push_back(row + j);
     } else if (in.sample) {
@@ -151,8 +216,15 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
     }
     row += n;
   }
+  const int64_t host_rows = static_cast<int64_t>(logit_rows.size());
+  logit_rows.insert(logit_rows.end(), device_rows.begin(), device_rows.end());
   std::vector<float> logits;
-  runner_->Forward(batch, logit_rows, &logits);
+  std::vector<SampleResult> sampled;
+  if (samples.empty()) {
+    runner_->Forward(batch, logit_rows, &logits);
+  } else {
+    runner_->ForwardAndSample(batch, logit_rows, host_rows, samples, &logits, &sampled);
+  }
 
   std::vector<StepResult> results(inputs.size());
   std::vector<float> logprobs(static_cast<size_t>(vocab));
@@ -163,6 +235,15 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
     out.id = in.id;
     const int64_t n = static_cast<int64_t>(in.tokens.size());
     seq.sampler.Observe(in.tokens.data(), n);
+    // The device counts hold this step's tokens only if the device sampled it (and
+    // added its choice); otherwise they are refilled from history at the next device step.
+    seq.slot_current = on_device[i] != 0;
+    if (on_device[i]) {
+      seq.last_logprobs.clear();
+      ++seq.generated;
+      SetSampled(std::move(sampled[static_cast<size_t>(sample_index[i])]), &out);
+      continue;
+    }
     if (first_logit[i] < 0) {
       seq.last_logprobs.clear();
       continue;
@@ -183,13 +264,8 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
       seq.last_logprobs.clear();
     }
     if (in.sample) {
-      SampleResult s = seq.sampler.Sample(last, seq.generated, in.top_n);
+      SetSampled(seq.sampler.Sample(last, seq.generated, in.top_n), &out);
       ++seq.generated;
-      out.sampled = true;
-      out.token = s.token;
-      out.logprob = s.logprob;
-      out.top_ids = std::move(s.top_ids);
-      out.top_logprobs = std::move(s.top_logprobs);
     }
   }
   return results;
@@ -197,7 +273,12 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
 
 void Engine::Release(const std::vector<int64_t>& ids) {
   std::lock_guard<std::mutex> lock(seq_mu_);
-  for (int64_t id : ids) sequences_.erase(id);
+  for (int64_t id : ids) {
+    auto it = sequences_.find(id);
+    if (it == sequences_.end()) continue;
+    if (it->second->penalty_slot >= 0) free_penalty_slots_.push_back(it->second->penalty_slot);
+    sequences_.erase(it);
+  }
 }
 
 }  // namespace tg

@@ -1,8 +1,9 @@
 // The engine of one rank: the model runner (weights and paged KV cache on the
 // CPU or a GPU), the tensor-parallel communicator and each sequence's sampler
 // state. Step() runs one batched forward for a mix of prefill chunks and decode
-// tokens, then samples the sequences that asked for it (on the host, for both
-// devices, until sampling moves to the GPU). Plain C++ types only; the Node-API
+// tokens, then samples the sequences that asked for it: on the device when the
+// runner has a device sampler that covers the request (CUDA), else on the host
+// (SequenceSampler, which every sequence keeps current). Plain C++ types only; the Node-API
 // layer (addon/) copies JS values into these structs before a step is queued.
 #pragma once
 #include <cstdint>
@@ -42,6 +43,11 @@ struct EngineInfo {
   int64_t block_size = 0, kv_bytes_per_block = 0, weight_bytes = 0, num_blocks = 0;
 };
 
+// Memory of the device the engine computes on (zeros on the CPU).
+struct EngineMemoryInfo {
+  int64_t free_bytes = 0, total_bytes = 0;
+};
+
 struct StepInit {
   SamplingParams params;
   std::vector<int32_t> prefix;  // tokens already in KV (prefix-cache hit)
@@ -78,6 +84,8 @@ class Engine {
   ~Engine();
 
   EngineInfo Info() const;
+  // Free and total device memory now (for KV sizing after a warm-up step).
+  EngineMemoryInfo MemoryInfo() const;
   // Allocates `num_blocks` KV blocks (block 0 included), dropping any earlier cache.
   void AllocateKvCache(int64_t num_blocks);
   // One batched forward and sampling; outputs in the order of `inputs`. Validates
@@ -97,6 +105,8 @@ class Engine {
   std::mutex step_mu_;  // one step (or KV reallocation) at a time
   mutable std::mutex seq_mu_;  // guards sequences_ (Release may come from another thread)
   std::unordered_map<int64_t, std::shared_ptr<Sequence>> sequences_;
+  // Device penalty slots not held by a sequence (guarded by seq_mu_).
+  std::vector<int32_t> free_penalty_slots_;
 };
 
 }  // namespace tg

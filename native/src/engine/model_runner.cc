@@ -12,6 +12,16 @@
 
 namespace tg {
 
+void ModelRunner::ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                                   int64_t host_rows, const std::vector<DeviceSample>& samples,
+                                   std::vector<float>* logits, std::vector<SampleResult>* sampled) {
+  if (!samples.empty() || host_rows != static_cast<int64_t>(logit_rows.size())) {
+    throw std::logic_error("this runner has no device sampler");
+  }
+  sampled->clear();
+  Forward(seqs, logit_rows, logits);
+}
+
 std::unique_ptr<ModelRunner> MakeModelRunner(const EngineOptions& options, Communicator& comm) {
   if (options.device == "cpu") return MakeCpuModelRunner(options, comm);
   if (options.device != "cuda") {

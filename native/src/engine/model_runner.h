@@ -1,7 +1,8 @@
 // The forward pass of one rank behind one interface, so that Engine::Step runs
 // the same validation, batching and sampling whichever device computes the
 // logits: the CPU (LlamaModel over a host KV cache) or CUDA (CudaLlamaModel over
-// a device KV cache). A runner owns its weights and its KV cache.
+// a device KV cache). A runner owns its weights and its KV cache, and may sample
+// on its device the rows the engine sends there (ForwardAndSample).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -10,11 +11,32 @@
 
 #include "model/llama_model.h"
 #include "model/tensor_parallel.h"
+#include "sampling/sampler.h"
+#include "sampling/sampling_params.h"
 
 namespace tg {
 
 class Communicator;
 struct EngineOptions;
+
+// One row a runner samples on its device (see ModelRunner::ForwardAndSample).
+struct DeviceSample {
+  SamplingParams params;
+  int64_t generated_index = 0;  // tokens the sequence generated before: the draw's counter
+  int32_t top_n = 0;
+  // Slot of the sequence's penalty counts on the device, or -1 when it has no penalties.
+  int32_t penalty_slot = -1;
+  // When set, the slot's counts are replaced by the counts of these tokens (every
+  // token of the sequence so far) before sampling: the slot's first use, or after
+  // a step sampled on the host. Otherwise the slot already holds them, since the
+  // device sampler adds the token it chooses.
+  const std::vector<int32_t>* reset_counts = nullptr;
+};
+
+// Free and total memory of the device a runner computes on (0, 0 for the host).
+struct DeviceMemory {
+  int64_t free_bytes = 0, total_bytes = 0;
+};
 
 class ModelRunner {
  public:
@@ -37,6 +59,23 @@ class ModelRunner {
   // meaning of `seqs`, `logit_rows` and `logits` ([rows, vocab] float32 on the host).
   virtual void Forward(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
                        std::vector<float>* logits) = 0;
+
+  // Penalty slots of the device sampler; 0 when this runner has no device sampler.
+  virtual int32_t device_penalty_slots() const { return 0; }
+  // Whether the device sampler implements every feature `params` and `top_n` ask for.
+  virtual bool CanSampleOnDevice(const SamplingParams& params, int32_t top_n) const {
+    (void)params;
+    (void)top_n;
+    return false;
+  }
+  // Forward, then: the first `host_rows` of `logit_rows` come back as `logits`
+  // ([host_rows, vocab]), and the rest (one per entry of `samples`, in order) are
+  // sampled on the device, only tokens, logprobs and top-n coming back in `sampled`.
+  // The default (no device sampler) accepts no samples.
+  virtual void ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                                int64_t host_rows, const std::vector<DeviceSample>& samples,
+                                std::vector<float>* logits, std::vector<SampleResult>* sampled);
+  virtual DeviceMemory memory_info() const { return {}; }
 };
 
 // The runner for options.device: "cpu" always; "cuda" when this build has the

@@ -1,14 +1,16 @@
 // The CPU sampler: logits processors and warpers with Hugging Face semantics,
 // applied to one sequence's logits in this order:
 //
-//   repetition penalty -> frequency penalty -> presence penalty -> temperature -> top-k -> top-p
-//   -> typical-p -> seeded draw
+//   watermark -> repetition penalty -> frequency penalty -> presence penalty -> temperature
+//   -> top-k -> top-p -> typical-p -> seeded draw (or argmax when greedy)
 //
-// The reported logprobs (chosen token and top-n) come from the distribution
-// after the penalties and temperature, before any truncation. The draw is an
-// inverse CDF over the kept tokens walked in ascending id order, with the
-// uniform from UniformFromSeed(seed, generated_index), so a GPU kernel can
-// reproduce it with a prefix sum. Ties are always broken towards the lower id.
+// (TGI's HeterogeneousNextTokenChooser runs the watermark before the penalties,
+// and greedy decoding sees its bias too.) The reported logprobs (chosen token and
+// top-n) come from the distribution after the watermark, penalties and
+// temperature, before any truncation. The draw is an inverse CDF over the kept
+// tokens walked in ascending id order, with the uniform from
+// UniformFromSeed(seed, generated_index), so a GPU kernel can reproduce it with a
+// prefix sum. Ties are always broken towards the lower id.
 #include "sampling/sampler.h"
 
 #include <algorithm>
@@ -169,6 +171,24 @@ uint64_t Mix64(uint64_t z) {  // splitmix64's finaliser
   return z ^ (z >> 31);
 }
 
+// UniformFromSeed in two halves, so that a loop over counters mixes the seed once.
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+uint64_t SeedState(uint64_t seed) { return Mix64(seed + kGolden); }
+double UniformFromState(uint64_t state, uint64_t counter) {
+  const uint64_t x = Mix64(state ^ (counter * kGolden + 0xD1B54A32D192ED03ULL));
+  return static_cast<double>(x >> 11) * 0x1.0p-53;
+}
+
+uint64_t WatermarkSeed(int32_t prev_token) { return kWatermarkHashKey * static_cast<uint64_t>(prev_token); }
+
+// Adds delta to every green logit: one pass over the vocabulary, no permutation.
+void ApplyWatermark(float* logits, int64_t vocab, int32_t prev_token, float gamma, float delta) {
+  const uint64_t state = SeedState(WatermarkSeed(prev_token));
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (UniformFromState(state, static_cast<uint64_t>(i)) < gamma) logits[i] += delta;
+  }
+}
+
 }  // namespace
 
 SequenceSampler::SequenceSampler(const SamplingParams& params, int64_t vocab_size)
@@ -178,12 +198,15 @@ SequenceSampler::SequenceSampler(const SamplingParams& params, int64_t vocab_siz
 
 void SequenceSampler::Observe(const int32_t* tokens, int64_t count) {
   const SamplingParams& p = params_;
+  if (count > 0) last_token_ = tokens[count - 1];
   if (p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f) return;  // nothing reads them
   for (int64_t i = 0; i < count; ++i) ++counts_[tokens[i]];
 }
 
 SampleResult SequenceSampler::Sample(float* logits, int64_t generated_index, int32_t top_n) const {
   const SamplingParams& p = params_;
+  // No previous token (never observed) leaves nothing to seed from: TGI would fail; we skip.
+  if (p.watermark && last_token_ >= 0) ApplyWatermark(logits, vocab_size_, last_token_, p.watermark_gamma, p.watermark_delta);
   for (const auto& [token, count] : counts_) {
     if (token < 0 || token >= vocab_size_) continue;
     float& l = logits[token];
@@ -224,11 +247,11 @@ void LogSoftmax(const float* logits, int64_t vocab_size, float* out) {
 
 // Two rounds of mixing so that neighbouring seeds and neighbouring counters
 // give unrelated streams; the top 53 bits make a double in [0, 1).
-double UniformFromSeed(uint64_t seed, uint64_t counter) {
-  const uint64_t golden = 0x9E3779B97F4A7C15ULL;
-  uint64_t x = Mix64(seed + golden);
-  x = Mix64(x ^ (counter * golden + 0xD1B54A32D192ED03ULL));
-  return static_cast<double>(x >> 11) * 0x1.0p-53;
+double UniformFromSeed(uint64_t seed, uint64_t counter) { return UniformFromState(SeedState(seed), counter); }
+
+bool WatermarkIsGreen(int32_t prev_token, int32_t token, float gamma) {
+  if (prev_token < 0 || token < 0) return false;
+  return UniformFromState(SeedState(WatermarkSeed(prev_token)), static_cast<uint64_t>(token)) < gamma;
 }
 
 }  // namespace tg

@@ -27,7 +27,8 @@ class SequenceSampler {
  public:
   SequenceSampler(const SamplingParams& params, int64_t vocab_size);
 
-  // Records tokens that entered the sequence (prompt tokens or fed-back samples).
+  // Records tokens that entered the sequence (prompt tokens or fed-back samples);
+  // the last one seeds the watermark's greenlist.
   void Observe(const int32_t* tokens, int64_t count);
 
   // Chooses the next token. `logits` has vocab_size entries and is modified in place.
@@ -40,7 +41,18 @@ class SequenceSampler {
   SamplingParams params_;
   int64_t vocab_size_;
   std::unordered_map<int32_t, int32_t> counts_;  // token -> occurrences
+  int32_t last_token_ = -1;                       // the last observed token; -1 before any
 };
+
+// The watermark's greenlist (TGI's WatermarkLogitsProcessor, after Kirchenbauer et
+// al. 2023): after `prev_token`, token `token` is green iff
+// UniformFromSeed(kWatermarkHashKey * prev_token, token) < gamma. Each id is green
+// independently with probability gamma, so the greenlist holds gamma x vocab ids on
+// average (TGI takes exactly int(gamma x vocab) ids of a torch.randperm seeded the
+// same way): the same statistics and the same detection test (z-score of the green
+// count against gamma), but not the same ids, so a detector must use this rule.
+constexpr uint64_t kWatermarkHashKey = 15485863;
+bool WatermarkIsGreen(int32_t prev_token, int32_t token, float gamma);
 
 // log_softmax of `logits` into `out` (both vocab_size long), computed in double for accuracy.
 void LogSoftmax(const float* logits, int64_t vocab_size, float* out);

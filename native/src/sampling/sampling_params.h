@@ -20,6 +20,12 @@ struct SamplingParams {
   }
 
   float presence_penalty = 0.0f;  // 0: off; OpenAI's, subtracted once per present token
+
+  // TGI's `watermark` (Kirchenbauer et al. 2023): delta is added to the logits of
+  // a greenlist of about gamma x vocab ids chosen from the previous token (sampler.h).
+  bool watermark = false;
+  float watermark_gamma = 0.5f;
+  float watermark_delta = 2.0f;
 };
 
 }  // namespace tg

@@ -4,6 +4,14 @@
 //   node native/tests/cuda/e2e.mjs stories MODEL_DIR
 //     stories260k greedy, 64 tokens per reference-sample.jsonl line, all lines batched
 //     together, on cpu/float32 and cuda/bfloat16 and cuda/float16: matching tokens.
+//   node native/tests/cuda/e2e.mjs sampler MODEL_DIR
+//     the GPU sampler wired into the step (cuda/bfloat16, stories260k's reference prompts,
+//     48 tokens each, batched): a seeded sampling request twice (must be identical), and
+//     the device sampler against the host sampler over the same GPU logits (topN 21 is
+//     above the GPU sampler's limit, so those steps fall back to the CPU sampler) for
+//     seeded draws, penalties (repetition, frequency, presence), and penalties with the
+//     sampler switching between device and host every other step (the device counts
+//     refilled from the sequence's history after each host step).
 //   node native/tests/cuda/e2e.mjs logits MODEL_DIR...
 //     each model's last-position distribution on cuda (bf16, fp16) against the CPU
 //     backend (float32) for prompts of several lengths, some prefilled in chunks:
@@ -123,6 +131,62 @@ async function stories(modelDir) {
   }
 }
 
+/** Runs sequences with their own params; topNAt(step) picks topN per decode step (21: host sampler). */
+async function sampleRun(engine, prompts, steps, paramsOf, topNAt = () => 0) {
+  let nextBlock = 1;
+  const seqs = prompts.map((prompt, i) => {
+    const nBlocks = Math.ceil((prompt.length + steps) / BLOCK);
+    const blocks = Int32Array.from({ length: nBlocks }, (_, j) => nextBlock + j);
+    nextBlock += nBlocks;
+    return { id: 5000 + i, prompt, blocks, generated: [] };
+  });
+  for (let step = 0; step < steps; ++step) {
+    const inputs = seqs.map((s, i) => {
+      const first = step === 0;
+      const input = {
+        id: s.id, tokens: Int32Array.from(first ? s.prompt : [s.generated.at(-1)]), position: first ? 0 : s.prompt.length + step - 1,
+        blocks: s.blocks, sample: true, topN: topNAt(step), promptLogprobs: false,
+      };
+      if (first) input.init = { params: paramsOf(i), prefix: new Int32Array(0) };
+      return input;
+    });
+    const outputs = await engine.step(inputs);
+    outputs.forEach((o, i) => seqs[i].generated.push(o.token));
+  }
+  engine.release(seqs.map((s) => s.id));
+  return seqs.map((s) => s.generated);
+}
+
+async function sampler(modelDir) {
+  const refs = readFileSync(join(modelDir, "reference-sample.jsonl"), "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const prompts = refs.map((r) => r.prompt_token_ids);
+  const steps = 48;
+  const { engine } = await load(modelDir, "cuda", "bfloat16");
+  const seeded = (i) => ({ ...greedy, doSample: true, temperature: 0.8, topK: 40, topP: 0.9, seed: 1234 + i });
+  const penalised = (i) => ({ ...greedy, repetitionPenalty: 1.3, frequencyPenalty: 0.2, presencePenalty: 0.3, seed: i });
+  const both = (i) => ({ ...seeded(i), repetitionPenalty: 1.2, presencePenalty: 0.5 });
+  const compare = (name, a, b, enforce) => {
+    const parts = a.map((g, i) => agreement(g, b[i]));
+    const same = parts.reduce((n, p) => n + p.same, 0);
+    const firsts = parts.map((p) => (p.firstDiff < 0 ? "-" : p.firstDiff)).join(" ");
+    console.log(`RESULT sampler ${name}: ${same}/${steps * a.length} tokens equal (first difference per line: ${firsts})`);
+    if (enforce && same !== steps * a.length) failed = true;
+  };
+  const runA = await sampleRun(engine, prompts, steps, seeded);
+  const runB = await sampleRun(engine, prompts, steps, seeded);
+  compare("seeded (temperature 0.8, top-k 40, top-p 0.9) run 1 vs run 2, device sampler", runA, runB, true);
+  compare("seeded, device vs host sampler", runA, await sampleRun(engine, prompts, steps, seeded, () => 21), false);
+  compare("penalties greedy, device vs host sampler", await sampleRun(engine, prompts, steps, penalised),
+    await sampleRun(engine, prompts, steps, penalised, () => 21), false);
+  compare("seeded + penalties, device vs host sampler", await sampleRun(engine, prompts, steps, both),
+    await sampleRun(engine, prompts, steps, both, () => 21), false);
+  compare("seeded + penalties, device/host alternating vs host", await sampleRun(engine, prompts, steps, both, (k) => (k % 2 ? 21 : 0)),
+    await sampleRun(engine, prompts, steps, both, () => 21), false);
+  const greedyRuns = await sampleRun(engine, prompts, steps, () => greedy);
+  compare("greedy, device vs host sampler", greedyRuns, await sampleRun(engine, prompts, steps, () => greedy, () => 21), false);
+  engine.close();
+}
+
 async function logits(modelDirs) {
   for (const modelDir of modelDirs) {
     const name = modelDir.split("/").filter(Boolean).pop();
@@ -233,6 +297,7 @@ if (!native.hasCuda() || native.cudaDeviceCount() === 0) {
 }
 if (mode === "stories") await stories(dirs[0]);
 else if (mode === "logits") await logits(dirs);
+else if (mode === "sampler") await sampler(dirs[0]);
 else if (mode === "bench") await bench(dirs[0]);
-else throw new Error("usage: e2e.mjs stories DIR | logits DIR... | bench DIR");
+else throw new Error("usage: e2e.mjs stories DIR | sampler DIR | logits DIR... | bench DIR");
 process.exit(failed ? 1 : 0);

@@ -3,11 +3,13 @@
 // activations and KV cache, f32 accumulation, an f32 residual stream and f32 logits.
 //
 // Per step, every input the kernels need (tokens, positions, KV slots, the
-// attention work items, RoPE frequencies, logit rows) is packed on the host into
-// one pinned buffer and copied with one cudaMemcpyAsync; the only host
-// synchronisation is the copy of the logits back. Sampling still runs on the host
-// (Engine::Step with the CPU sampler) over those logits: GPU sampling is the next
-// phase of issue 4.
+// attention work items, RoPE frequencies, logit rows, sampling rows) is packed on
+// the host into one pinned buffer and copied with one cudaMemcpyAsync; the only
+// host synchronisation is the copy back of the step's results. Rows the engine
+// samples on the device (ForwardAndSample) go through the GPU sampler
+// (sampling/gpu_sampler.h) after lm_head, and only their tokens, logprobs and
+// top-n come back; rows that need logits on the host (prompt logprobs, requests
+// the GPU sampler does not cover) come back as f32 logits.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,6 +24,7 @@
 #include "backend/cuda/elem_type.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/sampling/gpu_sampler.h"
 #include "core/dtype.h"
 #include "engine/engine.h"
 #include "model/llama_weights.h"
@@ -39,6 +42,11 @@ struct LayerWeights {
   DeviceBuffer down;                   // [hidden, inter]
 };
 
+// Sequences that can hold device penalty counts at once; a penalised sequence
+// beyond them is sampled on the host (Engine::Step). 64 slots of up to a whole
+// vocabulary of (token, count) pairs is 64 MiB at V = 128256.
+constexpr int32_t kPenaltySlots = 64;
+
 class CudaLlamaModel : public ModelRunner {
  public:
   explicit CudaLlamaModel(const EngineOptions& o);
@@ -54,7 +62,18 @@ class CudaLlamaModel : public ModelRunner {
   void AllocateKvCache(int64_t num_blocks, int64_t block_size) override;
   int64_t num_blocks() const override { return num_blocks_; }
   void Forward(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
-               std::vector<float>* logits) override;
+               std::vector<float>* logits) override {
+    std::vector<SampleResult> none;
+    ForwardAndSample(seqs, logit_rows, static_cast<int64_t>(logit_rows.size()), {}, logits, &none);
+  }
+  int32_t device_penalty_slots() const override { return kPenaltySlots; }
+  bool CanSampleOnDevice(const SamplingParams& params, int32_t top_n) const override {
+    return GpuSamplerSupports(params, top_n);
+  }
+  void ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                        int64_t host_rows, const std::vector<DeviceSample>& samples, std::vector<float>* logits,
+                        std::vector<SampleResult>* sampled) override;
+  DeviceMemory memory_info() const override;
 
  private:
   DeviceBuffer Upload(const std::vector<float>& host, ElemType as);
@@ -76,9 +95,11 @@ class CudaLlamaModel : public ModelRunner {
 
   DeviceBuffer kv_;
   int64_t num_blocks_ = 0, block_size_ = 0;
+  std::unique_ptr<GpuPenaltyState> penalties_;  // sized with the KV cache
 
   // Per-step buffers, grown as needed.
-  PinnedBuffer host_in_, host_logits_;
+  PinnedBuffer host_in_, host_logits_, host_sampled_;
+  DeviceBuffer sampled_;  // the sampler's outputs, one block copied back
   DeviceBuffer dev_in_, x_, h_, qkv_, q_, attn_, proj_, gate_up_, act_, normed_, logits_, attn_workspace_;
 };
 
@@ -146,9 +167,21 @@ void CudaLlamaModel::AllocateKvCache(int64_t num_blocks, int64_t block_size) {
   if (num_blocks < 1) throw std::runtime_error("KV cache needs at least 1 block, got " + std::to_string(num_blocks));
   kv_ = DeviceBuffer();
   num_blocks_ = 0;
+  penalties_.reset();
   kv_.Resize(static_cast<size_t>(num_blocks * kv_bytes_per_block(block_size)));
   num_blocks_ = num_blocks;
   block_size_ = block_size;
+  // A sequence has at most as many distinct tokens as the cache holds tokens, and
+  // as the vocabulary has ids.
+  const int64_t capacity = std::max<int64_t>(1, std::min(config_.vocab_size, num_blocks * block_size));
+  penalties_ = std::make_unique<GpuPenaltyState>(kPenaltySlots, static_cast<int32_t>(capacity));
+}
+
+DeviceMemory CudaLlamaModel::memory_info() const {
+  TG_CUDA_CHECK(cudaSetDevice(device_));
+  size_t free_bytes = 0, total_bytes = 0;
+  TG_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return {static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
 }
 
 KvLayer CudaLlamaModel::CacheLayer(int64_t layer) const {
@@ -168,17 +201,24 @@ struct StepPlan {
     while (words.size() % 4) words.push_back(0);  // keep every array 16-byte aligned
     return at;
   }
-  size_t AddFloats(const std::vector<float>& v) {
-    std::vector<int32_t> bits(v.size());
-    std::memcpy(bits.data(), v.data(), v.size() * sizeof(float));
+  size_t AddFloats(const std::vector<float>& v) { return AddBytes(v.data(), v.size() * sizeof(float)); }
+  // Plain structs whose size is a multiple of 4 bytes (GpuSamplingRow).
+  size_t AddBytes(const void* data, size_t bytes) {
+    std::vector<int32_t> bits(bytes / sizeof(int32_t));
+    if (bytes > 0) std::memcpy(bits.data(), data, bytes);
     return Add(bits);
   }
 };
 
-void CudaLlamaModel::Forward(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
-                             std::vector<float>* logits) {
+void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                                      int64_t host_rows, const std::vector<DeviceSample>& samples,
+                                      std::vector<float>* logits, std::vector<SampleResult>* sampled) {
   if (num_blocks_ == 0) throw std::runtime_error("forward before the KV cache is allocated");
+  if (host_rows < 0 || host_rows + static_cast<int64_t>(samples.size()) != static_cast<int64_t>(logit_rows.size())) {
+    throw std::logic_error("ForwardAndSample: logit_rows must be host_rows rows, then one per sample");
+  }
   logits->clear();
+  sampled->clear();
   if (seqs.empty()) return;
   TG_CUDA_CHECK(cudaSetDevice(device_));  // steps come from the addon's worker threads
   const ModelConfig& c = config_;
@@ -212,6 +252,15 @@ void CudaLlamaModel::Forward(const std::vector<ForwardSequence>& seqs, const std
   const int64_t t = static_cast<int64_t>(tokens.size());
   const int64_t r = static_cast<int64_t>(logit_rows.size());
   std::vector<int32_t> rows32(logit_rows.begin(), logit_rows.end());
+  static_assert(sizeof(GpuSamplingRow) % sizeof(int32_t) == 0, "sampling rows travel as int32 words");
+  const int32_t ns = static_cast<int32_t>(samples.size());
+  std::vector<GpuSamplingRow> sample_rows;
+  int32_t top_stride = 0;
+  for (const DeviceSample& d : samples) {
+    sample_rows.push_back(MakeGpuSamplingRow(d.params, d.generated_index, d.top_n, d.penalty_slot,
+                                             /*observe=*/d.penalty_slot >= 0));
+    top_stride = std::max(top_stride, d.top_n);
+  }
 
   StepPlan plan;
   const size_t o_tokens = plan.Add(tokens), o_pos = plan.Add(positions), o_sb = plan.Add(slot_block),
@@ -219,7 +268,8 @@ void CudaLlamaModel::Forward(const std::vector<ForwardSequence>& seqs, const std
                o_rn = plan.Add(attention.seq_rows), o_sp = plan.Add(attention.seq_position),
                o_bs = plan.Add(attention.seq_block_start), o_bt = plan.Add(attention.block_tables),
                o_it = plan.Add(attention.items), o_lr = plan.Add(rows32),
-               o_if = plan.AddFloats(inv_freq);
+               o_if = plan.AddFloats(inv_freq),
+               o_sr = plan.AddBytes(sample_rows.data(), sample_rows.size() * sizeof(GpuSamplingRow));
   const size_t in_bytes = plan.words.size() * sizeof(int32_t);
   host_in_.Reserve(in_bytes);
   std::memcpy(host_in_.as<char>(), plan.words.data(), in_bytes);
@@ -274,19 +324,67 @@ void CudaLlamaModel::Forward(const std::vector<ForwardSequence>& seqs, const std
     LaunchSiluMul(stream_, type_, gate_up_.get(), t, inter, act_.get());
     gemm_->Run(stream_, act_.get(), L.down.get(), proj_.get(), t, hidden, inter, type_, type_);
   }
-  logits->assign(static_cast<size_t>(r * vocab), 0.0f);
+  logits->assign(static_cast<size_t>(host_rows * vocab), 0.0f);
+  // Sampler outputs: tokens, logprobs, then top ids and top logprobs ([ns][top_stride]).
+  const size_t sampled_words = static_cast<size_t>(ns) * (2 + 2 * static_cast<size_t>(top_stride));
+  std::vector<std::vector<int2>> counts;  // pageable: cudaMemcpyAsync has read them when it returns
   if (r > 0) {
     // Only the rows that need logits: the last residual add and the final norm, gathered.
     LaunchAddRmsNorm(stream_, type_, x_.as<float>(), proj_.get(), final_norm_.as<float>(), at(o_lr), r, hidden, eps,
                      false, normed_.get());
     const void* head = lm_head_.bytes() ? lm_head_.get() : embed_.get();
     gemm_->Run(stream_, normed_.get(), head, logits_.get(), r, vocab, hidden, type_, ElemType::kF32);
-    host_logits_.Reserve(r * vocab * 4);
-    TG_CUDA_CHECK(cudaMemcpyAsync(host_logits_.as<float>(), logits_.get(), r * vocab * 4, cudaMemcpyDeviceToHost,
-                                  stream_));
+    if (host_rows > 0) {
+      host_logits_.Reserve(host_rows * vocab * 4);
+      TG_CUDA_CHECK(cudaMemcpyAsync(host_logits_.as<float>(), logits_.get(), host_rows * vocab * 4,
+                                    cudaMemcpyDeviceToHost, stream_));
+    }
+  }
+  if (ns > 0) {
+    for (const DeviceSample& d : samples) {
+      if (d.penalty_slot < 0 || d.reset_counts == nullptr) continue;
+      counts.push_back(CountTokens(d.reset_counts->data(), static_cast<int64_t>(d.reset_counts->size())));
+      penalties_->SetCounts(d.penalty_slot, counts.back().data(), static_cast<int32_t>(counts.back().size()), stream_);
+    }
+    sampled_.Reserve(sampled_words * 4);
+    GpuSamplingOutputs out;
+    out.tokens = sampled_.as<int32_t>();
+    out.logprobs = reinterpret_cast<float*>(out.tokens + ns);
+    out.top_stride = top_stride;
+    if (top_stride > 0) {
+      out.top_ids = out.tokens + 2 * ns;
+      out.top_logprobs = reinterpret_cast<float*>(out.top_ids + static_cast<size_t>(ns) * top_stride);
+    }
+    // After the host rows' copy on the same stream: the sampler changes its rows in place.
+    LaunchGpuSampling(stream_, logits_.as<float>() + host_rows * vocab, ns, static_cast<int32_t>(vocab),
+                      reinterpret_cast<const GpuSamplingRow*>(at(o_sr)), penalties_->view(), out);
+    host_sampled_.Reserve(sampled_words * 4);
+    TG_CUDA_CHECK(cudaMemcpyAsync(host_sampled_.as<int32_t>(), sampled_.get(), sampled_words * 4,
+                                  cudaMemcpyDeviceToHost, stream_));
   }
   TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  if (r > 0) std::memcpy(logits->data(), host_logits_.as<float>(), r * vocab * 4);
+  if (host_rows > 0) std::memcpy(logits->data(), host_logits_.as<float>(), host_rows * vocab * 4);
+  if (ns > 0) {
+    const int32_t* tokens_out = host_sampled_.as<int32_t>();
+    const float* logprobs_out = reinterpret_cast<const float*>(tokens_out + ns);
+    const int32_t* top_ids_out = tokens_out + 2 * ns;
+    const float* top_lp_out = reinterpret_cast<const float*>(top_ids_out + static_cast<size_t>(ns) * top_stride);
+    sampled->resize(static_cast<size_t>(ns));
+    for (int32_t k = 0; k < ns; ++k) {
+      SampleResult& res = (*sampled)[static_cast<size_t>(k)];
+      if (tokens_out[k] < 0) {
+        throw std::runtime_error("the GPU sampler found no finite logit in a row (NaN or -inf everywhere)");
+      }
+      res.token = tokens_out[k];
+      res.logprob = logprobs_out[k];
+      for (int32_t j = 0; j < samples[static_cast<size_t>(k)].top_n; ++j) {
+        const size_t at_k = static_cast<size_t>(k) * top_stride + j;
+        if (top_ids_out[at_k] < 0) break;
+        res.top_ids.push_back(top_ids_out[at_k]);
+        res.top_logprobs.push_back(top_lp_out[at_k]);
+      }
+    }
+  }
 }
 
 }  // namespace

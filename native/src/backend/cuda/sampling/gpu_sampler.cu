@@ -208,6 +208,10 @@ __global__ void __launch_bounds__(kThreads, 1) SampleKernel(float* logits, int32
 }  // namespace
 }  // namespace sampling
 
+bool GpuSamplerSupports(const SamplingParams& params, int32_t top_n) {
+  return !params.watermark && top_n >= 0 && top_n <= kMaxTopN;
+}
+
 GpuSamplingRow MakeGpuSamplingRow(const SamplingParams& params, int64_t generated_index, int32_t top_n,
                                   int32_t penalty_slot, bool observe) {
   GpuSamplingRow row{};

@@ -46,6 +46,14 @@ struct GpuSamplingRow {
   int32_t observe;           // 1: add the chosen token to the slot's counts
 };
 
+// Whether this sampler implements everything `params` and `top_n` ask for. The
+// engine samples the other requests on the host (sampling/sampler.cc): top_n
+// above kMaxTopN, and the SamplingParams features the CPU sampler has and this
+// one does not yet: the watermark (its greenlist needs the previous token and a
+// per-id hash pass, not written here). A feature added to SamplingParams must be
+// refused here until the kernel mirrors it.
+bool GpuSamplerSupports(const SamplingParams& params, int32_t top_n);
+
 GpuSamplingRow MakeGpuSamplingRow(const SamplingParams& params, int64_t generated_index, int32_t top_n,
                                   int32_t penalty_slot, bool observe);
 
