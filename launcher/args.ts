@@ -61,7 +61,7 @@ interface FlagSpec {
 export const FLAGS: FlagSpec[] = [
   { flag: "--model-id", key: "modelId", kind: "string", help: "local model directory, or a hub id found in the local Hugging Face cache (default: the built-in models/stories260k)" },
   { flag: "--revision", key: "revision", kind: "string", help: "hub revision (branch, tag or commit) to pick from the local cache (default: main)" },
-  { flag: "--validation-workers", key: "validationWorkers", kind: "int", default: 2, help: "tokenizer workers in the router; must be > 0" },
+  { flag: "--validation-workers", key: "validationWorkers", kind: "int", default: 2, help: "accepted for TGI compatibility (must be > 0); the router tokenizes on its event loop for now" },
   { flag: "--sharded", key: "sharded", kind: "bool", help: "true/false: shard the model over several processes (see --num-shard)" },
   { flag: "--num-shard", key: "numShard", kind: "int", help: "number of shard processes (default: number of CUDA_VISIBLE_DEVICES entries, else 1)" },
   { flag: "--quantize", key: "quantize", kind: "string", help: "quantization method (not supported yet)" },

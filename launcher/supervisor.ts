@@ -29,7 +29,7 @@ export class Supervisor {
   /** Runs until shutdown; resolves with the launcher's exit code. */
   async run(): Promise<number> {
     const { plan, logger } = this;
-    this.removeSockets();
+    this.removeLeftovers();
     try {
       logger.info({ launchId: plan.launchId, modelDir: plan.modelDir, numShard: plan.derived.numShard,
         maxBatchPrefillTokens: plan.derived.maxBatchPrefillTokens }, "starting text-gen");
@@ -52,7 +52,7 @@ export class Supervisor {
       return await this.finish(await Promise.race([this.anyExit(), this.signal()]), false);
     } finally {
       for (const t of this.timers) clearTimeout(t);
-      this.removeSockets();
+      this.removeLeftovers();
     }
   }
 
@@ -124,7 +124,9 @@ export class Supervisor {
     await Promise.all(this.shards.map((s) => s.stop()));
   }
 
-  private removeSockets(): void {
+  /** Sockets, and the shared-memory communicator a kill during rendezvous can leave behind. */
+  private removeLeftovers(): void {
     for (let rank = 0; rank < this.plan.derived.numShard; rank++) rmSync(socketPath(this.plan.udsBase, rank), { force: true });
+    if (this.plan.derived.numShard > 1) rmSync(`/dev/shm/${this.plan.commName}`, { force: true });
   }
 }

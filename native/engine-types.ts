@@ -130,7 +130,7 @@ export interface EngineInfo {
   numBlocks: number;
 }
 
-/** A loaded model on one rank. Every long call runs on a native thread. */
+/** A loaded model on one rank. step() runs on a native thread; allocateKvCache() is synchronous (warm-up only). */
 export interface NativeEngine {
   info(): EngineInfo;
   /** Free and total memory of the device the engine computes on, in bytes (both 0 on the CPU). */

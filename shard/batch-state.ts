@@ -75,6 +75,8 @@ export interface RequestLimits {
   blockSize: number;
   /** KV blocks in the cache; ids must be below it. */
   numBlocks: number;
+  /** Token ids must be below it (the embedding's rows). */
+  vocabSize?: number;
   /** Gamma and delta of watermarked requests (absent: TGI's defaults). */
   watermark?: WatermarkSettings;
 }
@@ -83,12 +85,17 @@ export interface RequestLimits {
 export function requestFromProto(r: Request, limits: RequestLimits): ShardRequest {
   const n = r.inputIds.length;
   if (n === 0) throw badRequest(`request ${r.id} has no input_ids`);
-  const blocks = Int32Array.from(r.blocks);
-  for (const b of blocks) {
+  if (limits.vocabSize !== undefined) {
+    const bad = r.inputIds.find((id) => id >= limits.vocabSize!);
+    if (bad !== undefined) throw badRequest(`request ${r.id} has token id ${bad}, but the model's vocabulary has ${limits.vocabSize} ids`);
+  }
+  // Checked before the Int32Array conversion, which would turn ids >= 2^31 negative.
+  for (const b of r.blocks) {
     if (b >= limits.numBlocks) {
       throw badRequest(`request ${r.id} uses KV block ${b}, but the cache has ${limits.numBlocks} blocks`);
     }
   }
+  const blocks = Int32Array.from(r.blocks);
   if (blocks.length * limits.blockSize < n) {
     throw badRequest(
       `request ${r.id} has ${n} prompt tokens but only ${blocks.length} KV blocks of ${limits.blockSize} tokens`,

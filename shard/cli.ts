@@ -1,4 +1,4 @@
-// The shard's command line (HELPERS.md), with environment fallbacks, parsed
+// The shard's command line (docs/processes.md), with environment fallbacks, parsed
 // into plain options. Errors are CliErrors with the message a user needs.
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";

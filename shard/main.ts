@@ -60,6 +60,11 @@ async function main(): Promise<void> {
       cudaMemoryFraction: opts.cudaMemoryFraction,
       watermark: opts.watermark,
       logger,
+      onUnrecoverable: (err) => {
+        logger.fatal({ err }, "engine step failed with several ranks: the communicator may be out of step, exiting");
+        // Let the failed RPC's answer reach the router first.
+        setTimeout(() => process.exit(1), 200);
+      },
     });
     const server = await startGrpcServer(service, opts.udsPath, logger);
     process.stdout.write(`${JSON.stringify({ ready: true, rank: opts.rank, socket: opts.udsPath })}\n`);

@@ -156,7 +156,18 @@ function parseRope(c: Json, maxPositionEmbeddings: number): RopeConfig {
 
 function parseSlidingWindow(c: Json, architecture: Architecture): number {
   if (architecture === "llama") return 0;
-  if (architecture === "qwen2" && optionalBool(c, "use_sliding_window") !== true) return 0;
+  if (architecture === "qwen2") {
+    if (optionalBool(c, "use_sliding_window") !== true) return 0;
+    // Transformers windows only the layers from max_window_layers on (default 28).
+    const layers = positiveInt(c, "num_hidden_layers");
+    const windowFrom = optional(c, "max_window_layers") === undefined ? 28 : nonNegativeInt(c, "max_window_layers");
+    if (windowFrom >= layers) return 0;
+    if (windowFrom > 0) {
+      throw new ModelConfigError(
+        `config.json: a sliding window on only some layers (max_window_layers ${windowFrom} of ${layers}) is not supported`,
+      );
+    }
+  }
   return optional(c, "sliding_window") === undefined ? 0 : positiveInt(c, "sliding_window");
 }
 
@@ -189,5 +200,13 @@ function positiveNumber(obj: Json, field: string, at = ""): number {
 function positiveInt(obj: Json, field: string, at = ""): number {
   const v = positiveNumber(obj, field, at);
   if (!Number.isInteger(v)) throw new ModelConfigError(`config.json: field '${at}${field}' must be a positive integer (got ${v})`);
+  return v;
+}
+
+function nonNegativeInt(obj: Json, field: string): number {
+  const v = obj[field];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+    throw new ModelConfigError(`config.json: field '${field}' must be a non-negative integer (got ${JSON.stringify(v)})`);
+  }
   return v;
 }

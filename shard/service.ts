@@ -39,6 +39,12 @@ export interface ShardServiceOptions {
   /** Gamma and delta of watermarked requests (absent: TGI's defaults). */
   watermark?: WatermarkSettings;
   logger: Logger;
+  /**
+   * Called after a failed engine step when this shard cannot go on: with several ranks a
+   * collective may have been left half done, so every later step would fail too. The shard
+   * process exits and the launcher stops the server with a message naming it.
+   */
+  onUnrecoverable?: (error: Error) => void;
 }
 
 type StepResponse = PrefillResponse & DecodeResponse;
@@ -139,7 +145,7 @@ export class ShardService {
       seen.add(r.id);
       const holder = this.cache.batchOfRequest(r.id);
       if (holder !== undefined) throw badRequest(`request id ${r.id} is already in cached batch ${holder}`);
-      const limits = { blockSize: this.blockSize, numBlocks: this.numBlocks, watermark: this.opts.watermark };
+      const limits = { blockSize: this.blockSize, numBlocks: this.numBlocks, vocabSize: this.opts.config.vocabSize, watermark: this.opts.watermark };
       return requestFromProto(r, limits);
     });
   }
@@ -162,10 +168,12 @@ export class ShardService {
     };
     if (result.running.length > 0) response.batch = toCachedBatch(batchId, result.running, this.blockSize);
     if (concatNs !== undefined) response.concatNs = Number(concatNs);
-    this.opts.logger.debug(
-      { batchId, size: requests.length, generations: result.generations.length, forwardMs: Number(forwardNs) / 1e6 },
-      "step",
-    );
+    if (this.opts.logger.isLevelEnabled("debug")) {
+      this.opts.logger.debug(
+        { batchId, size: requests.length, generations: result.generations.length, forwardMs: Number(forwardNs) / 1e6 },
+        "step",
+      );
+    }
     return response;
   }
 
@@ -183,7 +191,9 @@ export class ShardService {
       return applyStep(requests, sequences, outputs);
     } catch (err) {
       this.release(requests);
-      throw asShardError(err, "engine step failed");
+      const error = asShardError(err, "engine step failed");
+      if (this.opts.worldSize > 1) this.opts.onUnrecoverable?.(error);
+      throw error;
     }
   }
 

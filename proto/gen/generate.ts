@@ -164,7 +164,10 @@ export interface Request {
   topNTokens: number;
   /** / KV blocks owned by this request, in order: position p lives in block blocks[p / block_size]. */
   blocks: number[];
-  /** / KV slot of each position (block * block_size + offset). Empty: derived from `blocks`. */
+  /**
+   * / KV slot of each position (block * block_size + offset), for TGI parity; our shards ignore it and
+   * / derive slots from `blocks`.
+   */
   slots: number[];
   /** / Prompt tokens whose KV is already in `blocks` (prefix cache hit); computation starts after them. */
   cacheLen: number;
@@ -272,7 +275,10 @@ export interface PrefillResponse {
   batch?:
     | CachedBatch
     | undefined;
-  /** / Time of the forward pass, of sampling, and of the whole call, in nanoseconds. */
+  /**
+   * / Time of the engine step (forward pass and sampling), of the bookkeeping after it, and of the
+   * / whole call, in nanoseconds.
+   */
   forwardNs: number;
   decodeNs: number;
   totalNs: number;
@@ -2388,7 +2394,7 @@ export const TextGenerationServiceService = {
     responseSerialize: (value: DecodeResponse): Buffer => Buffer.from(DecodeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DecodeResponse => DecodeResponse.decode(value),
   },
-  /** / Liveness: the engine answers and its memory is usable. */
+  /** / Liveness: the shard answers and its engine is loaded (a failed step makes the router run a real Prefill instead). */
   health: {
     path: "/generate.v3.TextGenerationService/Health" as const,
     requestStream: false as const,
@@ -2415,7 +2421,7 @@ export interface TextGenerationServiceServer extends UntypedServiceImplementatio
   prefill: handleUnaryCall<PrefillRequest, PrefillResponse>;
   /** / One step for one or more cached batches (merged into the first). */
   decode: handleUnaryCall<DecodeRequest, DecodeResponse>;
-  /** / Liveness: the engine answers and its memory is usable. */
+  /** / Liveness: the shard answers and its engine is loaded (a failed step makes the router run a real Prefill instead). */
   health: handleUnaryCall<HealthRequest, HealthResponse>;
 }
 
@@ -2529,7 +2535,7 @@ export interface TextGenerationServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DecodeResponse) => void,
   ): ClientUnaryCall;
-  /** / Liveness: the engine answers and its memory is usable. */
+  /** / Liveness: the shard answers and its engine is loaded (a failed step makes the router run a real Prefill instead). */
   health(
     request: HealthRequest,
     callback: (error: ServiceError | null, response: HealthResponse) => void,

@@ -181,6 +181,8 @@ t.test("bad requests are refused before anything changes", async (t) => {
     [service.prefill({ batch: batch(2, [request(5, 9, { blocks: [3] })]) }), /9 prompt tokens but only 1 KV blocks of 4 tokens/],
     [service.prefill({ batch: batch(2, [request(6, 2, { blocks: [5000] })]) }), /KV block 5000, but the cache has 1000 blocks/],
     [service.prefill({ batch: batch(2, [request(7, 0)]) }), /no input_ids/],
+    [service.prefill({ batch: batch(2, [{ ...request(9, 2), inputIds: [5, 512] }]) }), /token id 512, but the model's vocabulary has 512 ids/],
+    [service.prefill({ batch: batch(2, [request(10, 2, { blocks: [2 ** 31 + 1] })]) }), /KV block 2147483649, but the cache/],
     [service.prefill({ batch: batch(2, [request(8, 2)]), cachedBatch: { ...a.batch!, id: 99 } }), /Batch ID 99 not found/],
     [service.prefill({}), /no batch/],
     [service.decode({ batches: [] }), /at least one batch/],
@@ -280,4 +282,16 @@ t.test("an empty prefill does not reach the engine", async (t) => {
   t.same(res.generations, []);
   t.equal(res.batch, undefined);
   t.equal(engine.steps.length, 0);
+});
+
+t.test("with several ranks a failed engine step is unrecoverable; with one it is not", async (t) => {
+  for (const worldSize of [1, 2]) {
+    const engine = new FakeEngine();
+    const fatal: Error[] = [];
+    const service = newService(engine, { worldSize, onUnrecoverable: (e) => fatal.push(e) });
+    await service.warmup({ maxPrefillTokens: 64, maxBatchTotalTokens: 999 * 4 });
+    engine.failNextStep = "collective timed out";
+    await t.rejects(service.prefill({ batch: batch(1, [request(1, 3)]) }), { message: /collective timed out/ });
+    t.equal(fatal.length, worldSize > 1 ? 1 : 0, `world size ${worldSize}`);
+  }
 });

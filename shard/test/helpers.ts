@@ -42,7 +42,7 @@ export function request(id: number, promptLength: number, o: RequestOptions = {}
   const blocks = o.blocks ?? Array.from({ length: Math.ceil((promptLength + maxNewTokens) / 4) }, (_, i) => id * 10 + i + 1);
   const r: Request = {
     id,
-    inputIds: Array.from({ length: promptLength }, (_, i) => 100 + i),
+    inputIds: Array.from({ length: promptLength }, (_, i) => 100 + (i % 400)),
     truncate: promptLength,
     parameters: {
       temperature: 1,

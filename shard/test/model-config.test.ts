@@ -167,7 +167,12 @@ t.test("qwen2: q/k/v bias, sliding window off unless use_sliding_window", async 
   t.equal(config.slidingWindow, 0);
   t.equal(config.headDim, 64);
   t.equal(config.tieWordEmbeddings, true);
-  t.equal(parseModelConfig({ ...qwen2, use_sliding_window: true }).config.slidingWindow, 32768);
+  // Transformers windows only the layers from max_window_layers on.
+  t.equal(parseModelConfig({ ...qwen2, use_sliding_window: true, max_window_layers: 24 }).config.slidingWindow, 0);
+  t.equal(parseModelConfig({ ...qwen2, use_sliding_window: true, max_window_layers: 0 }).config.slidingWindow, 32768);
+  t.throws(() => parseModelConfig({ ...qwen2, use_sliding_window: true }), {
+    message: /sliding window on only some layers \(max_window_layers 21 of 24\)/,
+  });
 });
 
 t.test("defaults: kv heads, max positions, eps, tie", async (t) => {

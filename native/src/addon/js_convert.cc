@@ -186,7 +186,7 @@ std::vector<int64_t> ParseIds(const Napi::Value& value) {
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value v = arr.Get(i);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-    if (!(d == std::floor(d))) Fail(value.Env(), "release() ids must be integers");
+    if (!(d == std::floor(d)) || std::fabs(d) > 9007199254740991.0) Fail(value.Env(), "release() ids must be safe integers");
     ids[i] = static_cast<int64_t>(d);
   }
   return ids;

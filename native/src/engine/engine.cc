@@ -167,6 +167,11 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
         seq->sampler.Observe(in.init->prefix.data(), static_cast<int64_t>(in.init->prefix.size()));
         seq->keeps_history = device_sampler && HasPenalties(in.init->params);
         if (seq->keeps_history) seq->history = in.init->prefix;
+        // A repeated init replaces the sequence: its device penalty slot must not leak.
+        auto old = sequences_.find(in.id);
+        if (old != sequences_.end() && old->second->penalty_slot >= 0) {
+          free_penalty_slots_.push_back(old->second->penalty_slot);
+        }
         sequences_[in.id] = seq;
       }
       Sequence& seq = *sequences_.at(in.id);
@@ -227,7 +232,7 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
   }
 
   std::vector<StepResult> results(inputs.size());
-  std::vector<float> logprobs(static_cast<size_t>(vocab));
+  std::vector<float> logprobs;  // scratch for prompt logprobs, sized only when a row asks
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
     Sequence& seq = *states[i];
@@ -254,6 +259,7 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
       out.has_prompt_logprobs = true;
       out.prompt_logprobs.assign(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
       if (!seq.last_logprobs.empty() && in.position > 0) out.prompt_logprobs[0] = seq.last_logprobs[in.tokens[0]];
+      logprobs.resize(static_cast<size_t>(vocab));
       for (int64_t j = 0; j + 1 < n; ++j) {
         LogSoftmax(rows + j * vocab, vocab, logprobs.data());
         out.prompt_logprobs[static_cast<size_t>(j + 1)] = logprobs[static_cast<size_t>(in.tokens[j + 1])];
