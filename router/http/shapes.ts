@@ -64,25 +64,34 @@ export interface StreamDetails {
   inputLength: number;
 }
 
-/** StreamResponse; `top_tokens` omitted when empty, `generated_text` and `details` always present. */
-export function streamEventJson(
+/** A number as JSON.stringify writes it (NaN and ±Infinity as null). */
+const jsonNumber = (n: number | null): string => (n !== null && Number.isFinite(n) ? String(n) : "null");
+
+/** tokenJson's text, built by concatenation: one JSON.stringify (the token text) instead of an object and a stringify. */
+function tokenText(t: TokenInfo): string {
+  return `{"id":${t.id},"text":${JSON.stringify(t.text)},"logprob":${jsonNumber(t.logprob)},"special":${t.special}}`;
+}
+
+/**
+ * StreamResponse as JSON text, byte for byte what JSON.stringify would make of
+ * `{ index, token, top_tokens?, generated_text, details }` (serde's field order;
+ * `top_tokens` omitted when empty, `generated_text` and `details` always present).
+ * Built by concatenation because it runs once per streamed token.
+ */
+export function streamEventText(
   index: number,
   token: TokenInfo,
   topTokens: TokenInfo[],
   generatedText: string | null,
   details: StreamDetails | null,
-): object {
-  const event: Record<string, unknown> = { index, token: tokenJson(token) };
-  if (topTokens.length > 0) event.top_tokens = topTokens.map(tokenJson);
-  event.generated_text = generatedText;
-  event.details =
-    details === null
-      ? null
-      : {
-          finish_reason: details.finishReason,
-          generated_tokens: details.generatedTokens,
-          seed: details.seed,
-          input_length: details.inputLength,
-        };
-  return event;
+): string {
+  let json = `{"index":${index},"token":${tokenText(token)}`;
+  if (topTokens.length > 0) {
+    json += `,"top_tokens":[${tokenText(topTokens[0] as TokenInfo)}`;
+    for (let i = 1; i < topTokens.length; i++) json += `,${tokenText(topTokens[i] as TokenInfo)}`;
+    json += "]";
+  }
+  json += `,"generated_text":${generatedText === null ? "null" : JSON.stringify(generatedText)},"details":`;
+  if (details === null) return `${json}null}`;
+  return `${json}{"finish_reason":"${details.finishReason}","generated_tokens":${details.generatedTokens},"seed":${jsonNumber(details.seed)},"input_length":${details.inputLength}}}`;
 }

@@ -38,8 +38,18 @@ export class SseWriter {
 
   /** Writes one event whose data is `data` as is (OpenAI's `[DONE]`). */
   sendData(data: string): Promise<void> | undefined {
+    return this.write(data) ? undefined : this.drained();
+  }
+
+  /** Writes one event whose data is `data` as is; false: the socket is full, wait for drained(). */
+  write(data: string): boolean {
     this.keepAlive.refresh();
-    if (this.writeRaw(`${this.dataPrefix}${data}\n\n`)) return undefined;
+    return this.writeRaw(`${this.dataPrefix}${data}\n\n`);
+  }
+
+  /** Resolves once the socket can take more, or is gone. */
+  drained(): Promise<void> {
+    if (!this.res.writableNeedDrain) return Promise.resolve();
     // A destroyed socket never emits 'drain': race it with 'close'.
     return new Promise<void>((resolve) => {
       const done = () => {

@@ -7,6 +7,8 @@ import { SimpleBlockAllocator, type BlockAllocator } from "../scheduler/block-al
 import { Batcher, type BatchObserver } from "../scheduler/batcher.js";
 import type { ShardRequest } from "../scheduler/entry.js";
 import { Queue } from "../scheduler/queue.js";
+import { SingleTokenMemo } from "./detokenizer.js";
+import type { EventChannel } from "./event-channel.js";
 import { RequestStream } from "./request-stream.js";
 import { InferError, type InferBackend, type InferEvent, type TokenDecoder, type ValidRequest } from "./types.js";
 import { deriveLimits, warmupRequest, type Limits } from "./warmup.js";
@@ -84,6 +86,8 @@ export async function connectBackend(options: BackendOptions): Promise<Connected
 export class ShardedBackend implements InferBackend {
   private readonly queue: Queue;
   private readonly batcher: Batcher;
+  /** Shared by every request: single-token texts are decoded once. */
+  private readonly decoder: SingleTokenMemo;
   /** False after a failed step: the next health() runs a real one-token prefill (TGI). */
   private generationHealthy = true;
   private closed = false;
@@ -96,6 +100,7 @@ export class ShardedBackend implements InferBackend {
     private readonly options: BackendOptions,
     private readonly healthToken: number,
   ) {
+    this.decoder = new SingleTokenMemo(options.tokenizer);
     this.queue = new Queue({ allocator, supportChunking: info.supportChunking, speculate: info.speculate });
     this.batcher = new Batcher(client, this.queue, allocator, {
       maxBatchPrefillTokens: limits.maxBatchPrefillTokens,
@@ -110,9 +115,9 @@ export class ShardedBackend implements InferBackend {
     });
   }
 
-  generate(request: ValidRequest, signal: AbortSignal): AsyncIterable<InferEvent> {
+  generate(request: ValidRequest, signal: AbortSignal): EventChannel<InferEvent> {
     const onAbort = () => stream.cancel();
-    const stream = new RequestStream(request, this.options.tokenizer, performance.now(), (cancelled) => {
+    const stream = new RequestStream(request, this.decoder, performance.now(), (cancelled) => {
       signal.removeEventListener("abort", onAbort);
       if (cancelled) this.queue.dropGone();
     });

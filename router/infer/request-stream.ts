@@ -24,6 +24,9 @@ import {
 /** TGI keeps this much of the generated text for stop-sequence matching. */
 const STOP_WINDOW = 300;
 
+/** Shared by every event without top tokens (nearly all): consumers only read the list. */
+const NO_TOP_TOKENS: TokenInfo[] = Object.freeze([]) as unknown as TokenInfo[];
+
 const FINISH_REASONS: Partial<Record<ProtoFinishReason, FinishReason>> = {
   [ProtoFinishReason.FINISH_REASON_LENGTH]: "length",
   [ProtoFinishReason.FINISH_REASON_EOS_TOKEN]: "eos_token",
@@ -162,7 +165,7 @@ export class RequestStream implements EntrySink {
   }
 
   private topTokens(tokens: Tokens | undefined): TokenInfo[] {
-    if (!tokens) return [];
+    if (!tokens || tokens.ids.length === 0) return NO_TOP_TOKENS;
     return tokens.ids.map((id, i) => ({
       id,
       text: this.decoder.decode([id], false),

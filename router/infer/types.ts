@@ -95,12 +95,36 @@ export interface TokenDecoder {
   isSpecial(id: number): boolean;
 }
 
+/** How a listen() ended: the stream is over, or the listener asked to pause. */
+export type ListenResult = "closed" | "paused";
+
+/**
+ * A single-consumer stream with a synchronous fast path. `listen(onValue)` hands every
+ * value to `onValue` as the producer makes it, inside the producer's own call: for a
+ * generation, within the batcher's step, so a transport writes each token with no
+ * promise, microtask or async iterator between the shard's answer and the socket.
+ * `onValue` returns false when its consumer cannot take more now (socket above its
+ * high-water mark): listen() then resolves "paused", later values wait in the stream,
+ * and the consumer calls listen() again once it can. It resolves "closed" when the
+ * stream ended and every value was handed over. A throw from `onValue` ends the stream
+ * (as a `break` out of for-await would) and rejects listen() with it. `stop()` is the
+ * consumer leaving early: buffered values are dropped and the producer is told.
+ * One listen() at a time.
+ */
+export interface Listenable<T> {
+  listen(onValue: (value: T) => boolean): Promise<ListenResult>;
+  stop(): void;
+}
+
 /** The scheduling core as the HTTP front sees it. */
 export interface InferBackend {
   /**
    * Queues a request and streams its events; the last event is "end" or "error".
-   * Aborting `signal` (client gone) ends the iterable at once (transports rely on this: they do not
+   * Aborting `signal` (client gone) ends the stream at once (transports rely on this: they do not
    * race the signal themselves) and cancels the request at the next step, freeing its KV blocks.
+   * The stream may also be Listenable (ShardedBackend's is): transports take it through
+   * `listenable()` (infer/event-channel.ts), which uses the fast path where there is one and
+   * iterates otherwise, so a backend written as an async generator (the test fakes) still works.
    */
   generate(request: ValidRequest, signal: AbortSignal): AsyncIterable<InferEvent>;
   /** Cheap health check of every shard (Health RPC), or a real one-token prefill when unhealthy. */

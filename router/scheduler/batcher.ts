@@ -181,7 +181,8 @@ export class Batcher {
   }
 
   private async prefill(next: NextBatch, into: RunningBatch | undefined): Promise<RunningBatch | null> {
-    const entries = new Map(into?.entries);
+    // Joining requests go into the running batch's map (the shard merges the batches the same way).
+    const entries = into ? into.entries : new Map<number, Entry>();
     const now = performance.now();
     for (const entry of next.entries) {
       entries.set(entry.id, entry);
@@ -205,8 +206,9 @@ export class Batcher {
   }
 
   private async decode(batches: RunningBatch[]): Promise<RunningBatch | null> {
-    const entries = new Map<number, Entry>();
-    for (const batch of batches) for (const [id, entry] of batch.entries) entries.set(id, entry);
+    // Decode merges the batches on the shard: merge their maps into the first (almost always the only one).
+    const entries = (batches[0] as RunningBatch).entries;
+    for (let i = 1; i < batches.length; i++) for (const [id, entry] of (batches[i] as RunningBatch).entries) entries.set(id, entry);
     const observed = this.observeStep("decode");
     try {
       const response = await this.exclusive(() => this.client.decode({ batches: batches.map((b) => b.cached) }));
@@ -257,13 +259,20 @@ export class Batcher {
       const entry = entries.get(generation.requestId);
       if (entry && !entry.sink.gone && entry.sink.deliver(generation)) this.release(entry, entries);
     }
-    for (const entry of [...entries.values()]) if (entry.sink.gone) this.release(entry, entries);
+    // Deleting the entry being visited is safe while iterating a Map.
+    for (const entry of entries.values()) if (entry.sink.gone) this.release(entry, entries);
 
-    const kept = cached ? new Set(cached.requestIds) : new Set<number>();
-    for (const entry of [...entries.values()]) {
-      if (!kept.has(entry.id)) {
-        entry.sink.fail(new Error("Server error: the shard dropped the request before it finished"));
-        this.release(entry, entries);
+    // Every request left must still be in the shard's batch. Counted without a Set: this runs every step.
+    const kept = cached?.requestIds ?? [];
+    let present = 0;
+    for (const id of kept) if (entries.has(id)) present++;
+    if (present < entries.size) {
+      const keptIds = new Set(kept);
+      for (const entry of entries.values()) {
+        if (!keptIds.has(entry.id)) {
+          entry.sink.fail(new Error("Server error: the shard dropped the request before it finished"));
+          this.release(entry, entries);
+        }
       }
     }
     if (!cached) return null;

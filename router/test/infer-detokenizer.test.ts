@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import t from "tap";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { FinishReason, type Generation } from "../../proto/gen/generate.js";
-import { IncrementalDetokenizer } from "../infer/detokenizer.js";
+import { IncrementalDetokenizer, SingleTokenMemo } from "../infer/detokenizer.js";
 import { RequestStream } from "../infer/request-stream.js";
 import type { InferEvent, TokenDecoder } from "../infer/types.js";
 import { collect, validRequest } from "./fake-shard.js";
@@ -37,6 +37,33 @@ t.test("streamed pieces join to the text, none ends in or holds U+FFFD", async (
   t.ok(pieces.includes(" 😀") || pieces.includes("😀"), "the emoji arrives whole");
   t.equal(pieces[0], ",", "no space is invented before the first piece");
   t.match(pieces[1], /^ T/, "the leading space of a SentencePiece piece is kept");
+});
+
+t.test("SingleTokenMemo: the same pieces, each single id decoded once", async (t) => {
+  const calls = new Map<string, number>();
+  const counting: TokenDecoder = {
+    decode: (ids, skip) => {
+      const key = `${ids.join(",")}/${skip}`;
+      calls.set(key, (calls.get(key) ?? 0) + 1);
+      return decoder.decode(ids, skip);
+    },
+    isSpecial: decoder.isSpecial,
+  };
+  const memo = new SingleTokenMemo(counting);
+  const generated = fullIds.slice(promptIds.length);
+  for (let round = 0; round < 2; round++) {
+    const plain = new IncrementalDetokenizer(decoder, promptIds);
+    const memoized = new IncrementalDetokenizer(memo, promptIds);
+    t.same(generated.map((id) => memoized.next(id)), generated.map((id) => plain.next(id)), `round ${round}`);
+  }
+  t.same(
+    [...calls].filter(([key, n]) => !key.includes(",") && n > 1),
+    [],
+    "no single id decoded twice",
+  );
+  t.equal(memo.decode([2], true), decoder.decode([2], true), "skip flag kept apart");
+  t.equal(memo.decode([2], false), decoder.decode([2], false));
+  t.equal(memo.isSpecial(2), true);
 });
 
 function generation(id: number, finish?: FinishReason, count = 0): Generation {

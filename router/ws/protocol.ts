@@ -61,6 +61,12 @@ export interface ErrorBody {
 /** One event of the generation's stream, exactly as its SSE route would send it. */
 export const eventMessage = (id: string, event: unknown): string => JSON.stringify({ type: "event", id, event });
 
+/**
+ * eventMessage for events already serialized, per token: `eventMessagePrefix(id) + json + "}"`
+ * is eventMessage(id, JSON.parse(json)) byte for byte, with the id encoded once per generation.
+ */
+export const eventMessagePrefix = (id: string): string => `{"type":"event","id":${JSON.stringify(id)},"event":`;
+
 /** The generation finished; its last event was already sent. */
 export const endMessage = (id: string): string => JSON.stringify({ type: "end", id });
 

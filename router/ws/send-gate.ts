@@ -21,9 +21,14 @@ export class SendGate {
     return this.ws.bufferedAmount;
   }
 
+  /** More than the high-water mark is queued: generations should wait at ready(). */
+  get full(): boolean {
+    return !this.closed && this.buffered > this.highWaterMark;
+  }
+
   /** Resolves once the queue is under the high-water mark or the socket closed. */
   ready(): Promise<void> | undefined {
-    if (this.closed || this.buffered <= this.highWaterMark) return undefined;
+    if (!this.full) return undefined;
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
@@ -42,7 +47,7 @@ export class SendGate {
         socket.uncork();
       });
     }
-    this.ws.send(data, () => this.check());
+    this.ws.send(data, this.onSent);
     if (this.buffered > this.maxBufferedBytes) this.onOverflow();
   }
 
@@ -51,6 +56,9 @@ export class SendGate {
     this.closed = true;
     this.wake();
   }
+
+  /** One callback for every send (one closure less per token). */
+  private readonly onSent = (): void => this.check();
 
   private check(): void {
     // Resume at half the mark so a drained queue is refilled in large writes, not one event at a time.

@@ -7,12 +7,13 @@ import type { Logger } from "pino";
 import type { RawData, WebSocket } from "ws";
 import { errorJson, HttpError, internalError } from "../http/errors.js";
 import { ShutdownError } from "../http/lifecycle.js";
-import { InferError } from "../infer/types.js";
+import { listenable } from "../infer/event-channel.js";
+import { InferError, type Listenable } from "../infer/types.js";
 import {
   cancelledMessage,
   endMessage,
   errorMessage,
-  eventMessage,
+  eventMessagePrefix,
   parseClientMessage,
   ProtocolError,
   type RequestKind,
@@ -20,11 +21,12 @@ import {
 import { SendGate } from "./send-gate.js";
 
 /**
- * Runs one request's JSON (as its HTTP route would take it) and yields the events
- * its SSE stream would send. Throws InferError or HttpError for failures; must
- * stop soon after `signal` aborts.
+ * Runs one request's JSON (as its HTTP route would take it) and yields the JSON
+ * text of each event its SSE stream would send (after `data:`). Throws InferError
+ * or HttpError for failures; must stop soon after `signal` aborts. A Listenable
+ * source (generate's) hands its events over synchronously from the batcher's step.
  */
-export type EventSource = (request: unknown, signal: AbortSignal) => AsyncIterable<object>;
+export type EventSource = (request: unknown, signal: AbortSignal) => AsyncIterable<string> | Listenable<string>;
 
 export type EventSources = Partial<Record<RequestKind, EventSource>>;
 
@@ -130,18 +132,24 @@ export class WsSession {
     const onShutdown = () => controller.abort(new ShutdownError());
     if (this.options.shutdown.aborted) onShutdown();
     else this.options.shutdown.addEventListener("abort", onShutdown, { once: true });
-    let iterator: AsyncIterator<object> | undefined;
+    const prefix = eventMessagePrefix(id);
+    // signal.aborted is a checked getter: a flag is cheaper once per token.
+    let aborted = signal.aborted;
+    signal.addEventListener("abort", () => (aborted = true), { once: true });
+    // Runs inside the batcher's step when the source is Listenable: no promise per event.
+    const send = (json: string): boolean => {
+      if (aborted) throw signal.reason;
+      this.gate.send(`${prefix}${json}}`);
+      return !this.gate.full;
+    };
+    let events: Listenable<string> | undefined;
     try {
-      iterator = source(request, signal)[Symbol.asyncIterator]();
-      for (;;) {
-        // The backend's stream itself ends when the signal aborts: no race per event.
-        const next = await iterator.next();
-        if (signal.aborted) throw signal.reason;
-        if (next.done) break;
-        // Backpressure: the next event is pulled only once the client has read enough.
+      events = listenable(source(request, signal));
+      // The backend's stream itself ends when the signal aborts: no race per event.
+      while ((await events.listen(send)) === "paused") {
+        // Backpressure: the stream waits (events stay in the backend) until the client has read enough.
         const ready = this.gate.ready();
         if (ready && (await unlessAborted(ready, signal)) === "aborted") throw signal.reason;
-        this.gate.send(eventMessage(id, next.value));
       }
       if (signal.aborted) throw signal.reason;
       this.gate.send(endMessage(id));
@@ -150,8 +158,7 @@ export class WsSession {
     } finally {
       this.options.shutdown.removeEventListener("abort", onShutdown);
       if (this.generations.get(id) === controller) this.generations.delete(id);
-      // Not awaited: return() on a source busy in next() waits for that next() to settle.
-      iterator?.return?.()?.catch(() => {});
+      events?.stop();
     }
   }
 

@@ -2,7 +2,7 @@
 // generate → /generate_stream's events, chat and completion → the OpenAI
 // routes' chunks (`stream` implied).
 import type { HttpContext } from "../http/context.js";
-import { streamEvents } from "../http/generate-stream.js";
+import { GenerateEvents } from "../http/generate-stream.js";
 import { runChatCompletion } from "../openai/chat.js";
 import { runCompletion } from "../openai/completions.js";
 import type { OpenAIResult } from "../openai/shapes.js";
@@ -16,14 +16,14 @@ function openaiEvents(ctx: HttpContext, run: OpenAIRun): EventSource {
   return async function* (body: unknown, signal: AbortSignal) {
     const streamed = typeof body === "object" && body !== null && !Array.isArray(body) ? { ...body, stream: true } : body;
     const result = await run(ctx, streamed, signal);
-    if (result.stream) yield* result.chunks;
-    else yield result.response;
+    if (result.stream) for await (const chunk of result.chunks) yield JSON.stringify(chunk);
+    else yield JSON.stringify(result.response);
   };
 }
 
 export function defaultSources(ctx: HttpContext): EventSources {
   return {
-    generate: (body, signal) => streamEvents(ctx, parseGenerateRequest(body), signal),
+    generate: (body, signal) => new GenerateEvents(ctx, parseGenerateRequest(body), signal),
     chat: openaiEvents(ctx, runChatCompletion),
     completion: openaiEvents(ctx, runCompletion),
   };
