@@ -20,6 +20,14 @@
 
 namespace tg {
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << ']';
+  return out.str();
+}
+
 namespace {
 
 // Real headers are at most a few MB; the cap stops a hostile length from
@@ -37,14 +45,6 @@ std::string JoinPath(const std::string& dir, const std::string& name) {
 bool IsRegularFile(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << ']';
-  return out.str();
 }
 
 [[noreturn]] void Fail(const std::string& path, const std::string& what) {

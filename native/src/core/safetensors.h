@@ -13,6 +13,9 @@
 
 namespace tg {
 
+// "[4096, 128]": a shape as error messages print it.
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;

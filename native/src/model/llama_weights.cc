@@ -3,16 +3,11 @@
 
 #include <stdexcept>
 
+#include "core/safetensors.h"
 #include "model/weight_loader.h"
 
 namespace tg {
 namespace {
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 class Reader {
  public:

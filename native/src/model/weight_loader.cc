@@ -13,14 +13,6 @@ namespace tg {
 
 namespace {
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << ']';
-  return out.str();
-}
-
 [[noreturn]] void Fail(const SafetensorsArchive& archive, const std::string& name, const std::string& what) {
   throw std::runtime_error("model dir " + archive.model_dir() + ": tensor \"" + name + "\" " + what);
 }

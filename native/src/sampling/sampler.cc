@@ -81,13 +81,16 @@ size_t KeepSmallestPrefixReaching(std::vector<int32_t>& ids, const Before& befor
 }
 
 // Draws from the kept tokens (already in ascending id order) by inverse CDF.
-int32_t DrawInIdOrder(const std::vector<int32_t>& ids, const float* logits, float max, double u) {
+// `id_at(i)` for i < count lists the candidate ids in ascending order.
+template <typename IdAt>
+int32_t DrawInIdOrder(int64_t count, IdAt id_at, const float* logits, float max, double u) {
   double total = 0.0;
-  for (int32_t id : ids) total += Weight(logits[id], max);
+  for (int64_t i = 0; i < count; ++i) total += Weight(logits[id_at(i)], max);
   double target = u * total;
   double cumulative = 0.0;
-  int32_t last_possible = ids.front();
-  for (int32_t id : ids) {
+  int32_t last_possible = id_at(0);
+  for (int64_t i = 0; i < count; ++i) {
+    const int32_t id = id_at(i);
     double w = Weight(logits[id], max);
     if (w <= 0.0) continue;
     last_possible = id;
@@ -106,9 +109,12 @@ int32_t DrawToken(const SamplingParams& p, const float* logits, int64_t vocab, c
   const bool typical = p.typical_p < 1.0f;
   auto weight = [&](int32_t id) { return Weight(logits[id], stats.max); };
 
+  if (!top_k && !top_p && !typical) {
+    // No truncation: every id is a candidate, so no per-token index array is needed.
+    return DrawInIdOrder(vocab, [](int64_t i) { return static_cast<int32_t>(i); }, logits, stats.max, u);
+  }
   std::vector<int32_t> kept(static_cast<size_t>(vocab));
   std::iota(kept.begin(), kept.end(), 0);
-  if (!top_k && !top_p && !typical) return DrawInIdOrder(kept, logits, stats.max, u);
 
   const ByLogitDesc by_logit{logits};
   if (top_k) {
@@ -139,7 +145,8 @@ int32_t DrawToken(const SamplingParams& p, const float* logits, int64_t vocab, c
     kept.resize(KeepSmallestPrefixReaching(kept, more_typical, weight, p.typical_p * mass));
   }
   std::sort(kept.begin(), kept.end());
-  return DrawInIdOrder(kept, logits, stats.max, u);
+  return DrawInIdOrder(static_cast<int64_t>(kept.size()), [&](int64_t i) { return kept[static_cast<size_t>(i)]; },
+                       logits, stats.max, u);
 }
 
 // The n most likely ids, most likely first, in O(vocab log n).
