@@ -29,9 +29,13 @@ export interface LauncherArgs {
   hostname: string;
   port: number;
   shardUdsPath?: string;
-  masterAddr: string;
-  masterPort: number;
+  /** Unset (with masterPort): the shards meet over a Unix socket on this node. */
+  masterAddr?: string;
+  masterPort?: number;
+  nnodes: number;
+  nodeRank: number;
   cudaMemoryFraction: number;
+  cudaGraphs?: string;
   jsonOutput: boolean;
   corsAllowOrigin: string[];
   apiKey?: string;
@@ -43,6 +47,9 @@ export interface LauncherArgs {
   startupTimeout: number;
   help: boolean;
 }
+
+/** TGI's and torch's MASTER_PORT when only --master-addr is given. */
+export const DEFAULT_MASTER_PORT = 29500;
 
 type Kind = "string" | "int" | "float" | "bool" | "switch" | "list";
 
@@ -63,7 +70,7 @@ export const FLAGS: FlagSpec[] = [
   { flag: "--revision", key: "revision", kind: "string", help: "hub revision (branch, tag or commit) to pick from the local cache (default: main)" },
   { flag: "--validation-workers", key: "validationWorkers", kind: "int", default: 2, help: "accepted for TGI compatibility (must be > 0); the router tokenizes on its event loop for now" },
   { flag: "--sharded", key: "sharded", kind: "bool", help: "true/false: shard the model over several processes (see --num-shard)" },
-  { flag: "--num-shard", key: "numShard", kind: "int", help: "number of shard processes (default: number of CUDA_VISIBLE_DEVICES entries, else 1)" },
+  { flag: "--num-shard", key: "numShard", kind: "int", help: "number of shard processes, over every node (default: number of CUDA_VISIBLE_DEVICES entries, else 1)" },
   { flag: "--quantize", key: "quantize", kind: "string", help: "quantization method (not supported yet)" },
   { flag: "--speculate", key: "speculate", kind: "int", help: "number of speculative tokens (not supported yet; only 0 is accepted)" },
   { flag: "--dtype", key: "dtype", kind: "string", choices: ["float16", "bfloat16", "float32"], help: "weight and activation dtype: float16, bfloat16 or float32 (default: the model's; on cuda bfloat16 unless the model is float16)" },
@@ -84,9 +91,12 @@ export const FLAGS: FlagSpec[] = [
   { flag: "--hostname", key: "hostname", kind: "string", default: "0.0.0.0", help: "address the HTTP server listens on" },
   { flag: "--port", short: "-p", key: "port", kind: "int", default: 3000, help: "HTTP port (0 picks a free one; the actual port is logged with \"text-gen ready\")" },
   { flag: "--shard-uds-path", key: "shardUdsPath", kind: "string", help: "socket base path; rank r listens on <path>-<r> (default: <tmpdir>/text-gen-<launch id>)" },
-  { flag: "--master-addr", key: "masterAddr", kind: "string", default: "localhost", help: "rendezvous address for multi-node collectives (passed to shards as MASTER_ADDR)" },
-  { flag: "--master-port", key: "masterPort", kind: "int", default: 29500, help: "rendezvous port (passed to shards as MASTER_PORT)" },
+  { flag: "--master-addr", key: "masterAddr", kind: "string", help: "address of node 0, where rank 0 serves the NCCL id over TCP (passed to shards as MASTER_ADDR; localhost when only --master-port is given). Unset with --master-port: a Unix socket beside the shard sockets, single node only" },
+  { flag: "--master-port", key: "masterPort", kind: "int", help: "TCP port of that rendezvous (passed to shards as MASTER_PORT; 29500 when only --master-addr is given)" },
+  { flag: "--nnodes", key: "nnodes", kind: "int", default: 1, help: "nodes the shards span (torchrun's and vLLM's name): each runs --num-shard / nnodes of them; needs --master-addr (untested beyond one node: see launcher/README.md)" },
+  { flag: "--node-rank", key: "nodeRank", kind: "int", default: 0, help: "this node's index, 0..nnodes-1: it runs ranks node-rank x (num-shard / nnodes) onwards; only node 0 runs the router" },
   { flag: "--cuda-memory-fraction", key: "cudaMemoryFraction", kind: "float", default: 1.0, help: "fraction of GPU memory the shards may use (passed as CUDA_MEMORY_FRACTION)" },
+  { flag: "--cuda-graphs", key: "cudaGraphs", kind: "string", help: "comma list of decode batch sizes run as CUDA graphs; values <= 0 are dropped, so 0 disables (passed to shards as CUDA_GRAPHS; default: 1-8, then steps up to 256)" },
   { flag: "--json-output", key: "jsonOutput", kind: "switch", default: false, help: "log JSON lines instead of pretty text" },
   { flag: "--cors-allow-origin", key: "corsAllowOrigin", kind: "list", default: [], help: "allowed CORS origin; repeatable (env: comma-separated)" },
   { flag: "--api-key", key: "apiKey", kind: "string", help: "require this bearer token on every request" },
@@ -197,7 +207,8 @@ export function helpText(): string {
     "Options:",
     ...rows,
     "",
-    "Other environment: LOG_LEVEL (trace|debug|info|warn|error), CUDA_VISIBLE_DEVICES (default shard count),",
+    "Other environment: LOG_LEVEL (trace|debug|info|warn|error), CUDA_VISIBLE_DEVICES (default shard count; shard i",
+    "gets its i-th entry), NCCL_* (passed to the shards, except NCCL_NVLS_ENABLE, always 0),",
     "HF_HOME / HF_HUB_CACHE (where hub ids are looked up; nothing is downloaded).",
     "",
   ].join("\n");

@@ -84,9 +84,17 @@ export class Child {
     return !this.hasExited;
   }
 
-  /** SIGTERM, then SIGKILL after killAfterMs; resolves when the process is gone. */
-  async stop(): Promise<ChildExit> {
-    if (!this.hasExited) this.proc.kill("SIGTERM");
+  /**
+   * SIGTERM, then SIGKILL after the spec's killAfterMs, or after `killAfterMs` when given
+   * (sooner); resolves when the process is gone.
+   */
+  async stop(killAfterMs?: number): Promise<ChildExit> {
+    if (this.hasExited) return this.exited;
+    this.proc.kill("SIGTERM");
+    if (killAfterMs !== undefined) {
+      const timer = setTimeout(() => this.proc.kill("SIGKILL"), killAfterMs);
+      void this.exited.then(() => clearTimeout(timer));
+    }
     return this.exited;
   }
 

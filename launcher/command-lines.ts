@@ -1,12 +1,17 @@
 // The argv and environment of each child, per the shard and router command-line contracts.
+import { DEFAULT_MASTER_PORT } from "./args.js";
 import { socketPath, type LaunchPlan } from "./plan.js";
 
-/** The launcher's environment minus what must not leak into children. */
+/**
+ * The launcher's environment minus what must not leak into children. NCCL_* settings pass
+ * through to the shards; MASTER_ADDR/MASTER_PORT are set by shardCommand or not at all.
+ */
 function baseEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined && k !== "LOG_LEVEL") out[k] = v;
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && !DROPPED.has(k)) out[k] = v;
   return out;
 }
+const DROPPED = new Set(["LOG_LEVEL", "MASTER_ADDR", "MASTER_PORT"]);
 
 export function shardCommand(plan: LaunchPlan, rank: number, env: NodeJS.ProcessEnv): { args: string[]; env: Record<string, string> } {
   const world = plan.derived.numShard;
@@ -14,7 +19,7 @@ export function shardCommand(plan: LaunchPlan, rank: number, env: NodeJS.Process
   const args = ["--model-id", plan.modelDir, "--uds-path", uds, "--rank", String(rank), "--world-size", String(world)];
   if (plan.args.dtype) args.push("--dtype", plan.args.dtype);
   if (plan.args.device) args.push("--device", plan.args.device);
-  if (world > 1) args.push("--comm-name", plan.commName);
+  if (world > 1) args.push("--comm-name", plan.commName, "--rendezvous-timeout", String(plan.args.startupTimeout));
   args.push("--json-output", "--log-level", plan.logLevel);
   const a = plan.args;
   const childEnv: Record<string, string> = {
@@ -22,11 +27,20 @@ export function shardCommand(plan: LaunchPlan, rank: number, env: NodeJS.Process
     RANK: String(rank),
     WORLD_SIZE: String(world),
     SHARD_UDS_PATH: uds,
-    MASTER_ADDR: a.masterAddr,
-    MASTER_PORT: String(a.masterPort),
     CUDA_MEMORY_FRACTION: String(a.cudaMemoryFraction),
     TEXT_GEN_LAUNCH_ID: plan.launchId,
+    // Always: the GPU machines this runs on must never use NVLink multicast (NVLS).
+    NCCL_NVLS_ENABLE: "0",
   };
+  // One GPU per rank (launcher/gpus.ts); a CPU run keeps what it inherited.
+  const gpu = plan.derived.gpus?.[rank - plan.derived.firstRank];
+  if (gpu !== undefined) childEnv.CUDA_VISIBLE_DEVICES = gpu;
+  // Given: rank 0 serves the NCCL id over TCP (across nodes); else over a Unix socket on this node.
+  if (a.masterAddr !== undefined || a.masterPort !== undefined) {
+    childEnv.MASTER_ADDR = a.masterAddr ?? "localhost";
+    childEnv.MASTER_PORT = String(a.masterPort ?? DEFAULT_MASTER_PORT);
+  }
+  if (a.cudaGraphs !== undefined) childEnv.CUDA_GRAPHS = a.cudaGraphs;
   if (a.maxTotalTokens !== undefined) childEnv.MAX_TOTAL_TOKENS = String(a.maxTotalTokens);
   if (a.maxBatchSize !== undefined) childEnv.MAX_BATCH_SIZE = String(a.maxBatchSize);
   // Unset: the shard's own defaults (TGI's 0.5 and 2.0), or the variables inherited above.

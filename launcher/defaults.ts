@@ -2,6 +2,7 @@
 // following TGI's launcher (find_num_shards, max_batch_prefill_tokens, argument validation).
 import type { LauncherArgs } from "./args.js";
 import { LauncherError } from "./errors.js";
+import { countNvidiaGpus, gpuPerRank } from "./gpus.js";
 import type { ModelConfig } from "./model-config.js";
 
 /** Number of visible accelerators from the environment, or undefined when unknown. */
@@ -37,14 +38,21 @@ export function findNumShards(sharded: boolean | undefined, numShard: number | u
 }
 
 export interface Derived {
+  /** The world size: shards over every node. */
   numShard: number;
+  /** This node's ranks: firstRank .. firstRank + localShards - 1. */
+  firstRank: number;
+  localShards: number;
+  /** CUDA_VISIBLE_DEVICES of each local rank; undefined: inherited (a CPU run). */
+  gpus?: string[];
   maxInputTokens?: number;
   maxBatchPrefillTokens: number;
 }
 
 const DEFAULT_PREFILL_TOKENS = 4096;
 
-export function deriveAndValidate(args: LauncherArgs, config: ModelConfig, env: NodeJS.ProcessEnv): Derived {
+export function deriveAndValidate(args: LauncherArgs, config: ModelConfig, env: NodeJS.ProcessEnv,
+  nvidiaGpus: number | undefined = countNvidiaGpus()): Derived {
   if (args.maxInputTokens !== undefined && args.maxInputLength !== undefined) {
     throw new LauncherError("`max_input_tokens` and `max_input_length` are the same setting; give only --max-input-tokens");
   }
@@ -57,6 +65,9 @@ export function deriveAndValidate(args: LauncherArgs, config: ModelConfig, env: 
   if (args.validationWorkers <= 0) throw new LauncherError("`validation_workers` must be > 0");
   if (args.maxBatchSize !== undefined && args.maxBatchSize <= 0) throw new LauncherError("`max_batch_size` must be > 0");
   if (args.port < 0 || args.port > 65535) throw new LauncherError(`--port ${args.port} is not a valid port`);
+  if (args.cudaGraphs !== undefined && !/^\s*-?\d+\s*(,\s*-?\d+\s*)*$/.test(args.cudaGraphs)) {
+    throw new LauncherError(`--cuda-graphs must be a comma-separated list of batch sizes (0 disables), got "${args.cudaGraphs}"`);
+  }
   if (!(args.cudaMemoryFraction > 0 && args.cudaMemoryFraction <= 1)) {
     throw new LauncherError(`--cuda-memory-fraction must be in (0, 1], got ${args.cudaMemoryFraction}`);
   }
@@ -83,6 +94,29 @@ export function deriveAndValidate(args: LauncherArgs, config: ModelConfig, env: 
   if (args.maxBatchTotalTokens !== undefined && maxBatchPrefillTokens > args.maxBatchTotalTokens) {
     throw new LauncherError(`\`max_batch_prefill_tokens\`(${maxBatchPrefillTokens}) must be <= \`max_batch_total_tokens\`(${args.maxBatchTotalTokens})`);
   }
+  if (args.masterPort !== undefined && (args.masterPort < 1 || args.masterPort > 65535)) {
+    throw new LauncherError(`--master-port ${args.masterPort} is not a valid port`);
+  }
   const numShard = findNumShards(args.sharded, args.numShard, visibleDeviceCount(env));
-  return { numShard, maxInputTokens, maxBatchPrefillTokens };
+  const { firstRank, localShards } = nodeShare(args, numShard);
+  if (args.nnodes > 1 && args.device === "cpu") {
+    throw new LauncherError("--nnodes > 1 needs GPUs: the CPU's tensor-parallel communicator is shared memory, on one node");
+  }
+  const gpus = gpuPerRank(args.device, localShards, env, nvidiaGpus);
+  return { numShard, firstRank, localShards, ...(gpus ? { gpus } : {}), maxInputTokens, maxBatchPrefillTokens };
+}
+
+/** This node's consecutive share of the ranks (torchrun's layout: node n runs n x k .. n x k + k - 1). */
+export function nodeShare(args: Pick<LauncherArgs, "nnodes" | "nodeRank" | "masterAddr">, numShard: number): { firstRank: number; localShards: number } {
+  const { nnodes, nodeRank } = args;
+  if (nnodes < 1) throw new LauncherError("--nnodes must be >= 1");
+  if (nodeRank < 0 || nodeRank >= nnodes) throw new LauncherError(`--node-rank ${nodeRank} must be in 0..${nnodes - 1} (--nnodes ${nnodes})`);
+  if (numShard % nnodes !== 0) {
+    throw new LauncherError(`--num-shard ${numShard} must be a multiple of --nnodes ${nnodes}: every node runs the same number of shards`);
+  }
+  if (nnodes > 1 && args.masterAddr === undefined) {
+    throw new LauncherError(`--nnodes ${nnodes} needs --master-addr: the address of node 0, where rank 0 serves the NCCL id`);
+  }
+  const localShards = numShard / nnodes;
+  return { firstRank: nodeRank * localShards, localShards };
 }

@@ -1,8 +1,10 @@
 // Children spawned by the launcher preload this snippet (node --import data:...). It polls the
 // launcher's pid and stops the child when the launcher is gone, which covers the one case execa's
 // `cleanup` cannot: the launcher itself killed with SIGKILL. The child gets SIGTERM (its own graceful
-// shutdown), then exits for certain 10 s later. Residual risk: a child wedged in native code that
-// never returns to the event loop is not stopped by this timer.
+// shutdown), then SIGKILLs itself 10 s later: not process.exit(), whose teardown can wait forever
+// on a GPU kernel that a dead NCCL peer left spinning. Engine steps and loads run on worker
+// threads, so the event loop that runs this timer stays free; a child whose main thread is wedged
+// in native code would not be stopped by it.
 export const PARENT_PID_ENV = "TEXT_GEN_PARENT_PID";
 
 const SNIPPET = [
@@ -13,7 +15,7 @@ const SNIPPET = [
   "    if (alive) { try { process.kill(p, 0); } catch (e) { alive = e.code === 'EPERM'; } }",
   "    if (alive) return;",
   "    clearInterval(t);",
-  "    setTimeout(() => process.exit(1), 10000).unref();",
+  "    setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10000).unref();",
   "    process.kill(process.pid, 'SIGTERM');",
   "  }, 1000);",
   "  t.unref();",

@@ -46,6 +46,11 @@ export function socketPath(base: string, rank: number): string {
   return `${base}-${rank}`;
 }
 
+/** Where rank 0 serves the NCCL id on one node (shard/nccl-rendezvous.ts derives the same). */
+export function rendezvousSocketPath(base: string): string {
+  return `${base}-nccl`;
+}
+
 export function makePlan(args: LauncherArgs, env: NodeJS.ProcessEnv, logLevel: Level): LaunchPlan {
   const root = packageRoot();
   const modelId = args.modelId ?? join(root, "models", "stories260k");
@@ -53,7 +58,8 @@ export function makePlan(args: LauncherArgs, env: NodeJS.ProcessEnv, logLevel: L
   const derived = deriveAndValidate(args, readModelConfig(modelDir), env);
   const launchId = randomBytes(4).toString("hex");
   const udsBase = args.shardUdsPath ?? join(tmpdir(), `text-gen-${launchId}`);
-  const longest = socketPath(udsBase, derived.numShard - 1);
+  const paths = [socketPath(udsBase, derived.numShard - 1), ...(derived.numShard > 1 ? [rendezvousSocketPath(udsBase)] : [])];
+  const longest = paths.reduce((a, b) => (Buffer.byteLength(b) > Buffer.byteLength(a) ? b : a));
   if (Buffer.byteLength(longest) >= MAX_SOCKET_BYTES) {
     throw new LauncherError(`shard socket path ${longest} is ${Buffer.byteLength(longest)} bytes; Unix sockets need < ${MAX_SOCKET_BYTES}: ` +
       `pass a shorter --shard-uds-path (or a shorter TMPDIR)`);

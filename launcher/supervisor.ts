@@ -1,11 +1,18 @@
-// Starts the shards, waits for each ready line, starts the router, then watches them all.
-// A stop signal shuts down router-then-shards and exits 0; any child exiting on its own stops the
-// rest and exits 1 after one error line naming that child.
+// Starts this node's shards, waits for each ready line, starts the router (node 0 only), then
+// watches them all. A stop signal shuts down router-then-shards and exits 0; any child exiting on
+// its own (or a startup timeout) stops the rest and exits 1 after one error line naming that child.
 import { rmSync } from "node:fs";
 import { Child, type ChildExit, type ReadyLine } from "./child.js";
 import { routerCommand, shardCommand } from "./command-lines.js";
 import type { Logger } from "./logger.js";
-import { socketPath, type LaunchPlan } from "./plan.js";
+import { rendezvousSocketPath, socketPath, type LaunchPlan } from "./plan.js";
+
+/**
+ * SIGTERM → SIGKILL delay for the survivors once a child died or startup timed out. Short, since
+ * nothing in flight can finish: a rank whose peer died stays blocked in an NCCL collective, in
+ * native code that never returns to its event loop, so only SIGKILL stops it.
+ */
+export const FAILURE_KILL_AFTER_MS = 5000;
 
 type Event =
   | { kind: "ready"; lines: ReadyLine[] }
@@ -34,12 +41,17 @@ export class Supervisor {
       logger.info({ launchId: plan.launchId, modelDir: plan.modelDir, numShard: plan.derived.numShard,
         maxBatchPrefillTokens: plan.derived.maxBatchPrefillTokens }, "starting text-gen");
       if (plan.args.trustRemoteCode) logger.warn("--trust-remote-code has no effect: text-gen never runs model code");
-      for (let rank = 0; rank < plan.derived.numShard; rank++) this.shards.push(this.spawnShard(rank));
+      for (const rank of this.localRanks()) this.shards.push(this.spawnShard(rank));
       const shardsReady = await this.next(
         Promise.all(this.shards.map((s) => s.ready)),
         (pending) => `${pending.map((c) => c.name).join(", ")} not ready after ${plan.args.startupTimeout} s`,
       );
       if (shardsReady.kind !== "ready") return await this.finish(shardsReady, true);
+      if (plan.derived.firstRank > 0) {
+        // Node 0 runs the router; the other nodes only keep their ranks up.
+        logger.info({ ranks: this.localRanks(), nodeRank: plan.args.nodeRank, launchId: plan.launchId }, "text-gen shards ready");
+        return await this.finish(await Promise.race([this.anyExit(), this.signal()]), false);
+      }
 
       const master = typeof shardsReady.lines[0]?.socket === "string" ? shardsReady.lines[0].socket : socketPath(plan.udsBase, 0);
       const router = this.spawnRouter(master);
@@ -54,6 +66,11 @@ export class Supervisor {
       for (const t of this.timers) clearTimeout(t);
       this.removeLeftovers();
     }
+  }
+
+  private localRanks(): number[] {
+    const { firstRank, localShards } = this.plan.derived;
+    return Array.from({ length: localShards }, (_, i) => firstRank + i);
   }
 
   private spawnShard(rank: number): Child {
@@ -113,20 +130,30 @@ export class Supervisor {
       const detail = child.lastError ? `: ${child.lastError}` : child.lastLine ? ` (last log line: ${child.lastLine})` : "";
       message = `${child.name} ${Child.describeExit(exit)}${starting ? " during startup" : ""}${detail}`;
     }
-    await this.stopAll();
+    await this.stopAll(Math.min(FAILURE_KILL_AFTER_MS, this.plan.args.gracefulTerminationTimeout * 1000));
     this.logger.error(message);
     return 1;
   }
 
-  /** Router first (so it stops taking requests), then every shard at once. */
-  private async stopAll(): Promise<void> {
+  /**
+   * Router first (so it stops taking requests), then every shard at once. After a failure
+   * (killAfterMs given, see Child.stop) nothing in flight can finish: all of them at once.
+   */
+  private async stopAll(killAfterMs?: number): Promise<void> {
+    if (killAfterMs !== undefined) {
+      await Promise.all(this.children.map((c) => c.stop(killAfterMs)));
+      return;
+    }
     if (this.router) await this.router.stop();
     await Promise.all(this.shards.map((s) => s.stop()));
   }
 
-  /** Sockets, and the shared-memory communicator a kill during rendezvous can leave behind. */
+  /** Sockets, and what a kill during rendezvous can leave behind: the shared-memory communicator, NCCL's id socket. */
   private removeLeftovers(): void {
-    for (let rank = 0; rank < this.plan.derived.numShard; rank++) rmSync(socketPath(this.plan.udsBase, rank), { force: true });
-    if (this.plan.derived.numShard > 1) rmSync(`/dev/shm/${this.plan.commName}`, { force: true });
+    for (const rank of this.localRanks()) rmSync(socketPath(this.plan.udsBase, rank), { force: true });
+    if (this.plan.derived.numShard > 1) {
+      rmSync(`/dev/shm/${this.plan.commName}`, { force: true });
+      rmSync(rendezvousSocketPath(this.plan.udsBase), { force: true });
+    }
   }
 }

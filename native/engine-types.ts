@@ -41,20 +41,32 @@ export interface EngineOptions {
   /** Dtype the weights are kept in (the CPU backend computes in float32 whatever this is; CUDA in this dtype). */
   dtype: ComputeDtype;
   /**
-   * "cpu" always works; "cuda" needs a build with the CUDA backend and a visible GPU, worldSize 1
-   * and dtype "bfloat16" or "float16" (tokens are sampled on the GPU where its sampler covers the request).
+   * "cpu" always works; "cuda" needs a build with the CUDA backend and a visible GPU (with
+   * worldSize > 1: one GPU per rank, NCCL and `ncclId`) and dtype "bfloat16" or "float16" (tokens
+   * are sampled on the GPU where its sampler covers the request).
    */
   device: "cpu" | "cuda";
   rank: number;
   worldSize: number;
   /** POSIX shared-memory name for the CPU tensor-parallel communicator (worldSize > 1). */
   commName?: string;
+  /**
+   * Rank 0's ncclUniqueId (128 bytes, from ncclUniqueId() on rank 0, the same Buffer on every
+   * rank): needed on "cuda" with worldSize > 1, where the ranks run collectives over NCCL.
+   */
+  ncclId?: Buffer;
   /** Milliseconds to wait for the other ranks at rendezvous. */
   commTimeoutMs?: number;
   /** Tokens per KV block. */
   blockSize: number;
   /** Worker threads for the CPU backend (0: one per core). */
   threads?: number;
+  /**
+   * Batch sizes whose decode steps replay a CUDA graph (TGI's --cuda-graphs); a step of
+   * b sequences runs in the smallest one >= b. Omitted: the backend's default buckets
+   * (1–8, then up to 256); empty: no graphs. Ignored on the CPU.
+   */
+  cudaGraphs?: Int32Array | readonly number[];
 }
 
 /** Sampling parameters of one sequence (validated by the router). */
@@ -162,4 +174,10 @@ export interface NativeBinding {
   cudaDeviceCount(): number;
   /** Whether this build includes the CUDA backend. */
   hasCuda(): boolean;
+  /**
+   * A fresh ncclUniqueId (128 bytes) for rank 0 to hand to the other ranks. Loads NCCL
+   * ($TEXT_GEN_NCCL_LIBRARY, else libnccl.so.2): throws an Error saying what was tried when it
+   * is missing, or when the build has no CUDA backend.
+   */
+  ncclUniqueId(): Buffer;
 }

@@ -7,6 +7,9 @@ import type { NativeBinding } from "./engine-types.js";
 
 export type * from "./engine-types.js";
 
+/** Bytes of an ncclUniqueId (NCCL_UNIQUE_ID_BYTES): what ncclUniqueId() returns and loadEngine's ncclId holds. */
+export const NCCL_UNIQUE_ID_BYTES = 128;
+
 export class NativeAddonMissingError extends Error {
   constructor(path: string) {
     super(`native engine not built: ${path} is missing. Run \`npm run build:native\` (or \`npm ci\`).`);

@@ -2,43 +2,69 @@
 # The GPU machine's side of one device call (the device tool's `run`, carrying
 # .device/ as prepared by scripts/device-pack.sh):
 #
-#   bash scripts/device-run.sh [arch, default 90a] [bench | serve]
+#   bash scripts/device-run.sh [ARCH, default 90a] [MODE...]
 #
-# unpacks node, the compiled JS and the build's node_modules from .device/, builds
-# the addon with the CUDA backend, compiles the cuBLASLt shim check against the
-# real cublasLt.h, runs the CUDA kernel tests and the end-to-end checks through the
-# addon (stories260k greedy, random models' logits against the CPU backend, a quick
-# decode timing), times the kernels at Llama-3-8B shapes (cuda_ops_test --perf), and
-# prints a short table last. Full logs go to $OUT. With `serve` it skips the kernel
-# timings and instead runs the GPU sampler's own test (scripts/device-sampling-test.sh),
-# the GPU sampler through the engine (e2e.mjs sampler) and the real launcher with
-# --device cuda on stories260k (native/tests/cuda/serve.mjs). With `bench` it also writes a
-# random Llama-3-8B-shaped bf16 checkpoint (tools/random-model.ts, about 2 minutes),
-# measures the device-to-device copy bandwidth, and times the engine on it
-# (native/tests/cuda/e2e.mjs bench).
+# Always: unpacks node, the compiled JS and the build's node_modules from .device/,
+# builds the addon with the CUDA backend (and the CUDA tests), compiles the cuBLASLt
+# and NCCL shim checks against the real headers, and runs the kernel tests
+# (cuda_ops_test, prefill_attention_test, gemv_test) and the end-to-end checks
+# through the addon (stories260k greedy, random models' logits against the CPU).
+# Then each MODE, in order:
+#   perf      kernel timings at Llama-3-8B shapes (cuda_ops_test, prefill_attention_test
+#             and gemv_test with --perf)
+#   serve     the GPU sampler's own test, the sampler through the engine, and the real
+#             launcher with --device cuda on stories260k
+#   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
+#   tpparity  on two GPUs: HF float32 on the 8B shape, then the engine against it at TP 1 and
+#             TP 2 (parity.mjs, float16 and bfloat16), and the launcher's TP2-vs-TP1 check in float16
+#   bench     a random Llama-3-8B-shaped bf16 checkpoint at /tmp/llama3-8b (if not there),
+#             the device-to-device copy bandwidth, and the engine's timings on it
+#             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
+#   gpubench  the serving benchmark through the launcher with HF in the same call
+#             (bench/gpu/run.sh), results into $OUT
+#   parity    HF transformers against the engine (scripts/device-parity.sh): the small
+#             Qwen2/Mistral/Llama-3 goldens and the 8B shape
+# A short table comes last. Logs travel back as $OUT/logs.tgz (the device tool brings
+# back at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 arch="${1:-90a}"
+shift || true
+modes=" $* "
 OUT="${OUT:-/tmp/device-out}"
-mkdir -p "$OUT"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
 export PATH=/tmp/node-bin:/usr/local/cuda/bin:$PATH
 export NCCL_NVLS_ENABLE=0
+has() { [[ "$modes" == *" $1 "* ]]; }
+# Seconds a long step may take: at most $1, and never past ~575 s of the whole call (the
+# device tool stops a command at 600 s, and the table and logs must still be written).
+budget() { local left=$((575 - SECONDS)); echo $(( left < $1 ? (left > 10 ? left : 10) : $1 )); }
 
 rows=()
 # step NAME LOGFILE COMMAND...: runs it, logs it, and records status, seconds and its summary line.
 step() {
-  local name=$1 log="$OUT/$2"; shift 2
+  local name=$1 log="$LOGS/$2"; shift 2
   local t0=$SECONDS
-  echo "=== $name: $*" | tee -a "$OUT/device-run.log"
+  echo "=== $name: $*" | tee -a "$LOGS/device-run.log"
   "$@" > "$log" 2>&1
   local rc=$?
   local summary
   summary=$(grep -E "^([0-9]+ passed|skipped)" "$log" | tail -n 1)
   [ -n "$summary" ] || summary=$(grep -c "^RESULT" "$log" | sed 's/$/ results/')
   [ "$summary" != "0 results" ] || summary=$(tail -n 1 "$log" | cut -c1-100)
-  rows+=("$(printf '%-12s %-4s %4ss  %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - t0)) "$summary")")
-  tail -n 30 "$log" >> "$OUT/device-run.log"
+  rows+=("$(printf '%-14s %-4s %4ss  %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - t0)) "$summary")")
+  tail -n 30 "$log" >> "$LOGS/device-run.log"
   return $rc
+}
+finish() {
+  echo
+  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/gemv.txt 2>/dev/null | head -n 20
+  grep -h "^worst relative error" -A12 "$LOGS"/kernels.txt 2>/dev/null | head -n 14
+  grep -h "^RESULT" "$LOGS"/*.txt | sed 's/^RESULT /  /'
+  echo "card: $card ($(date -u +%FT%TZ)), arch sm_$arch"
+  printf '%s\n' "${rows[@]}"
+  (cd "$OUT" && tar -czf logs.tgz logs && rm -rf logs)
 }
 
 {
@@ -52,26 +78,51 @@ mkdir -p /tmp/node-bin
 xz -d -c .device/node.xz > /tmp/node-bin/node && chmod +x /tmp/node-bin/node
 tar -xJf .device/node_modules.tar.xz
 tar -xf .device/dist.tar
+ln -sfn ../models dist/models  # tools/random-model.js finds the tokenizer beside its repository root
 
 step build build.txt node node_modules/cmake-js/bin/cmake-js compile -d native -O native/build -G Ninja \
-  "--CDCMAKE_CUDA_ARCHITECTURES=$arch" || { cat "$OUT/build.txt" | tail -n 40; printf '%s\n' "${rows[@]}"; exit 1; }
+  "--CDCMAKE_CUDA_ARCHITECTURES=$arch" || { tail -n 40 "$LOGS/build.txt"; finish; exit 1; }
 step shim-check shim-check.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
   native/tests/cuda/shim_check.cc
+step nccl-shim nccl-shim.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
+  native/tests/cuda/nccl_shim_check.cc
 step kernels kernels.txt native/build/tests/cuda/cuda_ops_test
-[ "${2:-}" = serve ] || step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
+# The decode attention's cp.async pipeline at its other depths (the default picks 3 on an H100).
+step kernels-2st kernels-2st.txt env TEXT_GEN_DECODE_STAGES=2 native/build/tests/cuda/cuda_ops_test
+step kernels-4st kernels-4st.txt env TEXT_GEN_DECODE_STAGES=4 native/build/tests/cuda/cuda_ops_test
+step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
+step gemv gemv.txt native/build/tests/cuda/gemv_test
 step stories260k stories.txt node native/tests/cuda/e2e.mjs stories models/stories260k
 step logits logits.txt node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
   .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
 
-if [ "${2:-}" = serve ]; then
+if has perf; then
+  step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
+  step kernel-perf-old kernel-perf-old.txt env TEXT_GEN_DECODE_ATTENTION=0 native/build/tests/cuda/cuda_ops_test --perf
+  step attn-perf attn-perf.txt native/build/tests/cuda/prefill_attention_test --perf
+  step gemv-perf gemv-perf.txt native/build/tests/cuda/gemv_test --perf
+fi
+
+if has serve; then
   step sampler sampler.txt node native/tests/cuda/e2e.mjs sampler models/stories260k
   step serve serve.txt node native/tests/cuda/serve.mjs models/stories260k
   step sampling sampling.txt env OUT= bash scripts/device-sampling-test.sh "sm_$arch"
 fi
 
-if [ "${2:-}" = bench ]; then
-  ln -sfn ../models dist/models  # random-model.js finds the tokenizer beside its repository root
-  step gen-8b gen-8b.txt node dist/tools/random-model.js --preset llama3-8b --out /tmp/llama3-8b
+gen_8b() {
+  [ -f /tmp/llama3-8b/.complete ] && return 0
+  step gen-8b gen-8b.txt timeout 200 node dist/tools/random-model.js --preset llama3-8b --out /tmp/llama3-8b --seed 1 &&
+    touch /tmp/llama3-8b/.complete
+}
+
+if has tp; then
+  gen_8b
+  tp_s=$(budget 320)
+  step tp tp.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_BUDGET_S="$tp_s" bash scripts/device-tp.sh /tmp/llama3-8b
+fi
+
+if has bench; then
+  gen_8b
   step copy-bw copy-bw.txt python3 -c '
 import torch
 x = torch.randn(2**28, device="cuda"); y = torch.empty_like(x)
@@ -82,17 +133,31 @@ for _ in range(20): y.copy_(x)
 e.record(); torch.cuda.synchronize()
 ms = s.elapsed_time(e) / 20
 print(f"RESULT copy bandwidth {2 * x.numel() * 4 / ms / 1e6:.0f} GB/s (1 GiB device-to-device copy, bytes read + written)")'
-  step bench-8b bench-8b.txt node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  step bench-8b bench-8b.txt timeout "$(budget 150)" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
 fi
 
-echo
-grep -h "FAIL\|not ok" "$OUT/kernels.txt" | head -n 20
-sed -n '/^worst relative error/,$p' "$OUT/kernels.txt"
-grep -h "^RESULT" "$OUT"/*.txt | sed 's/^RESULT /  /'
-grep -h "FAIL\|DIFFERS\|DIFFERENT\|serve failed" "$OUT"/sampling.txt "$OUT"/sampler.txt "$OUT"/serve.txt 2>/dev/null | head -n 20
-echo "card: $card ($(date -u +%FT%TZ)), arch sm_$arch"
-printf '%s\n' "${rows[@]}"
-# The device tool brings back at most 8 files: in serve mode the logs travel as one archive.
-if [ "${2:-}" = serve ]; then
-  (cd "$OUT" && tar -czf logs.tgz ./*.txt && rm -f ./*.txt)
+if has gpubench; then
+  gen_8b
+  step gpubench gpubench.txt timeout "$(budget 330)" bash bench/gpu/run.sh --shape llama3-8b --model-dir /tmp/llama3-8b \
+    --results-dir "$OUT" --run-dir /tmp/gpubench-run
 fi
+
+if has parity; then
+  gen_8b
+  step parity parity.txt timeout "$(budget 420)" env OUT="$OUT" bash scripts/device-parity.sh /tmp/llama3-8b
+fi
+
+if has tpparity; then
+  gen_8b
+  step hf-8b hf-8b.txt timeout "$(budget 150)" python3 tools/hf_parity.py /tmp/llama3-8b /tmp/hf8b --name llama3-8b \
+    --generator-args "--preset llama3-8b --seed 1"
+  step parity-tp1 parity-tp1.txt timeout "$(budget 120)" node native/tests/cuda/parity.mjs /tmp/llama3-8b /tmp/hf8b \
+    --device cuda --dtype float16,bfloat16
+  step parity-tp2 parity-tp2.txt timeout "$(budget 150)" env CUDA_VISIBLE_DEVICES=0 PARITY_GPUS=0,1 \
+    node native/tests/cuda/parity.mjs /tmp/llama3-8b /tmp/hf8b --device cuda --dtype float16,bfloat16 --world-size 2
+  tp_s=$(budget 200)
+  step tp-fp16 tp-fp16.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_DTYPE=float16 TP_BUDGET_S="$tp_s" \
+    bash scripts/device-tp.sh /tmp/llama3-8b
+fi
+
+finish

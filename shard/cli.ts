@@ -27,7 +27,11 @@ export interface ShardOptions {
   device: DeviceChoice;
   /** Share of the GPU's memory the shard may use (TGI's CUDA_MEMORY_FRACTION): sizes the KV cache on cuda. */
   cudaMemoryFraction: number;
+  /** Decode batch sizes run as CUDA graphs (TGI's CUDA_GRAPHS); unset: the engine's default, []: none. */
+  cudaGraphs?: number[];
   commName?: string;
+  /** Seconds the cuda ranks wait for each other at the NCCL rendezvous (shard/nccl-rendezvous.ts). */
+  rendezvousTimeoutS: number;
   blockSize: number;
   logLevel: string;
   kvCacheBytes: number;
@@ -38,6 +42,7 @@ export interface ShardOptions {
 }
 
 const DTYPES: readonly ComputeDtype[] = ["float32", "bfloat16", "float16"];
+const DEFAULT_RENDEZVOUS_TIMEOUT_S = 600;
 
 export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOptions {
   let values;
@@ -53,7 +58,9 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
         dtype: { type: "string" },
         device: { type: "string" },
         "cuda-memory-fraction": { type: "string" },
+        "cuda-graphs": { type: "string" },
         "comm-name": { type: "string" },
+        "rendezvous-timeout": { type: "string" },
         "block-size": { type: "string" },
         "json-output": { type: "boolean" },
         "log-level": { type: "string" },
@@ -89,6 +96,7 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
     udsPath: resolve(uds),
     rank,
     worldSize,
+    rendezvousTimeoutS: integer("--rendezvous-timeout", values["rendezvous-timeout"] ?? String(DEFAULT_RENDEZVOUS_TIMEOUT_S), 1),
     blockSize: integer("--block-size", values["block-size"] ?? "16", 1),
     logLevel: values["log-level"] ?? env.LOG_LEVEL ?? "info",
     kvCacheBytes: integer("--kv-cache-bytes", values["kv-cache-bytes"] ?? env.TEXT_GEN_KV_CACHE_BYTES ?? String(DEFAULT_KV_CACHE_BYTES), 1),
@@ -96,9 +104,22 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
     watermark: watermarkFromEnv(env),
   };
   if (dtype !== undefined) options.dtype = dtype as ComputeDtype;
+  const graphs = values["cuda-graphs"] ?? env.CUDA_GRAPHS;
+  if (graphs !== undefined) options.cudaGraphs = parseCudaGraphs(graphs);
   const commName = values["comm-name"];
   if (commName !== undefined) options.commName = commName;
   return options;
+}
+
+/** TGI's CUDA_GRAPHS: comma-separated batch sizes; values <= 0 are dropped ("0" disables). */
+export function parseCudaGraphs(text: string): number[] {
+  const sizes = text.split(",").map((part) => part.trim());
+  if (sizes.some((part) => !/^-?\d+$/.test(part))) {
+    throw new CliError(`--cuda-graphs must be a comma-separated list of batch sizes (0 disables), got '${text}'`);
+  }
+  const kept = sizes.map(Number).filter((n) => n > 0);
+  if (kept.some((n) => n > 4096)) throw new CliError(`--cuda-graphs batch sizes must be at most 4096, got '${text}'`);
+  return kept;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Which device and dtype the shard runs the engine in: `--device auto|cpu|cuda`
-// (auto: cuda when the addon has the CUDA backend and sees a GPU, and the model
-// is not split over several shards, which CUDA does not do yet) and the dtype
-// that device computes in.
+// (auto: cuda when the addon has the CUDA backend and sees a GPU) and the dtype that
+// device computes in. Tensor parallelism on cuda gives each rank one GPU (the launcher
+// sets CUDA_VISIBLE_DEVICES per rank) and joins them over NCCL.
 import type { ComputeDtype } from "../native/engine-types.js";
 import { CliError, type DeviceChoice } from "./cli.js";
 
@@ -16,11 +16,13 @@ export function resolveDevice(choice: DeviceChoice, worldSize: number, probe: Cu
   if (choice === "cuda") {
     if (!probe.hasCuda()) throw new CliError("--device cuda: this build of the native engine has no CUDA backend (nvcc was not found at build time)");
     if (count === 0) throw new CliError("--device cuda: no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)");
-    if (worldSize > 1) throw new CliError(`--device cuda does not support tensor parallelism yet (--world-size ${worldSize}); use one shard`);
-    return { device: "cuda" };
+  } else if (count === 0) {
+    return { device: "cpu", why: probe.hasCuda() ? "no CUDA device visible" : "the engine was built without CUDA" };
   }
-  if (count === 0) return { device: "cpu", why: probe.hasCuda() ? "no CUDA device visible" : "the engine was built without CUDA" };
-  if (worldSize > 1) return { device: "cpu", why: `CUDA does not support tensor parallelism yet (world size ${worldSize})` };
+  if (worldSize > 1 && count > 1) {
+    throw new CliError(`--world-size ${worldSize} on cuda runs each rank on one GPU, but this rank sees ${count}: give each rank its own ` +
+      "CUDA_VISIBLE_DEVICES (text-gen-launcher does), or pass --device cpu");
+  }
   return { device: "cuda" };
 }
 

@@ -8,6 +8,7 @@ import { parseShardArgs, shardUrls } from "./cli.js";
 import { chooseDtype, resolveDevice } from "./device.js";
 import { startGrpcServer, stopGrpcServer } from "./grpc-server.js";
 import { readModelConfig } from "./model-config.js";
+import { describeAddress, ncclRendezvous, rendezvousAddress, type Rendezvous } from "./nccl-rendezvous.js";
 import { ShardService } from "./service.js";
 
 /** How long in-flight RPCs (a step) may take to finish after SIGTERM. */
@@ -36,8 +37,18 @@ async function main(): Promise<void> {
     if (why && opts.device === "auto") logger.info({ device }, `device auto: ${why}`);
     const { dtype, note } = chooseDtype(device, opts.dtype, checkpointDtype);
     if (note) logger.info({ dtype }, note);
+    // cuda ranks meet over NCCL, whose group id rank 0 hands out here; the CPU's shared-memory
+    // communicator meets inside loadEngine.
+    let rendezvous: Rendezvous | undefined;
+    if (device === "cuda" && opts.worldSize > 1) {
+      const address = rendezvousAddress(opts.udsPath, opts.rank, process.env);
+      logger.info({ rendezvous: describeAddress(address) }, opts.rank === 0 ? "serving the NCCL id" : "fetching the NCCL id from rank 0");
+      rendezvous = await ncclRendezvous({
+        address, rank: opts.rank, worldSize: opts.worldSize, timeoutMs: opts.rendezvousTimeoutS * 1000, makeId: () => native.ncclUniqueId(),
+      });
+    }
     logger.info({ modelId: opts.modelId, device, dtype, worldSize: opts.worldSize, architecture: config.architecture }, "loading model");
-    const engine = await native.loadEngine({
+    const loading = native.loadEngine({
       modelDir: opts.modelId,
       config,
       dtype,
@@ -47,7 +58,11 @@ async function main(): Promise<void> {
       blockSize: opts.blockSize,
       threads: opts.threads,
       ...(opts.commName !== undefined ? { commName: opts.commName } : {}),
+      ...(rendezvous ? { ncclId: rendezvous.id } : {}),
+      ...(opts.cudaGraphs !== undefined ? { cudaGraphs: opts.cudaGraphs } : {}),
     });
+    // Rank 0 fails here, instead of waiting in NCCL forever, when a rank never fetches the id.
+    const [engine] = await Promise.all([loading, rendezvous?.served]);
     const info = engine.info();
     logger.info({ weightBytes: info.weightBytes, device: info.device, attention: info.attentionImpl }, "model loaded");
     const service = new ShardService({

@@ -1,15 +1,19 @@
 // Writes a loadable Hugging Face-format model folder with seeded random weights, for tests
 // (tiny Llama / Llama 3 / Mistral / Qwen2 shapes) and GPU benchmarks (the "llama3-8b" preset).
 // Tensors are generated and written chunk by chunk, so an 8B model never sits in memory.
-// Each tensor's values depend only on (seed, tensor name), so the same spec written as one
-// file or as N shards holds the same numbers.
+// Each value depends only on (seed, tensor name, element index), so the same spec written as
+// one file or as N shards, by one thread or many, holds the same bytes.
+//
+// Big models are written by worker threads, each filling and writing disjoint byte ranges.
 //
 // CLI: node --import tsx tools/random-model.ts --kind llama3 --out DIR [--preset llama3-8b]
 //        [--hidden N] [--intermediate N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N]
-//        [--vocab N] [--dtype F32|BF16|F16] [--shards N] [--seed N] [--sliding-window N]
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+//        [--vocab N] [--dtype F32|BF16|F16] [--shards N] [--seed N] [--sliding-window N] [--threads N]
+import { closeSync, copyFileSync, existsSync, ftruncateSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 
 export type ModelKind = "llama" | "llama3" | "mistral" | "qwen2";
 export type WeightDtype = "F32" | "BF16" | "F16";
@@ -245,44 +249,201 @@ export function fromF16Bits(h: number): number {
   return sign * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-const CHUNK_ELEMENTS = 1 << 20;
+// ---- the weight values ----
+//
+// Element i of a tensor takes 16 bits of a counter-based hash of (tensor keys, i / 2) and
+// looks them up in a table of 65536 values: the quantiles of the uniform distribution
+// (center ± amp), already encoded in the file's dtype. So a value costs half a hash and a
+// table load, no float conversion, and any range of any tensor can be computed on its own:
+// the bytes do not depend on how the work is split (threads, jobs, shard files).
 
-/** Generates one tensor's values in chunks and writes them to fd in the target dtype. */
-function writeTensorData(fd: number, plan: TensorPlan, s: ResolvedSpec): void {
-  const count = plan.shape.reduce((a, b) => a * b, 1);
-  const next = mulberry32(tensorSeed(s.seed, plan.name));
+/** Table elements and tensor data are little-endian bits of the file's dtype. */
+type Bits = Uint16Array | Uint32Array;
+
+/** The 65536 values an init draws from, as dtype bits. */
+function valueTable(init: TensorPlan["init"], s: ResolvedSpec): Bits {
   // Uniform on [-a, a] has std a / sqrt(3).
-  const amp = plan.init === "norm" ? 0.05 : s.std * Math.sqrt(3);
-  const center = plan.init === "norm" ? 1 : 0;
-  const bytes = DTYPE_BYTES[s.dtype];
-  const ab = new ArrayBuffer(Math.min(count, CHUNK_ELEMENTS) * bytes);
-  const buf = new Uint8Array(ab);
-  const asF32 = new Float32Array(ab, 0, ab.byteLength >>> 2);
-  for (let done = 0; done < count; ) {
-    const n = Math.min(CHUNK_ELEMENTS, count - done);
-    if (s.dtype === "F32") {
-      // Float32Array stores little-endian on every platform Node supports here.
-      for (let i = 0; i < n; i++) asF32[i] = center + amp * (2 * next() - 1);
-    } else {
-      const conv = s.dtype === "BF16" ? toBf16Bits : toF16Bits;
-      for (let i = 0; i < n; i++) {
-        const h = conv(center + amp * (2 * next() - 1));
-        buf[2 * i] = h & 0xff;
-        buf[2 * i + 1] = h >>> 8;
-      }
-    }
-    writeFully(fd, buf.subarray(0, n * bytes));
-    done += n;
+  const amp = init === "norm" ? 0.05 : s.std * Math.sqrt(3);
+  const center = init === "norm" ? 1 : 0;
+  const value = (k: number) => center + amp * ((2 * k + 1) / 65536 - 1);
+  if (s.dtype === "F32") return new Uint32Array(Float32Array.from({ length: 65536 }, (_, k) => value(k)).buffer);
+  const conv = s.dtype === "BF16" ? toBf16Bits : toF16Bits;
+  return Uint16Array.from({ length: 65536 }, (_, k) => conv(value(k)));
+}
+
+/** The two 32-bit keys of a tensor's hash: the second keeps tensors from being shifted copies of each other. */
+function tensorKeys(seed: number, name: string): [number, number] {
+  const k1 = tensorSeed(seed, name);
+  return [k1 | 0, Math.imul(k1 ^ (k1 >>> 15), 0x2c1b3c6d) ^ 0x297a2d39];
+}
+
+/**
+ * Fills `out` with elements [start, start + out.length) of the tensor keyed (k1, k2); start is even.
+ * Self-contained (no closures, no imports): its source also runs in the eval'd writer workers.
+ */
+function fillRandom(out: Bits, table: Bits, k1: number, k2: number, start: number): void {
+  const n = out.length;
+  let p = start / 2;
+  for (let j = 0; j < n; j += 2, p++) {
+    // A Weyl step through murmur3's finalizer, the second key, then lowbias32's finalizer.
+    let x = (Math.imul(p, 0x9e3779b9) + k1) | 0;
+    x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+    x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+    x ^= (x >>> 16) ^ k2;
+    x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
+    x = Math.imul(x ^ (x >>> 15), 0x846ca68b);
+    x ^= x >>> 16;
+    out[j] = table[x & 0xffff]!;
+    if (j + 1 < n) out[j + 1] = table[x >>> 16]!;
   }
 }
 
-function writeFully(fd: number, data: Uint8Array): void {
-  for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
+/** Writes all of `data` at `position` of fd (positional: writers of disjoint ranges share a file). */
+function writeAt(fd: number, data: Uint8Array, position: number): void {
+  for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off, position + off);
+}
+
+/**
+ * Elements per job: one fill and one write of 1 MB (bf16). Small enough that the buffer is
+ * still in cache when the kernel copies it (8 MB jobs cost 5x the system time here).
+ */
+const JOB_ELEMENTS = 1 << 19;
+
+/** A run of one tensor's elements and where its bytes go. */
+interface Job {
+  file: number;
+  /** Byte offset in the file. */
+  position: number;
+  k1: number;
+  k2: number;
+  /** 0: matrix/bias values, 1: norm values. */
+  table: 0 | 1;
+  start: number;
+  count: number;
+}
+
+/** One safetensors file to write: its path, header bytes and tensors. */
+interface FilePlan {
+  path: string;
+  header: Buffer;
+  tensors: TensorPlan[];
+  /** Bytes of tensor data (the file is header.length + dataBytes long). */
+  dataBytes: number;
+}
+
+function numel(t: TensorPlan): number {
+  return t.shape.reduce((a, b) => a * b, 1);
+}
+
+function planFile(path: string, tensors: TensorPlan[], s: ResolvedSpec): FilePlan {
+  const bytes = DTYPE_BYTES[s.dtype];
+  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
+  let offset = 0;
+  for (const t of tensors) {
+    const size = numel(t) * bytes;
+    header[t.name] = { dtype: s.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
+    offset += size;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8); // keep the data 8-byte aligned, as HF writers do
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(json.length));
+  return { path, header: Buffer.concat([prefix, Buffer.from(json, "utf8")]), tensors, dataBytes: offset };
+}
+
+/** Writes each file's header, sizes it, and returns the jobs that fill in its tensors. */
+function startFiles(files: FilePlan[], s: ResolvedSpec): Job[] {
+  const bytes = DTYPE_BYTES[s.dtype];
+  const jobs: Job[] = [];
+  files.forEach((f, file) => {
+    const fd = openSync(f.path, "w");
+    try {
+      writeAt(fd, f.header, 0);
+      ftruncateSync(fd, f.header.length + f.dataBytes);
+    } finally {
+      closeSync(fd);
+    }
+    let position = f.header.length;
+    for (const t of f.tensors) {
+      const count = numel(t);
+      if (count >= 2 ** 32) throw new Error(`${t.name}: ${count} elements is past the generator's 2^32 per tensor`);
+      const [k1, k2] = tensorKeys(s.seed, t.name);
+      for (let start = 0; start < count; start += JOB_ELEMENTS) {
+        const n = Math.min(JOB_ELEMENTS, count - start);
+        jobs.push({ file, position: position + start * bytes, k1, k2, table: t.init === "norm" ? 1 : 0, start, count: n });
+      }
+      position += count * bytes;
+    }
+  });
+  return jobs;
+}
+
+/** What a writer needs: the jobs, a counter handing them out, the files, the value tables. */
+interface JobQueue {
+  jobs: Job[];
+  /** An Int32 counter: the next job to take (shared between threads). */
+  counter: ArrayBuffer | SharedArrayBuffer;
+  paths: string[];
+  bytes: number;
+  jobElements: number;
+  tables: Bits[];
+}
+
+/**
+ * Takes jobs off the queue until none are left, filling and writing each one.
+ * Self-contained like fillRandom: it is also the body of the writer workers.
+ */
+function drainJobs(q: JobQueue): void {
+  const next = new Int32Array(q.counter);
+  const buf = new ArrayBuffer(q.jobElements * q.bytes);
+  const fds: number[] = [];
+  try {
+    for (const p of q.paths) fds.push(openSync(p, "r+"));
+    for (let i; (i = Atomics.add(next, 0, 1)) < q.jobs.length; ) {
+      const j = q.jobs[i]!;
+      const out = q.bytes === 4 ? new Uint32Array(buf, 0, j.count) : new Uint16Array(buf, 0, j.count);
+      fillRandom(out, q.tables[j.table]!, j.k1, j.k2, j.start);
+      writeAt(fds[j.file]!, new Uint8Array(buf, 0, out.byteLength), j.position);
+    }
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+function jobQueue(files: FilePlan[], jobs: Job[], s: ResolvedSpec, counter: ArrayBuffer | SharedArrayBuffer): JobQueue {
+  return {
+    jobs, counter, paths: files.map((f) => f.path), bytes: DTYPE_BYTES[s.dtype], jobElements: JOB_ELEMENTS,
+    tables: [valueTable("matrix", s), valueTable("norm", s)],
+  };
+}
+
+/** A writer thread (eval'd, so plain JS: the functions' compiled source and the fs names they use). */
+const WORKER_SOURCE = `
+const { openSync, closeSync, writeSync } = require("node:fs");
+${fillRandom.toString()}
+${writeAt.toString()}
+${drainJobs.toString()}
+drainJobs(require("node:worker_threads").workerData);
+`;
+
+/** Runs the jobs on `threads` worker threads, each pulling the next job as it finishes one. */
+async function runJobsInWorkers(queue: JobQueue, threads: number): Promise<void> {
+  const workers = Array.from({ length: Math.min(threads, queue.jobs.length) }, () => new Worker(WORKER_SOURCE, { eval: true, workerData: queue }));
+  const exits = workers.map((w) => new Promise<void>((resolvePromise, reject) => {
+    w.once("error", reject);
+    w.once("exit", (code) => (code === 0 ? resolvePromise() : reject(new Error(`writer thread exited with code ${code}`))));
+  }));
+  try {
+    await Promise.all(exits);
+  } catch (e) {
+    await Promise.all(workers.map((w) => w.terminate()));
+    throw e;
+  }
 }
 
 /** Splits tensors into `n` contiguous groups of roughly equal byte size. */
 function splitIntoFiles(tensors: TensorPlan[], n: number, bytes: number): TensorPlan[][] {
-  const sizes = tensors.map((t) => t.shape.reduce((a, b) => a * b, 1) * bytes);
+  const sizes = tensors.map((t) => numel(t) * bytes);
   const total = sizes.reduce((a, b) => a + b, 0);
   const groups: TensorPlan[][] = Array.from({ length: n }, () => []);
   let acc = 0;
@@ -295,30 +456,6 @@ function splitIntoFiles(tensors: TensorPlan[], n: number, bytes: number): Tensor
   return groups;
 }
 
-function writeSafetensors(path: string, tensors: TensorPlan[], s: ResolvedSpec): number {
-  const bytes = DTYPE_BYTES[s.dtype];
-  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
-  let offset = 0;
-  for (const t of tensors) {
-    const size = t.shape.reduce((a, b) => a * b, 1) * bytes;
-    header[t.name] = { dtype: s.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
-    offset += size;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8); // keep the data 8-byte aligned, as HF writers do
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(json.length));
-  const fd = openSync(path, "w");
-  try {
-    writeFully(fd, prefix);
-    writeFully(fd, Buffer.from(json, "utf8"));
-    for (const t of tensors) writeTensorData(fd, t, s);
-  } finally {
-    closeSync(fd);
-  }
-  return offset;
-}
-
 export interface WrittenModel {
   dir: string;
   files: string[];
@@ -326,8 +463,8 @@ export interface WrittenModel {
   tensorNames: string[];
 }
 
-export function writeRandomModel(dir: string, spec: RandomModelSpec): WrittenModel {
-  const s = resolveSpec(spec);
+/** Writes config, tokenizer and index files; returns the safetensors files still to write. */
+function prepareModel(dir: string, s: ResolvedSpec): { model: WrittenModel; files: FilePlan[] } {
   mkdirSync(dir, { recursive: true });
   const config = modelConfig(s);
   writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
@@ -336,24 +473,41 @@ export function writeRandomModel(dir: string, spec: RandomModelSpec): WrittenMod
   for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(TOKENIZER_DIR, f), join(dir, f));
 
   const tensors = planTensors(s);
-  const files: string[] = [];
+  const model: WrittenModel = { dir, files: [], config, tensorNames: tensors.map((t) => t.name) };
   if (s.shards === 1) {
-    writeSafetensors(join(dir, "model.safetensors"), tensors, s);
-    files.push("model.safetensors");
-  } else {
-    const pad = (i: number) => String(i).padStart(5, "0");
-    const weightMap: Record<string, string> = {};
-    let totalSize = 0;
-    splitIntoFiles(tensors, s.shards, DTYPE_BYTES[s.dtype]).forEach((group, i) => {
-      const file = `model-${pad(i + 1)}-of-${pad(s.shards)}.safetensors`;
-      totalSize += writeSafetensors(join(dir, file), group, s);
-      for (const t of group) weightMap[t.name] = file;
-      files.push(file);
-    });
-    writeFileSync(join(dir, "model.safetensors.index.json"),
-      JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + "\n");
+    model.files.push("model.safetensors");
+    return { model, files: [planFile(join(dir, "model.safetensors"), tensors, s)] };
   }
-  return { dir, files, config, tensorNames: tensors.map((t) => t.name) };
+  const pad = (i: number) => String(i).padStart(5, "0");
+  const weightMap: Record<string, string> = {};
+  const files = splitIntoFiles(tensors, s.shards, DTYPE_BYTES[s.dtype]).map((group, i) => {
+    const file = `model-${pad(i + 1)}-of-${pad(s.shards)}.safetensors`;
+    for (const t of group) weightMap[t.name] = file;
+    model.files.push(file);
+    return planFile(join(dir, file), group, s);
+  });
+  const totalSize = files.reduce((a, f) => a + f.dataBytes, 0);
+  writeFileSync(join(dir, "model.safetensors.index.json"),
+    JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + "\n");
+  return { model, files };
+}
+
+/** Writes the model on this thread (tests' small models). */
+export function writeRandomModel(dir: string, spec: RandomModelSpec): WrittenModel {
+  const s = resolveSpec(spec);
+  const { model, files } = prepareModel(dir, s);
+  drainJobs(jobQueue(files, startFiles(files, s), s, new ArrayBuffer(4)));
+  return model;
+}
+
+/** Writes the model on `threads` worker threads: the same bytes as writeRandomModel, for big models. */
+export async function writeRandomModelParallel(dir: string, spec: RandomModelSpec, threads = availableParallelism()): Promise<WrittenModel> {
+  const s = resolveSpec(spec);
+  const { model, files } = prepareModel(dir, s);
+  const jobs = startFiles(files, s);
+  if (threads <= 1) drainJobs(jobQueue(files, jobs, s, new ArrayBuffer(4)));
+  else await runJobsInWorkers(jobQueue(files, jobs, s, new SharedArrayBuffer(4)), threads);
+  return model;
 }
 
 const CLI_NUMBERS: Record<string, keyof RandomModelSpec> = {
@@ -363,8 +517,10 @@ const CLI_NUMBERS: Record<string, keyof RandomModelSpec> = {
   "--std": "std",
 };
 
-function parseCli(argv: string[]): { out: string; spec: RandomModelSpec } {
+/** The CLI's flags (also how goldens record the checkpoint they were made from). */
+export function parseRandomModelArgs(argv: string[]): { out: string; spec: RandomModelSpec; threads: number } {
   let out: string | undefined;
+  let threads = availableParallelism();
   let spec: Partial<RandomModelSpec> = {};
   const overrides: Partial<Record<keyof RandomModelSpec, unknown>> = {};
   for (let i = 0; i < argv.length; i++) {
@@ -372,13 +528,17 @@ function parseCli(argv: string[]): { out: string; spec: RandomModelSpec } {
     const value = argv[i + 1];
     if (flag === "--help" || flag === "-h") {
       console.log(`usage: random-model --out DIR [--preset ${Object.keys(PRESETS).join("|")}] [--kind llama|llama3|mistral|qwen2]\n` +
-        `  [--dtype F32|BF16|F16] ${Object.keys(CLI_NUMBERS).map((f) => `[${f} N]`).join(" ")}`);
+        `  [--dtype F32|BF16|F16] ${Object.keys(CLI_NUMBERS).map((f) => `[${f} N]`).join(" ")}\n` +
+        `  [--threads N (writer threads, default one per core; the bytes do not depend on it)]`);
       process.exit(0);
     }
     if (value === undefined) throw new Error(`${flag} needs a value`);
     i++;
     if (flag === "--out") out = value;
-    else if (flag === "--preset") {
+    else if (flag === "--threads") {
+      threads = Number(value);
+      if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads needs a positive integer, got "${value}"`);
+    } else if (flag === "--preset") {
       const p = PRESETS[value];
       if (!p) throw new Error(`unknown preset "${value}" (known: ${Object.keys(PRESETS).join(", ")})`);
       spec = { ...p, ...spec };
@@ -393,15 +553,15 @@ function parseCli(argv: string[]): { out: string; spec: RandomModelSpec } {
   if (!out) throw new Error("--out DIR is required");
   const merged = { ...spec, ...overrides } as RandomModelSpec;
   if (!merged.kind) throw new Error("--kind or --preset is required");
-  return { out, spec: merged };
+  return { out, spec: merged, threads };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
-    const { out, spec } = parseCli(process.argv.slice(2));
+    const { out, spec, threads } = parseRandomModelArgs(process.argv.slice(2));
     const started = Date.now();
-    const m = writeRandomModel(out, spec);
-    console.log(`wrote ${m.tensorNames.length} tensors in ${m.files.length} file(s) to ${out} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const m = await writeRandomModelParallel(out, spec, threads);
+    console.log(`wrote ${m.tensorNames.length} tensors in ${m.files.length} file(s) to ${out} in ${((Date.now() - started) / 1000).toFixed(1)} s (${threads} threads)`);
   } catch (e) {
     console.error(`random-model: ${(e as Error).message}`);
     process.exit(1);

@@ -10,7 +10,8 @@ const log = (level, msg) => process.stderr.write(JSON.stringify({ level, time: D
 
 if (process.env.STUB_RECORD_DIR) {
   writeFileSync(join(process.env.STUB_RECORD_DIR, `shard-${rank}.json`), JSON.stringify({
-    argv, pid: process.pid, env: { RANK: process.env.RANK, WORLD_SIZE: process.env.WORLD_SIZE, LOG_LEVEL: process.env.LOG_LEVEL },
+    argv, pid: process.pid, env: Object.fromEntries(["RANK", "WORLD_SIZE", "LOG_LEVEL", "CUDA_VISIBLE_DEVICES", "NCCL_NVLS_ENABLE", "NCCL_DEBUG",
+      "MASTER_ADDR", "MASTER_PORT"].map((k) => [k, process.env[k]])),
   }));
 }
 log(30, `shard ${rank} loading`);
@@ -24,7 +25,9 @@ if (process.env.STUB_IGNORE_SIGTERM !== String(rank)) {
   process.on("SIGTERM", () => log(40, "ignoring SIGTERM"));
 }
 setInterval(() => {}, 1000);
-const delay = Number(process.env.STUB_READY_DELAY_MS ?? 0);
+// STUB_READY_DELAY_RANK: only that rank is slow.
+const slow = process.env.STUB_READY_DELAY_RANK === undefined || process.env.STUB_READY_DELAY_RANK === String(rank);
+const delay = slow ? Number(process.env.STUB_READY_DELAY_MS ?? 0) : 0;
 setTimeout(() => {
   process.stdout.write(JSON.stringify({ ready: true, rank, socket: arg("--uds-path") }) + "\n");
 }, delay);

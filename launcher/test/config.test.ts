@@ -95,6 +95,7 @@ t.test("derivation and validation", async (t) => {
     [{ quantize: "awq" }, /--quantize awq: quantization is not supported yet/],
     [{ speculate: 2 }, /--speculate: speculative decoding is not supported yet/],
     [{ cudaMemoryFraction: 1.5 }, /--cuda-memory-fraction/],
+    [{ cudaGraphs: "1,two" }, /--cuda-graphs must be a comma-separated list of batch sizes \(0 disables\), got "1,two"/],
     [{ watermarkGamma: 1 }, /--watermark-gamma must be in \(0, 1\), got 1/],
     [{ watermarkGamma: 0 }, /--watermark-gamma must be in \(0, 1\), got 0/],
     [{ watermarkDelta: -1 }, /--watermark-delta must be >= 0, got -1/],

@@ -65,6 +65,18 @@ t.test("a shard killed with SIGKILL: one line naming it, exit 1, nothing left", 
   t.same(await waitGone([...pids.values()], 2000), []);
 });
 
+t.test("a rank stuck when its peer dies (ignoring SIGTERM, as in an NCCL collective) is SIGKILLed within seconds", async (t) => {
+  const s = await launch(t, opts(["--num-shard", "2", "-g", "60"], { STUB_IGNORE_SIGTERM: "0" }));
+  const pids = s.childPids();
+  const started = Date.now();
+  process.kill(pids.get("shard 1")!, "SIGKILL");
+  t.equal((await s.exited).code, 1);
+  const took = Date.now() - started;
+  t.ok(took < 12_000, `launcher gone after ${took} ms, not the 60 s graceful timeout`);
+  t.match(s.logs.filter((l) => (l.level ?? 0) >= 50 && !l.child).at(-1)?.msg, /^shard 1 exited with signal SIGKILL/);
+  t.same(await waitGone([...pids.values()], 2000), [], "shard 0 and the router are gone");
+});
+
 t.test("a shard failing at startup: its error in the message, exit 1", async (t) => {
   const s = await launch(t, { ...opts(["--num-shard", "2"], { STUB_FAIL_RANK: "1" }), noWait: true });
   const exit = await s.exited;
@@ -95,6 +107,28 @@ t.test("a startup timeout names the shard that is not ready", async (t) => {
   const s = await launch(t, { ...opts(["--startup-timeout", "1"], { STUB_READY_DELAY_MS: "60000" }), noWait: true });
   t.equal((await s.exited).code, 1);
   t.equal(s.logs.at(-1)!.msg, "shard 0 not ready after 1 s");
+});
+
+t.test("the startup timeout names just the ranks that did not become ready", async (t) => {
+  const s = await launch(t, { ...opts(["--num-shard", "3", "--startup-timeout", "2"], { STUB_READY_DELAY_MS: "60000", STUB_READY_DELAY_RANK: "1" }), noWait: true });
+  t.equal((await s.exited).code, 1);
+  t.equal(s.logs.at(-1)!.msg, "shard 1 not ready after 2 s");
+  t.same(await waitGone([...s.childPids().values()], 2000), []);
+});
+
+t.test("--nnodes 2 --node-rank 1: this node runs ranks 2 and 3, one GPU each, and no router", async (t) => {
+  const s = await launch(t, {
+    ...opts(["--num-shard", "4", "--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1", "--device", "cuda"],
+      { CUDA_VISIBLE_DEVICES: "4,5", NCCL_DEBUG: "WARN" }),
+    noWait: true,
+  });
+  await s.waitForLog((l) => l.msg === "text-gen shards ready", 20_000);
+  t.same([...s.childPids().keys()].sort(), ["shard 2", "shard 3"]);
+  const shard3 = JSON.parse(readFileSync(join(record, "shard-3.json"), "utf8"));
+  t.same(shard3.env, { RANK: "3", WORLD_SIZE: "4", CUDA_VISIBLE_DEVICES: "5", NCCL_NVLS_ENABLE: "0", NCCL_DEBUG: "WARN",
+    MASTER_ADDR: "127.0.0.1", MASTER_PORT: "29500" });
+  t.same(await s.stop("SIGTERM"), { code: 0, signal: null });
+  t.same(await waitGone([...s.childPids().values()], 2000), []);
 });
 
 t.test("children stop by themselves when the launcher is SIGKILLed", async (t) => {

@@ -223,6 +223,9 @@ t.test("errors reject cleanly and leave the engine usable", async (t) => {
   const dir = t.testdir({ "config.json": readFileSync(join(modelDir, "config.json"), "utf8") });
   await t.rejects(native.loadEngine(options({ modelDir: dir })), /model\.safetensors/);
   t.throws(() => native.loadEngine({ ...options(), blockSize: "16" } as unknown as EngineOptions), TypeError);
+  // --cuda-graphs reaches the engine as batch sizes; nonsense is refused before anything loads.
+  t.throws(() => native.loadEngine(options({ cudaGraphs: [1, 0] })), { message: "options.cudaGraphs must hold batch sizes from 1 to 4096" });
+  t.throws(() => native.loadEngine(options({ cudaGraphs: "1,2" as unknown as number[] })), { message: /options.cudaGraphs must be an Int32Array/ });
   await t.rejects(native.loadEngine(options({ config: { ...config, numKvHeads: 3 } })), /num_attention_heads 8/);
 
   const ref = references[0]!;

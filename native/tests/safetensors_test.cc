@@ -352,6 +352,48 @@ TG_TEST(reads_row_and_column_slices) {
   CHECK_THROWS_WITH(loader.ReadRows("m", 0, std::numeric_limits<int64_t>::max()), "too large");
 }
 
+// The typed reads the CUDA upload uses: 16-bit sources copied as they are, float32
+// sources rounded once, slices and vocab padding as in the float32 reads.
+TG_TEST(reads_into_16_bit_buffers_without_a_float32_detour) {
+  TempDir dir;
+  std::vector<float> m = {0.1f, -2.5f, 3.3f, 1e-3f, 7.0f, -0.75f, 65000.0f, 1e-6f, 0.5f, -1.0f, 2.0f, 9.9f};  // [3, 4]
+  dir.Write("model.safetensors",
+            SafetensorsFile({F32Tensor("f", {3, 4}, m), {"b", "BF16", {3, 4}, U16Bytes(m, tg::F32ToBf16)},
+                             {"h", "F16", {3, 4}, U16Bytes(m, tg::F32ToF16)}}));
+  tg::WeightLoader loader(dir.path());
+  auto bits = [](const std::vector<float>& v, uint16_t (*to)(float)) {
+    std::vector<uint16_t> out;
+    for (float x : v) out.push_back(to(x));
+    return out;
+  };
+  std::vector<uint16_t> got(12, 0xFFFF);
+  loader.ReadInto("b", tg::DType::kBF16, got.data());
+  CHECK(got == bits(m, tg::F32ToBf16));
+  loader.ReadInto("f", tg::DType::kBF16, got.data());
+  CHECK(got == bits(m, tg::F32ToBf16));
+  loader.ReadInto("f", tg::DType::kF16, got.data());
+  CHECK(got == bits(m, tg::F32ToF16));
+  // F16 -> BF16 goes through float32, which holds every half exactly: one rounding.
+  loader.ReadInto("h", tg::DType::kBF16, got.data());
+  std::vector<float> halves;
+  for (float x : m) halves.push_back(tg::F16ToF32(tg::F32ToF16(x)));
+  CHECK(got == bits(halves, tg::F32ToBf16));
+
+  CHECK(loader.RowsCount("b", 2, 5) == 12 && loader.ColsCount("b", 1, 3) == 6);
+  std::fill(got.begin(), got.end(), 0xFFFF);
+  loader.ReadRowsInto("b", 2, 5, tg::DType::kBF16, got.data());  // one real row, two of padding
+  std::vector<uint16_t> want = bits({0.5f, -1.0f, 2.0f, 9.9f}, tg::F32ToBf16);
+  want.resize(12, 0);
+  CHECK(got == want);
+  std::vector<uint16_t> cols(6, 0xFFFF);
+  loader.ReadColsInto("f", 1, 3, tg::DType::kF16, cols.data());
+  CHECK(cols == bits({-2.5f, 3.3f, -0.75f, 65000.0f, -1.0f, 2.0f}, tg::F32ToF16));
+  std::vector<float> wide(6);
+  loader.ReadColsInto("b", 1, 3, tg::DType::kF32, wide.data());
+  CHECK(wide == loader.ReadCols("b", 1, 3));
+  CHECK_THROWS_WITH(loader.ReadInto("b", tg::DType::kI32, got.data()), "cannot convert BF16 to I32");
+}
+
 TG_TEST(opens_a_sharded_index) {
   TempDir dir;
   dir.Write("model-00001-of-00002.safetensors",

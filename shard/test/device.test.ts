@@ -12,16 +12,35 @@ import { request } from "./helpers.js";
 
 const probe = (hasCuda: boolean, count: number) => ({ hasCuda: () => hasCuda, cudaDeviceCount: () => count });
 
-t.test("auto picks cuda only with the backend, a GPU and one shard", async (t) => {
+t.test("auto picks cuda with the backend and a GPU; with several shards each sees exactly one", async (t) => {
   t.same(resolveDevice("auto", 1, probe(true, 1)), { device: "cuda" });
+  t.same(resolveDevice("auto", 1, probe(true, 4)), { device: "cuda" });
   t.match(resolveDevice("auto", 1, probe(true, 0)), { device: "cpu", why: /no CUDA device/ });
   t.match(resolveDevice("auto", 1, probe(false, 0)), { device: "cpu", why: /without CUDA/ });
-  t.match(resolveDevice("auto", 2, probe(true, 2)), { device: "cpu", why: /tensor parallelism/ });
+  t.same(resolveDevice("auto", 2, probe(true, 1)), { device: "cuda" }, "tensor parallel over NCCL");
+  t.match(resolveDevice("auto", 2, probe(true, 0)), { device: "cpu" });
   t.same(resolveDevice("cpu", 1, probe(true, 1)), { device: "cpu" });
   t.same(resolveDevice("cuda", 1, probe(true, 1)), { device: "cuda" });
+  t.same(resolveDevice("cuda", 8, probe(true, 1)), { device: "cuda" });
   t.throws(() => resolveDevice("cuda", 1, probe(false, 0)), /no CUDA backend/);
   t.throws(() => resolveDevice("cuda", 1, probe(true, 0)), /no CUDA device is visible/);
-  t.throws(() => resolveDevice("cuda", 2, probe(true, 2)), /tensor parallelism/);
+  const oneEach = "--world-size 2 on cuda runs each rank on one GPU, but this rank sees 2: give each rank its own " +
+    "CUDA_VISIBLE_DEVICES (text-gen-launcher does), or pass --device cpu";
+  t.throws(() => resolveDevice("cuda", 2, probe(true, 2)), { message: oneEach });
+  t.throws(() => resolveDevice("auto", 2, probe(true, 2)), { message: oneEach });
+  t.same(parseShardArgs(["--model-id", "m", "--uds-path", "/tmp/s"], {}).rendezvousTimeoutS, 600);
+  t.equal(parseShardArgs(["--model-id", "m", "--uds-path", "/tmp/s", "--rendezvous-timeout", "5"], {}).rendezvousTimeoutS, 5);
+  t.throws(() => parseShardArgs(["--model-id", "m", "--uds-path", "/tmp/s", "--rendezvous-timeout", "0"], {}), /--rendezvous-timeout must be an integer ≥ 1/);
+});
+
+t.test("--cuda-graphs / CUDA_GRAPHS: TGI's comma list, values <= 0 dropped", async (t) => {
+  const args = ["--model-id", "m", "--uds-path", "/tmp/s"];
+  t.equal(parseShardArgs(args, {}).cudaGraphs, undefined, "unset: the engine's default buckets");
+  t.same(parseShardArgs([...args, "--cuda-graphs", "1, 2,4,32"], {}).cudaGraphs, [1, 2, 4, 32]);
+  t.same(parseShardArgs(args, { CUDA_GRAPHS: "0" }).cudaGraphs, [], "0 disables");
+  t.same(parseShardArgs(args, { CUDA_GRAPHS: "8,-1,0,16" }).cudaGraphs, [8, 16]);
+  t.throws(() => parseShardArgs([...args, "--cuda-graphs", "1,x"], {}), /--cuda-graphs must be a comma-separated list of batch sizes \(0 disables\), got '1,x'/);
+  t.throws(() => parseShardArgs([...args, "--cuda-graphs", "5000"], {}), /at most 4096/);
 });
 
 t.test("dtype: cuda defaults to bfloat16, keeps float16, narrows float32 with a note", async (t) => {

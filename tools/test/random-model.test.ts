@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
-import { writeRandomModel, toBf16Bits, toF16Bits, fromBf16Bits, fromF16Bits, type RandomModelSpec } from "../random-model.js";
+import { writeRandomModel, writeRandomModelParallel, toBf16Bits, toF16Bits, fromBf16Bits, fromF16Bits, type RandomModelSpec } from "../random-model.js";
 
 interface HeaderEntry { dtype: string; shape: number[]; data_offsets: [number, number] }
 
@@ -140,13 +140,33 @@ t.test("sharded bf16 with index holds the same tensors as one file", async (t) =
   t.same(readdirSync(many).filter((f) => f.endsWith(".safetensors")).sort(), m.files);
 });
 
+t.test("worker threads write the same bytes as one thread, whatever the split", async (t) => {
+  // hidden 513 x vocab 1025 spreads the embedding over two jobs (2^19 elements each at most), the second odd.
+  const spec: RandomModelSpec = { kind: "llama", dtype: "BF16", hidden: 513, heads: 3, intermediate: 64, layers: 1, vocab: 1025, seed: 9, shards: 2 };
+  const one = join(tmp, "threads-1"), three = join(tmp, "threads-3");
+  const m = writeRandomModel(one, spec);
+  await writeRandomModelParallel(three, spec, 3);
+  for (const f of m.files) t.ok(readFileSync(join(one, f)).equals(readFileSync(join(three, f))), `${f}: same bytes`);
+  const { header, data } = readSafetensors(join(one, m.files[0]!));
+  const [s, e] = header["model.embed_tokens.weight"]!.data_offsets;
+  const values = Array.from(new Uint16Array(Uint8Array.from(data.subarray(s, e)).buffer), fromBf16Bits);
+  const mean = values.reduce((x, y) => x + y, 0) / values.length;
+  const std = Math.sqrt(values.reduce((x, y) => x + (y - mean) ** 2, 0) / values.length);
+  t.ok(Math.abs(mean) < 1e-4 && Math.abs(std - 0.02) < 1e-4, `bf16 embedding: mean ${mean}, std ${std}`);
+  t.ok(values.every((x) => Math.abs(x) <= 0.0347), "within the uniform range");
+  // Neighbours are not correlated (a broken hash would repeat or pair them).
+  let cov = 0;
+  for (let i = 1; i < values.length; i++) cov += values[i]! * values[i - 1]!;
+  t.ok(Math.abs(cov / (values.length - 1) / std ** 2) < 0.01, "lag-1 correlation ≈ 0");
+});
+
 t.test("CLI: the llama3-8b preset with smaller overrides", async (t) => {
   const out = join(tmp, "cli");
   const root = join(import.meta.dirname, "..", "..");
   const stdout = execFileSync(process.execPath, ["--import", "tsx", join(root, "tools", "random-model.ts"),
     "--preset", "llama3-8b", "--out", out, "--hidden", "64", "--intermediate", "96", "--layers", "1",
     "--heads", "4", "--kv-heads", "2", "--vocab", "512"], { encoding: "utf8" });
-  t.match(stdout, /wrote 12 tensors in 1 file\(s\)/);
+  t.match(stdout, /wrote 12 tensors in 1 file\(s\) .* \(\d+ threads\)/);
   const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
   t.equal(cfg.torch_dtype, "bfloat16", "preset dtype kept");
   t.equal(cfg.rope_scaling.rope_type, "llama3");

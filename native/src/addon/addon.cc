@@ -1,6 +1,7 @@
 // The text_gen_engine Node-API module: loadEngine, inspectSafetensors,
-// cudaDeviceCount and hasCuda, typed in native/engine-types.ts.
+// cudaDeviceCount, hasCuda and ncclUniqueId, typed in native/engine-types.ts.
 #include <memory>
+#include <string>
 
 #include <napi.h>
 
@@ -12,6 +13,7 @@
 #include "engine/engine.h"
 #ifdef TG_HAVE_CUDA
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/nccl/device_communicator.h"
 #endif
 
 namespace tg {
@@ -105,6 +107,23 @@ Napi::Value HasCuda(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// Rank 0's side of the NCCL rendezvous: a fresh ncclUniqueId for the other ranks.
+Napi::Value NcclUniqueIdJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef TG_HAVE_CUDA
+  std::string id;
+  try {
+    id = cuda::NewNcclUniqueId();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return Napi::Buffer<char>::Copy(env, id.data(), id.size());
+#else
+  throw Napi::Error::New(env, "NCCL is needed for --num-shard > 1 on GPUs, and this build of the native engine has no "
+                              "CUDA backend (nvcc was not found at build time)");
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->engine_constructor = Napi::Persistent(AddonEngine::DefineClass(env));
@@ -113,6 +132,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("inspectSafetensors", Napi::Function::New(env, InspectSafetensors, "inspectSafetensors"));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCountJs, "cudaDeviceCount"));
   exports.Set("hasCuda", Napi::Function::New(env, HasCuda, "hasCuda"));
+  exports.Set("ncclUniqueId", Napi::Function::New(env, NcclUniqueIdJs, "ncclUniqueId"));
   return exports;
 }
 

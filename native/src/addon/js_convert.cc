@@ -147,9 +147,24 @@ EngineOptions ParseEngineOptions(const Napi::Value& value) {
   e.world_size = static_cast<int>(Integer(o, "worldSize", w, 1));
   if (e.rank >= e.world_size) Fail(value.Env(), "options.rank must be below options.worldSize");
   if (Present(o, "commName")) e.comm_name = String(o, "commName", w);
+  if (Present(o, "ncclId")) {
+    Napi::Value id = o.Get("ncclId");
+    if (!id.IsBuffer()) Fail(value.Env(), "options.ncclId must be a Buffer (from ncclUniqueId())");
+    auto bytes = id.As<Napi::Buffer<char>>();
+    if (bytes.Length() != 128) {
+      Fail(value.Env(), "options.ncclId must hold the 128 bytes of an ncclUniqueId, got " + std::to_string(bytes.Length()));
+    }
+    e.nccl_id.assign(bytes.Data(), bytes.Length());
+  }
   if (Present(o, "commTimeoutMs")) e.comm_timeout_ms = static_cast<int>(Integer(o, "commTimeoutMs", w, 0));
   e.block_size = Integer(o, "blockSize", w, 1);
   if (Present(o, "threads")) e.threads = static_cast<int>(Integer(o, "threads", w, 0));
+  if (Present(o, "cudaGraphs")) {
+    e.cuda_graphs = Int32s(o, "cudaGraphs", w);
+    for (int32_t b : *e.cuda_graphs) {
+      if (b < 1 || b > 4096) Fail(value.Env(), "options.cudaGraphs must hold batch sizes from 1 to 4096");
+    }
+  }
   return e;
 }
 

@@ -76,4 +76,35 @@ void ConvertToF32(DType dtype, const void* src, size_t count, float* dst) {
   }
 }
 
+void ConvertFloats(DType from, const void* src, size_t count, DType to, void* dst) {
+  if (!ConvertsToF32(from) || !ConvertsToF32(to)) {
+    throw std::invalid_argument(std::string("cannot convert ") + DTypeName(from) + " to " + DTypeName(to));
+  }
+  if (count == 0) return;
+  if (from == to) {
+    std::memcpy(dst, src, count * DTypeSize(to));
+    return;
+  }
+  if (to == DType::kF32) {
+    ConvertToF32(from, src, count, static_cast<float*>(dst));
+    return;
+  }
+  // Through float32 in cache-sized pieces; widening to float32 is exact, so this
+  // rounds once, as a direct conversion would.
+  constexpr size_t kPiece = 4096;
+  float wide[kPiece];
+  const auto* in = static_cast<const unsigned char*>(src);
+  auto* out = static_cast<uint16_t*>(dst);
+  const size_t in_size = DTypeSize(from);
+  for (size_t at = 0; at < count; at += kPiece) {
+    const size_t n = count - at < kPiece ? count - at : kPiece;
+    ConvertToF32(from, in + at * in_size, n, wide);
+    if (to == DType::kBF16) {
+      for (size_t i = 0; i < n; ++i) out[at + i] = F32ToBf16(wide[i]);
+    } else {
+      for (size_t i = 0; i < n; ++i) out[at + i] = F32ToF16(wide[i]);
+    }
+  }
+}
+
 }  // namespace tg

@@ -25,6 +25,11 @@ bool ConvertsToF32(DType dtype);
 // Throws std::invalid_argument when !ConvertsToF32(dtype).
 void ConvertToF32(DType dtype, const void* src, size_t count, float* dst);
 
+// Converts `count` elements from `from` to `to`, both among F32, BF16 and F16 (a
+// plain copy when they are equal, so 16-bit weights load without a float32 detour).
+// Throws std::invalid_argument for any other dtype.
+void ConvertFloats(DType from, const void* src, size_t count, DType to, void* dst);
+
 inline uint32_t FloatBits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);

@@ -57,16 +57,20 @@ static void CheckOptions(const EngineOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") {
     throw std::runtime_error("device \"" + o.device + "\" is not supported; use \"cpu\" or \"cuda\"");
   }
-  if (o.device == "cuda" && o.world_size > 1) {
-    throw std::runtime_error("device cuda does not support tensor parallelism yet (worldSize " +
-                             std::to_string(o.world_size) + "); use worldSize 1 or device cpu");
-  }
   if (o.block_size < 1) throw std::runtime_error("blockSize must be positive, got " + std::to_string(o.block_size));
-  if (o.world_size > 1 && o.comm_name.empty()) throw std::runtime_error("worldSize > 1 needs a commName");
+  if (o.world_size > 1 && o.device == "cpu" && o.comm_name.empty()) {
+    throw std::runtime_error("worldSize > 1 on device cpu needs a commName");
+  }
+  if (o.world_size > 1 && o.device == "cuda" && o.nccl_id.size() != 128) {
+    throw std::runtime_error("worldSize > 1 on device cuda needs ncclId, the 128 bytes of rank 0's ncclUniqueId (got " +
+                             std::to_string(o.nccl_id.size()) + " bytes)");
+  }
 }
 
 static std::unique_ptr<Communicator> MakeCommunicator(const EngineOptions& o) {
-  if (o.world_size <= 1) return MakeLocalCommunicator();
+  // On cuda the ranks talk over NCCL on device memory: the model makes that
+  // communicator from o.nccl_id, and this host one stays a single-rank stand-in.
+  if (o.world_size <= 1 || o.device == "cuda") return MakeLocalCommunicator();
   return MakeShmCommunicator(o.comm_name, o.rank, o.world_size, o.comm_timeout_ms);
 }
 

@@ -29,13 +29,19 @@ struct EngineOptions {
   // The CPU backend computes in float32 whatever this is; CUDA keeps weights,
   // activations and KV in "bfloat16" or "float16" and rejects "float32".
   std::string dtype = "float32";
-  std::string device = "cpu";  // "cpu" or "cuda" (world_size 1 only, for now)
+  std::string device = "cpu";  // "cpu" or "cuda" (one GPU per rank; NCCL between ranks)
   int rank = 0;
   int world_size = 1;
   std::string comm_name;  // shared-memory name, needed when world_size > 1
+  // The raw 128 bytes of rank 0's ncclUniqueId, the same on every rank: needed
+  // for device "cuda" with world_size > 1 (the model joins the NCCL group with it).
+  std::string nccl_id;
   int comm_timeout_ms = 60000;
   int64_t block_size = 16;
   int threads = 0;  // 0: one per core
+  // Batch sizes whose decode steps run as CUDA graphs (TGI's --cuda-graphs):
+  // unset, the backend's default buckets; empty, none.
+  std::optional<std::vector<int32_t>> cuda_graphs;
 };
 
 struct EngineInfo {

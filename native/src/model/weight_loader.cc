@@ -1,8 +1,9 @@
-// WeightLoader: float32 reads (whole, row slices, column slices) over a SafetensorsArchive.
+// WeightLoader: typed reads (whole, row slices, column slices) over a SafetensorsArchive.
 #include "model/weight_loader.h"
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 
@@ -47,11 +48,28 @@ std::string WeightLoader::Dtype(const std::string& name) const { return DTypeNam
 std::vector<float> WeightLoader::Read(const std::string& name) const {
   const TensorInfo& t = Convertible(*archive_, name);
   std::vector<float> out(CheckedCount(*archive_, name, t.numel, 1));
-  ConvertToF32(t.dtype, t.data, out.size(), out.data());
+  ReadInto(name, DType::kF32, out.data());
   return out;
 }
 
 std::vector<float> WeightLoader::ReadRows(const std::string& name, int64_t begin, int64_t end) const {
+  std::vector<float> out(RowsCount(name, begin, end));
+  ReadRowsInto(name, begin, end, DType::kF32, out.data());
+  return out;
+}
+
+std::vector<float> WeightLoader::ReadCols(const std::string& name, int64_t begin, int64_t end) const {
+  std::vector<float> out(ColsCount(name, begin, end));
+  ReadColsInto(name, begin, end, DType::kF32, out.data());
+  return out;
+}
+
+void WeightLoader::ReadInto(const std::string& name, DType to, void* dst) const {
+  const TensorInfo& t = Convertible(*archive_, name);
+  ConvertFloats(t.dtype, t.data, CheckedCount(*archive_, name, t.numel, 1), to, dst);
+}
+
+size_t WeightLoader::RowsCount(const std::string& name, int64_t begin, int64_t end) const {
   const TensorInfo& t = Convertible(*archive_, name);
   if (t.shape.size() != 1 && t.shape.size() != 2) {
     Fail(*archive_, name, "has shape " + ShapeString(t.shape) + "; ReadRows needs a 1-D or 2-D tensor");
@@ -59,36 +77,46 @@ std::vector<float> WeightLoader::ReadRows(const std::string& name, int64_t begin
   if (begin < 0 || end < begin) {
     Fail(*archive_, name, "rows [" + std::to_string(begin) + ", " + std::to_string(end) + ") are not a valid range");
   }
-  uint64_t rows = static_cast<uint64_t>(t.shape[0]);
   uint64_t cols = t.shape.size() == 2 ? static_cast<uint64_t>(t.shape[1]) : 1;
-  std::vector<float> out(CheckedCount(*archive_, name, static_cast<uint64_t>(end - begin), cols), 0.0f);
-  // Rows at or past `rows` stay zero: the padding of a vocab split across ranks.
-  uint64_t first = static_cast<uint64_t>(begin);
-  uint64_t stop = std::min(static_cast<uint64_t>(end), rows);
-  if (first < stop) {
-    size_t elem = DTypeSize(t.dtype);
-    ConvertToF32(t.dtype, t.data + first * cols * elem, static_cast<size_t>((stop - first) * cols), out.data());
-  }
-  return out;
+  return CheckedCount(*archive_, name, static_cast<uint64_t>(end - begin), cols);
 }
 
-std::vector<float> WeightLoader::ReadCols(const std::string& name, int64_t begin, int64_t end) const {
+void WeightLoader::ReadRowsInto(const std::string& name, int64_t begin, int64_t end, DType to, void* dst) const {
+  const size_t count = RowsCount(name, begin, end);
+  const TensorInfo& t = archive_->Get(name);
+  uint64_t rows = static_cast<uint64_t>(t.shape[0]);
+  uint64_t cols = t.shape.size() == 2 ? static_cast<uint64_t>(t.shape[1]) : 1;
+  // Rows at or past `rows` are zero: the padding of a vocab split across ranks.
+  uint64_t first = static_cast<uint64_t>(begin);
+  uint64_t stop = std::min(static_cast<uint64_t>(end), rows);
+  size_t present = first < stop ? static_cast<size_t>((stop - first) * cols) : 0;
+  if (present > 0) ConvertFloats(t.dtype, t.data + first * cols * DTypeSize(t.dtype), present, to, dst);
+  std::memset(static_cast<char*>(dst) + present * DTypeSize(to), 0, (count - present) * DTypeSize(to));
+}
+
+size_t WeightLoader::ColsCount(const std::string& name, int64_t begin, int64_t end) const {
   const TensorInfo& t = Convertible(*archive_, name);
   if (t.shape.size() != 2) Fail(*archive_, name, "has shape " + ShapeString(t.shape) + "; ReadCols needs a 2-D tensor");
-  uint64_t rows = static_cast<uint64_t>(t.shape[0]);
   uint64_t cols = static_cast<uint64_t>(t.shape[1]);
   if (begin < 0 || end < begin || static_cast<uint64_t>(end) > cols) {
     Fail(*archive_, name, "columns [" + std::to_string(begin) + ", " + std::to_string(end) + ") are out of range for shape " +
                               ShapeString(t.shape));
   }
+  return CheckedCount(*archive_, name, static_cast<uint64_t>(t.shape[0]), static_cast<uint64_t>(end - begin));
+}
+
+void WeightLoader::ReadColsInto(const std::string& name, int64_t begin, int64_t end, DType to, void* dst) const {
+  ColsCount(name, begin, end);
+  const TensorInfo& t = archive_->Get(name);
+  uint64_t rows = static_cast<uint64_t>(t.shape[0]);
+  uint64_t cols = static_cast<uint64_t>(t.shape[1]);
   size_t width = static_cast<size_t>(end - begin);
-  std::vector<float> out(CheckedCount(*archive_, name, rows, width));
-  if (width == 0) return out;
-  size_t elem = DTypeSize(t.dtype);
+  if (width == 0) return;
+  size_t in_size = DTypeSize(t.dtype), out_size = DTypeSize(to);
   for (uint64_t r = 0; r < rows; ++r) {
-    ConvertToF32(t.dtype, t.data + (r * cols + static_cast<uint64_t>(begin)) * elem, width, out.data() + r * width);
+    ConvertFloats(t.dtype, t.data + (r * cols + static_cast<uint64_t>(begin)) * in_size, width, to,
+                  static_cast<char*>(dst) + r * width * out_size);
   }
-  return out;
 }
 
 }  // namespace tg

@@ -1,10 +1,14 @@
 // Reads a model's tensors by name from its safetensors files (memory-mapped,
-// headers validated), converted to float32, whole or as a Megatron slice.
+// headers validated), whole or as a Megatron slice: as float32 vectors (the CPU
+// backend), or converted straight into a caller's buffer as F32, BF16 or F16 (the
+// CUDA backend's upload, which keeps 16-bit weights 16-bit all the way).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "core/dtype.h"
 
 namespace tg {
 
@@ -29,6 +33,15 @@ class WeightLoader {
   std::vector<float> ReadRows(const std::string& name, int64_t begin, int64_t end) const;
   // Columns [begin, end) of a 2-D tensor (the row-parallel split of an [out, in] weight).
   std::vector<float> ReadCols(const std::string& name, int64_t begin, int64_t end) const;
+
+  // The same three reads into `dst` as `to` (kF32, kBF16 or kF16), which must hold
+  // ReadCount(...) elements. The vectors above are these with `to` = kF32.
+  void ReadInto(const std::string& name, DType to, void* dst) const;
+  void ReadRowsInto(const std::string& name, int64_t begin, int64_t end, DType to, void* dst) const;
+  void ReadColsInto(const std::string& name, int64_t begin, int64_t end, DType to, void* dst) const;
+  // Elements a ReadRows (rows != 0: end - begin rows) or ReadCols read yields; checks the range.
+  size_t RowsCount(const std::string& name, int64_t begin, int64_t end) const;
+  size_t ColsCount(const std::string& name, int64_t begin, int64_t end) const;
 
  private:
   std::unique_ptr<SafetensorsArchive> archive_;

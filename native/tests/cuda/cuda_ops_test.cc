@@ -28,83 +28,13 @@
 #include "backend/cuda/kernels.h"
 #include "core/dtype.h"
 #include "../test_util.h"
+#include "cuda_test_util.h"
 
 using namespace tg;
 using namespace tg::cuda;
+using namespace tg::cuda::test;
 
 namespace {
-
-std::mt19937& Rng() {
-  static std::mt19937 gen(20261127);
-  return gen;
-}
-
-std::vector<float> RandomFloats(size_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(Rng());
-  return v;
-}
-
-int RandomInt(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(Rng()); }
-
-const char* Name(ElemType t) { return t == ElemType::kBF16 ? "bf16" : t == ElemType::kF16 ? "fp16" : "f32"; }
-
-// Tolerance on the relative L2 error of an output stored in `t`.
-double Tolerance(ElemType t) { return t == ElemType::kBF16 ? 1e-2 : t == ElemType::kF16 ? 2e-3 : 1e-4; }
-
-// Host values rounded to `t` (so the CPU reference sees exactly what the GPU sees), and their bits.
-struct Rounded {
-  std::vector<float> values;
-  std::vector<uint16_t> bits;
-};
-Rounded Round(const std::vector<float>& v, ElemType t) {
-  Rounded r{std::vector<float>(v.size()), std::vector<uint16_t>(v.size())};
-  for (size_t i = 0; i < v.size(); ++i) {
-    r.bits[i] = t == ElemType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]);
-    r.values[i] = t == ElemType::kBF16 ? Bf16ToF32(r.bits[i]) : F16ToF32(r.bits[i]);
-  }
-  return r;
-}
-
-DeviceBuffer ToDevice(const void* data, size_t bytes) {
-  DeviceBuffer b(std::max<size_t>(bytes, 4));
-  TG_CUDA_CHECK(cudaMemcpy(b.get(), data, bytes, cudaMemcpyHostToDevice));
-  return b;
-}
-template <typename V>
-DeviceBuffer ToDevice(const std::vector<V>& v) { return ToDevice(v.data(), v.size() * sizeof(V)); }
-
-DeviceBuffer Poisoned(size_t bytes) {
-  DeviceBuffer b(std::max<size_t>(bytes, 4));
-  TG_CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));  // NaN in f32, bf16 and fp16
-  return b;
-}
-
-// Reads `count` elements of type `t` back as floats (waits for the device).
-std::vector<float> ToHost(const DeviceBuffer& b, size_t count, ElemType t) {
-  TG_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<float> out(count);
-  if (t == ElemType::kF32) {
-    TG_CUDA_CHECK(cudaMemcpy(out.data(), b.get(), count * 4, cudaMemcpyDeviceToHost));
-    return out;
-  }
-  std::vector<uint16_t> bits(count);
-  TG_CUDA_CHECK(cudaMemcpy(bits.data(), b.get(), count * 2, cudaMemcpyDeviceToHost));
-  for (size_t i = 0; i < count; ++i) out[i] = t == ElemType::kBF16 ? Bf16ToF32(bits[i]) : F16ToF32(bits[i]);
-  return out;
-}
-
-// ‖a − b‖ / ‖b‖; NaN anywhere (an unwritten output) gives NaN, which fails every check.
-double RelError(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    double d = static_cast<double>(got[i]) - want[i];
-    num += d * d;
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
 
 int cases_run = 0;
 // Worst error per "op dtype" (the first two words of a case's name), for the summary.
@@ -135,7 +65,7 @@ TG_TEST(embedding_gathers_rows) {
       for (auto& tok : tokens) tok = RandomInt(0, vocab - 1);
       auto d_table = ToDevice(table.bits), d_tokens = ToDevice(tokens);
       auto d_x = Poisoned(rows * hidden * 4);
-      LaunchEmbedding(nullptr, t, d_table.get(), d_tokens.as<int32_t>(), rows, hidden, d_x.as<float>());
+      LaunchEmbedding(nullptr, t, d_table.get(), 0, vocab, d_tokens.as<int32_t>(), rows, hidden, d_x.as<float>());
       std::vector<float> want(rows * hidden);
       for (int64_t r = 0; r < rows; ++r) {
         std::copy_n(table.values.begin() + tokens[r] * hidden, hidden, want.begin() + r * hidden);
@@ -143,6 +73,42 @@ TG_TEST(embedding_gathers_rows) {
       Expect(std::string("embedding ") + Name(t) + " hidden " + std::to_string(hidden),
              ToHost(d_x, rows * hidden, ElemType::kF32), want, 0.0);
     }
+  }
+}
+
+// A rank's slice of a vocab-parallel embedding: rows of other ranks' tokens are zero.
+TG_TEST(embedding_slice_zeroes_other_ranks_tokens) {
+  for (ElemType t : kTypes) {
+    const int64_t hidden = 64, vocab = 100, begin = 50, slice_rows = 50, rows = 33;
+    Rounded table = Round(RandomFloats(slice_rows * hidden), t);
+    std::vector<int32_t> tokens(rows);
+    for (auto& tok : tokens) tok = RandomInt(0, vocab - 1);
+    auto d_table = ToDevice(table.bits), d_tokens = ToDevice(tokens);
+    auto d_x = Poisoned(rows * hidden * 4);
+    LaunchEmbedding(nullptr, t, d_table.get(), begin, slice_rows, d_tokens.as<int32_t>(), rows, hidden,
+                    d_x.as<float>());
+    std::vector<float> want(rows * hidden, 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (tokens[r] < begin) continue;
+      std::copy_n(table.values.begin() + (tokens[r] - begin) * hidden, hidden, want.begin() + r * hidden);
+    }
+    Expect(std::string("embedding slice ") + Name(t), ToHost(d_x, rows * hidden, ElemType::kF32), want, 0.0);
+  }
+}
+
+// [ranks][rows][shard] back to [rows][vocab], the padding past the vocabulary dropped.
+TG_TEST(gather_vocab_shards_interleaves_ranks) {
+  for (int64_t ranks : {2, 4}) {
+    const int64_t vocab = 1001, shard = (vocab + ranks - 1) / ranks, rows = 5;
+    std::vector<float> shards = RandomFloats(ranks * rows * shard);
+    auto d_shards = ToDevice(shards);
+    auto d_out = Poisoned(rows * vocab * 4);
+    LaunchGatherVocabShards(nullptr, d_shards.as<float>(), ranks, rows, shard, vocab, d_out.as<float>());
+    std::vector<float> want(rows * vocab);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t id = 0; id < vocab; ++id) want[r * vocab + id] = shards[((id / shard) * rows + r) * shard + id % shard];
+    }
+    Expect("gather vocab shards ranks " + std::to_string(ranks), ToHost(d_out, rows * vocab, ElemType::kF32), want, 0.0);
   }
 }
 
@@ -372,6 +338,11 @@ TG_TEST(paged_attention_matches_cpu) {
       {16, 2, 256, 16, 0, {{0, 19}, {64, 1}}},                                      // head dim 256
       {10, 2, 80, 16, 0, {{0, 21}, {40, 1}, {3, 30}}},                              // head dim 80 (generic path)
       {32, 8, 128, 16, 0, {{2047, 1}, {1000, 1}, {1, 1}, {0, 1}, {1500, 3}}},       // decode-heavy
+      {24, 8, 128, 16, 0, {{0, 11}, {77, 1}, {20, 6}, {300, 1}}},                   // GQA 3: items straddle rows
+      {16, 16, 128, 32, 0, {{100, 1}, {0, 40}, {33, 1}, {500, 2}}},                 // GQA 1, block size 32
+      {32, 4, 64, 16, 50, {{0, 31}, {200, 1}, {70, 9}, {1030, 1}}},                 // GQA 8, window, d 64
+      {8, 2, 128, 5, 0, {{0, 1}, {2, 1}, {9, 3}, {400, 1}, {250, 31}}},             // block size 5, short seqs
+      {16, 4, 64, 16, 0, {{1, 1}, {0, 2}, {15, 1}, {16, 1}, {4000, 1}}},            // d 64, short and long
   };
   for (ElemType t : kTypes) {
     for (const Case& cs : cases) {
@@ -410,11 +381,12 @@ TG_TEST(paged_attention_matches_cpu) {
       }
       std::string shape;
       for (auto& [p, n] : cs.seqs) shape += " (" + std::to_string(p) + "+" + std::to_string(n) + ")";
-      // One pass, split-KV as the model would pick it, and uneven forced splits.
+      // One pass, split-KV as the model would pick it, uneven forced splits, and many
+      // splits of short sequences (most of them empty: they must add nothing).
       const int64_t items_n = db.num_items;
       int64_t max_keys = 0;
       for (auto& [p, n] : cs.seqs) max_keys = std::max(max_keys, p + n);
-      for (int splits : {1, AttentionSplits(items_n, cs.kv_heads, max_keys, 132), 3, 7}) {
+      for (int splits : {1, AttentionSplits(items_n, cs.kv_heads, max_keys, 132), 3, 7, 33, 64}) {
         auto d_out = Poisoned(rows * cs.q_heads * d * 2);
         auto d_ws = Poisoned(std::max<size_t>(AttentionWorkspaceBytes(items_n, cs.kv_heads, d, splits), 4));
         LaunchPagedAttention(nullptr, t, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size}, batch, cs.q_heads,
@@ -429,30 +401,6 @@ TG_TEST(paged_attention_matches_cpu) {
 }
 
 namespace {
-
-// Median milliseconds of `reps` runs of `fn` on the default stream, after two warm-up runs.
-template <typename Fn>
-double TimeMs(int reps, Fn fn) {
-  cudaEvent_t start, stop;
-  TG_CUDA_CHECK(cudaEventCreate(&start));
-  TG_CUDA_CHECK(cudaEventCreate(&stop));
-  fn();
-  fn();
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    TG_CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    TG_CUDA_CHECK(cudaEventRecord(stop));
-    TG_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 // Perf mode (like test-backend-ops perf): the Llama-3-8B layer's GEMMs and attention, bf16.
 void Perf() {

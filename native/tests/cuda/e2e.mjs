@@ -22,8 +22,9 @@
 //   node native/tests/cuda/e2e.mjs bench MODEL_DIR
 //     timings on cuda/bfloat16 (meant for the Llama-3-8B shape): load time; one prefill
 //     step of 1k, 4k and 8k tokens (TFLOP/s over the GEMM and causal-attention FLOPs);
-//     decode steps at batch 1, 16, 64, 256 after 1k-token prompts (ms/step, tokens/s,
-//     and for batch 1 the weight bytes streamed per second), whole and forward-only.
+//     whole decode steps (GPU sampling included) at batch 1, 16, 64, 256 after 1k-token
+//     prompts (ms/step, tokens/s, and for batch 1 the weight bytes streamed per second),
+//     with decode CUDA graphs and without.
 //
 // Prints one "RESULT ..." line per figure. Exits non-zero when the CPU backend misses a
 // stories260k reference token or a centred-logit error passes 3e-2 (bf16) / 1e-2 (fp16);
@@ -228,13 +229,18 @@ async function logits(modelDirs) {
 
 async function bench(modelDir) {
   const { config } = readModelConfig(modelDir);
-  const t0 = performance.now();
-  const engine = await native.loadEngine({ modelDir, config, dtype: "bfloat16", device: "cuda", rank: 0, worldSize: 1, blockSize: BLOCK });
-  const loadMs = performance.now() - t0;
-  const info = engine.info();
   const contextBlocks = Math.ceil((1024 + 64) / BLOCK);
-  engine.allocateKvCache(256 * contextBlocks + 8);
-  console.log(`RESULT bench load ${(loadMs / 1000).toFixed(1)} s, weights ${(info.weightBytes / 2 ** 30).toFixed(2)} GiB, KV ${((256 * contextBlocks + 8) * info.kvBytesPerBlock / 2 ** 30).toFixed(1)} GiB`);
+  const kvBlocks = 256 * contextBlocks + 8;
+  const open = async (cudaGraphs) => {
+    const t0 = performance.now();
+    const engine = await native.loadEngine({ modelDir, config, dtype: "bfloat16", device: "cuda", rank: 0, worldSize: 1, blockSize: BLOCK, ...(cudaGraphs ? {} : { cudaGraphs: [] }) });
+    const loadMs = performance.now() - t0;
+    engine.allocateKvCache(kvBlocks);
+    return { engine, loadMs };
+  };
+  let { engine, loadMs } = await open(true);
+  const info = engine.info();
+  console.log(`RESULT bench load ${(loadMs / 1000).toFixed(1)} s, weights ${(info.weightBytes / 2 ** 30).toFixed(2)} GiB, KV ${(kvBlocks * info.kvBytesPerBlock / 2 ** 30).toFixed(1)} GiB`);
   const c = config, d = c.headDim;
   const layerParams = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * d + c.numHeads * d * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
   const tokens = (n, salt) => Array.from({ length: n }, (_, j) => (j * 7919 + salt * 104729 + 13) % c.vocabSize);
@@ -252,41 +258,43 @@ async function bench(modelDir) {
       engine.release([s.id]);
     }
     const ms = Math.min(...times.slice(1));
-    const flops = 2 * n * layerParams * c.numLayers + 2 * n * n * d * c.numHeads * c.numLayers + 2 * c.hiddenSize * c.vocabSize;
+    // Causal attention: n(n+1)/2 query-key pairs, 4·d FLOPs each (QKᵀ and PV).
+    const flops = 2 * n * layerParams * c.numLayers + 2 * n * (n + 1) * d * c.numHeads * c.numLayers + 2 * c.hiddenSize * c.vocabSize;
     console.log(`RESULT bench prefill ${n} tokens: ${ms.toFixed(1)} ms, ${(flops / ms / 1e9).toFixed(0)} TFLOP/s (runs ${times.map((x) => x.toFixed(0)).join(" ")} ms)`);
   }
 
-  for (const batch of [1, 16, 64, 256]) {
-    const seqs = Array.from({ length: batch }, (_, i) => seqOf(tokens(1024, i), 1 + i * contextBlocks));
-    // Prefill in steps of at most 8 prompts (8k tokens).
-    const last = new Map();
-    for (let i = 0; i < batch; i += 8) {
-      const group = seqs.slice(i, i + 8);
-      const outs = await engine.step(group.map((s) => stepOf(s, s.prompt, 0, true)));
-      outs.forEach((o) => last.set(o.id, o.token));
-    }
-    // Whole steps (forward, logits to the host, CPU sampling), then forward-only steps
-    // (sample: false, so no lm_head, no logits copy, no sampling): the gap is the host sampling.
-    let position = 1024;
-    const timeSteps = async (sample) => {
+  // Whole decode steps (forward, lm_head, GPU sampling, tokens back), with the decode
+  // CUDA graphs and then without them (a second engine): steps 0 and 1 of each batch
+  // size are left out (the eager first use and the capture).
+  const decode = async (label) => {
+    for (const batch of [1, 16, 64, 256]) {
+      const seqs = Array.from({ length: batch }, (_, i) => seqOf(tokens(1024, i), 1 + i * contextBlocks));
+      const last = new Map();
+      for (let i = 0; i < batch; i += 8) {  // prefill in steps of at most 8 prompts (8k tokens)
+        const group = seqs.slice(i, i + 8);
+        const outs = await engine.step(group.map((s) => stepOf(s, s.prompt, 0, true)));
+        outs.forEach((o) => last.set(o.id, o.token));
+      }
+      let position = 1024;
       const times = [];
-      for (let k = 0; k < 18; ++k) {
+      for (let k = 0; k < 20; ++k) {
         const t = performance.now();
-        const outs = await engine.step(seqs.map((s) => stepOf(s, [last.get(s.id)], position, sample)));
+        const outs = await engine.step(seqs.map((s) => stepOf(s, [last.get(s.id)], position, true)));
         times.push(performance.now() - t);
         ++position;
-        if (sample) outs.forEach((o) => last.set(o.id, o.token));
+        outs.forEach((o) => last.set(o.id, o.token));
       }
+      engine.release(seqs.map((s) => s.id));
       const sorted = times.slice(2).sort((a, b) => a - b);
-      return sorted[Math.floor(sorted.length / 2)];
-    };
-    const ms = await timeSteps(true);
-    const forwardMs = await timeSteps(false);
-    engine.release(seqs.map((s) => s.id));
-    const gbs = batch === 1 ? `, ${(info.weightBytes / ms / 1e6).toFixed(0)} GB/s of weights` : "";
-    console.log(`RESULT bench decode batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}; ` +
-      `forward only (no lm_head, no sampling) ${forwardMs.toFixed(2)} ms/step`);
-  }
+      const ms = sorted[Math.floor(sorted.length / 2)];
+      const gbs = batch === 1 ? `, ${(info.weightBytes / ms / 1e6).toFixed(0)} GB/s of weights` : "";
+      console.log(`RESULT bench decode ${label} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
+    }
+  };
+  await decode("graphs");
+  engine.close();
+  ({ engine } = await open(false));
+  await decode("eager");
   engine.close();
 }
 

@@ -1,61 +1,37 @@
 // See cublaslt_shim.h.
 #include "backend/cuda/cublaslt_shim.h"
 
-#include <dlfcn.h>
-
-#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+
+#include "backend/cuda/shared_library.h"
 
 namespace tg {
 namespace cuda {
 namespace lt {
 namespace {
 
-template <typename Fn>
-void Resolve(void* lib, const char* name, Fn* out, const std::string& path) {
-  void* sym = dlsym(lib, name);
-  if (!sym) throw std::runtime_error("cuBLASLt library " + path + " has no symbol " + name);
-  *out = reinterpret_cast<Fn>(sym);
-}
-
 Api LoadOnce() {
-  const char* env = std::getenv("TEXT_GEN_CUBLASLT");
-  const char* candidates[] = {"libcublasLt.so.13", "libcublasLt.so.12"};
-  std::string tried, path;
-  void* lib = nullptr;
-  if (env && *env) {
-    path = env;
-    lib = dlopen(env, RTLD_NOW | RTLD_LOCAL);
-    tried = path + " (TEXT_GEN_CUBLASLT): " + (lib ? "" : dlerror());
-  } else {
-    for (const char* name : candidates) {
-      lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-      if (lib) {
-        path = name;
-        break;
-      }
-      tried += std::string(tried.empty() ? "" : "; ") + name + ": " + dlerror();
-    }
-  }
-  if (!lib) {
-    throw std::runtime_error("cannot load cuBLASLt (" + tried +
+  const SharedLibrary lib("TEXT_GEN_CUBLASLT", {"libcublasLt.so.13", "libcublasLt.so.12"});
+  if (!lib.handle) {
+    throw std::runtime_error("cannot load cuBLASLt (tried " + lib.tried +
                              "); install the CUDA toolkit's cuBLAS or set TEXT_GEN_CUBLASLT to libcublasLt.so");
   }
   Api api{};
-  Resolve(lib, "cublasLtCreate", &api.Create, path);
-  Resolve(lib, "cublasLtDestroy", &api.Destroy, path);
-  Resolve(lib, "cublasLtMatmulDescCreate", &api.MatmulDescCreate, path);
-  Resolve(lib, "cublasLtMatmulDescDestroy", &api.MatmulDescDestroy, path);
-  Resolve(lib, "cublasLtMatmulDescSetAttribute", &api.MatmulDescSetAttribute, path);
-  Resolve(lib, "cublasLtMatrixLayoutCreate", &api.MatrixLayoutCreate, path);
-  Resolve(lib, "cublasLtMatrixLayoutDestroy", &api.MatrixLayoutDestroy, path);
-  Resolve(lib, "cublasLtMatmulPreferenceCreate", &api.MatmulPreferenceCreate, path);
-  Resolve(lib, "cublasLtMatmulPreferenceDestroy", &api.MatmulPreferenceDestroy, path);
-  Resolve(lib, "cublasLtMatmulPreferenceSetAttribute", &api.MatmulPreferenceSetAttribute, path);
-  Resolve(lib, "cublasLtMatmulAlgoGetHeuristic", &api.MatmulAlgoGetHeuristic, path);
-  Resolve(lib, "cublasLtMatmul", &api.Matmul, path);
+  const std::string what = "cuBLASLt";
+  lib.Resolve("cublasLtCreate", &api.Create, what);
+  lib.Resolve("cublasLtDestroy", &api.Destroy, what);
+  lib.Resolve("cublasLtMatmulDescCreate", &api.MatmulDescCreate, what);
+  lib.Resolve("cublasLtMatmulDescDestroy", &api.MatmulDescDestroy, what);
+  lib.Resolve("cublasLtMatmulDescSetAttribute", &api.MatmulDescSetAttribute, what);
+  lib.Resolve("cublasLtMatrixLayoutCreate", &api.MatrixLayoutCreate, what);
+  lib.Resolve("cublasLtMatrixLayoutDestroy", &api.MatrixLayoutDestroy, what);
+  lib.Resolve("cublasLtMatmulPreferenceCreate", &api.MatmulPreferenceCreate, what);
+  lib.Resolve("cublasLtMatmulPreferenceDestroy", &api.MatmulPreferenceDestroy, what);
+  lib.Resolve("cublasLtMatmulPreferenceSetAttribute", &api.MatmulPreferenceSetAttribute, what);
+  lib.Resolve("cublasLtMatmulAlgoGetHeuristic", &api.MatmulAlgoGetHeuristic, what);
+  lib.Resolve("cublasLtMatmul", &api.Matmul, what);
   return api;  // the library stays loaded for the life of the process
 }
 

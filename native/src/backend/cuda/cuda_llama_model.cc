@@ -1,17 +1,26 @@
-// CudaLlamaModel: the Llama-family forward (llama, mistral, qwen2) on one GPU,
-// the same function as the CPU backend's LlamaModel with bf16/fp16 weights,
-// activations and KV cache, f32 accumulation, an f32 residual stream and f32 logits.
+// CudaLlamaModel: the Llama-family forward (llama, mistral, qwen2) on one GPU, or
+// on one GPU per rank with Megatron tensor parallelism over NCCL: the same function
+// as the CPU backend's LlamaModel with bf16/fp16 weights, activations and KV cache,
+// f32 accumulation, an f32 residual stream and f32 logits.
 //
 // Per step, every input the kernels need (tokens, positions, KV slots, the
 // attention work items, RoPE frequencies, logit rows, sampling rows) is packed on
 // the host into one pinned buffer and copied with one cudaMemcpyAsync; the only
-// host synchronisation is the copy back of the step's results. Rows the engine
-// samples on the device (ForwardAndSample) go through the GPU sampler
-// (sampling/gpu_sampler.h) after lm_head, and only their tokens, logprobs and
-// top-n come back; rows that need logits on the host (prompt logprobs, requests
-// the GPU sampler does not cover) come back as f32 logits.
+// host synchronisation is the copy back of the step's results. Decode steps replay
+// a CUDA graph of their batch-size bucket (decode_graphs.h), padded with rows that
+// write into a scratch KV block no sequence owns. Rows the engine samples on the
+// device (ForwardAndSample) go through the GPU sampler (sampling/gpu_sampler.h)
+// after lm_head, and only their tokens, logprobs and top-n come back; rows that need
+// logits on the host (prompt logprobs, requests the GPU sampler does not cover) come
+// back as f32 logits.
+//
+// Tensor parallelism: each rank holds its query heads (with their KV heads), its
+// share of the MLP and of the vocabulary; the embedding, the attention output and
+// the MLP output are all-reduced, and the vocab-parallel logits all-gathered, so
+// every rank samples the same tokens from the same logits.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -20,32 +29,64 @@
 #include "backend/cpu/rope.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_model_runner.h"
+#include "backend/cuda/cuda_weights.h"
+#include "backend/cuda/decode_graphs.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/elem_type.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/nccl/device_communicator.h"
+#include "backend/cuda/prefill_attention.h"
 #include "backend/cuda/sampling/gpu_sampler.h"
 #include "core/dtype.h"
 #include "engine/engine.h"
-#include "model/llama_weights.h"
 
 namespace tg {
 namespace cuda {
 namespace {
 
-struct LayerWeights {
-  DeviceBuffer input_norm, post_norm;  // f32 [hidden]
-  DeviceBuffer qkv;                    // [(q_heads + 2 kv_heads) * d, hidden]
-  DeviceBuffer qkv_bias;               // f32, empty unless attention_bias
-  DeviceBuffer o;                      // [hidden, q_heads * d]
-  DeviceBuffer gate_up;                // [2 * inter, hidden]: gate rows then up rows
-  DeviceBuffer down;                   // [hidden, inter]
-};
-
 // Sequences that can hold device penalty counts at once; a penalised sequence
 // beyond them is sampled on the host (Engine::Step). 64 slots of up to a whole
 // vocabulary of (token, count) pairs is 64 MiB at V = 128256.
 constexpr int32_t kPenaltySlots = 64;
+
+// The activations of one forward, grown to the largest step seen. Decode graphs
+// have their own set, allocated once at their largest bucket, since a graph holds
+// its buffers' addresses.
+struct Activations {
+  DeviceBuffer x, h, qkv, q, attn, proj, gate_up, act, normed, logits, shard_logits, gathered, attn_workspace;
+};
+
+// The host-side plan of one step, packed as int32 words for one copy.
+struct StepPlan {
+  std::vector<int32_t> words;
+  // Appends `v`, zero-filled to `capacity` entries when that is larger, 16-byte aligned.
+  size_t Add(const std::vector<int32_t>& v, size_t capacity = 0) {
+    size_t at = words.size();
+    words.insert(words.end(), v.begin(), v.end());
+    if (capacity > v.size()) words.resize(at + capacity, 0);
+    while (words.size() % 4) words.push_back(0);
+    return at;
+  }
+  size_t AddFloats(const std::vector<float>& v) { return AddBytes(v.data(), v.size() * sizeof(float)); }
+  // Plain structs whose size is a multiple of 4 bytes (GpuSamplingRow).
+  size_t AddBytes(const void* data, size_t bytes) {
+    std::vector<int32_t> bits(bytes / sizeof(int32_t));
+    if (bytes > 0) std::memcpy(bits.data(), data, bytes);
+    return Add(bits);
+  }
+};
+
+// Where each array of a packed step starts (in int32 words), and its sizes.
+struct StepLayout {
+  size_t tokens, positions, slot_block, slot_offset, freq_index, seq_row_start, seq_rows, seq_position,
+      seq_block_start, items, logit_rows, inv_freq, block_tables, sample_rows;
+  int64_t rows = 0, logit_row_count = 0, num_items = 0, max_keys = 0;
+  // The sequences that go to the tensor-core prefill kernel (prefill_attention.h).
+  size_t p_seq_row_start, p_seq_rows, p_seq_position, p_seq_block_start, p_block_tables, p_items;
+  int64_t p_num_items = 0;
+  int p_tile_rows = kPrefillTileRowsLarge;
+};
 
 class CudaLlamaModel : public ModelRunner {
  public:
@@ -53,7 +94,7 @@ class CudaLlamaModel : public ModelRunner {
   ~CudaLlamaModel() override;
 
   const TpSlice& slice() const override { return slice_; }
-  int64_t weight_bytes() const override { return weight_bytes_; }
+  int64_t weight_bytes() const override { return weights_.bytes; }
   int64_t kv_bytes_per_block(int64_t block_size) const override {
     return 2 * config_.num_layers * block_size * slice_.kv_heads * config_.head_dim *
            static_cast<int64_t>(ElemSize(type_));
@@ -76,9 +117,18 @@ class CudaLlamaModel : public ModelRunner {
   DeviceMemory memory_info() const override;
 
  private:
-  DeviceBuffer Upload(const std::vector<float>& host, ElemType as);
-  DeviceBuffer UploadConcat(const std::vector<const std::vector<float>*>& parts, ElemType as);
   KvLayer CacheLayer(int64_t layer) const;
+  // Packs the step's inputs. With pad_to > 0 (a decode graph's bucket) every per-row and
+  // per-sequence array is padded to pad_to entries (rows that read and write only the
+  // scratch KV block) and laid out at capacity max_bucket, so the offsets are the same
+  // for every bucket and step.
+  StepLayout Pack(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                  const std::vector<DeviceSample>& samples, int32_t pad_to, StepPlan* plan) const;
+  // Enqueues the forward from the packed inputs at `in` to a.logits ([logit rows, vocab] f32).
+  void EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a);
+  void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, size_t workspace_bytes);
+  int GraphSplits(int32_t bucket) const;
+  int64_t GraphMaxKeys() const;
 
   ModelConfig config_;
   TpSlice slice_;
@@ -87,25 +137,31 @@ class CudaLlamaModel : public ModelRunner {
   cudaStream_t stream_ = nullptr;
   int sm_count_ = 0;
   std::unique_ptr<Gemm> gemm_;
-  int64_t weight_bytes_ = 0;
-
-  DeviceBuffer embed_, final_norm_, lm_head_;  // lm_head_ empty when tied to embed_
-  std::vector<LayerWeights> layers_;
+  std::unique_ptr<DeviceCommunicator> comm_;  // null without tensor parallelism
+  CudaWeights weights_;
   std::vector<float> inv_freq_;  // for RoPE that doesn't depend on length
+  bool dynamic_rope_ = false;
+  bool prefill_kernel_ = false;  // long prefill rows to the tensor-core kernel
 
   DeviceBuffer kv_;
-  int64_t num_blocks_ = 0, block_size_ = 0;
+  int64_t num_blocks_ = 0, block_size_ = 0;  // kv_ holds one more block: the padding rows' scratch
   std::unique_ptr<GpuPenaltyState> penalties_;  // sized with the KV cache
 
-  // Per-step buffers, grown as needed.
+  // Per-step buffers.
   PinnedBuffer host_in_, host_logits_, host_sampled_;
   DeviceBuffer sampled_;  // the sampler's outputs, one block copied back
-  DeviceBuffer dev_in_, x_, h_, qkv_, q_, attn_, proj_, gate_up_, act_, normed_, logits_, attn_workspace_;
+  DeviceBuffer dev_in_;   // eager steps' inputs
+  Activations eager_;
+  DecodeGraphs graphs_;
+  DeviceBuffer graph_in_;  // decode graphs' inputs (fixed address)
+  Activations graph_act_;
 };
 
 CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
-    : config_(o.config), slice_(MakeTpSlice(o.config, 0, 1)), type_(ParseComputeDtype(o.dtype)) {
-  if (o.world_size != 1) throw std::runtime_error("device cuda does not support tensor parallelism yet");
+    : config_(o.config),
+      slice_(MakeTpSlice(o.config, o.rank, o.world_size)),
+      type_(ParseComputeDtype(o.dtype)),
+      graphs_(o.cuda_graphs.value_or(DefaultGraphBuckets())) {
   if (config_.head_dim % 8 != 0 || config_.head_dim > 256) {
     throw std::runtime_error("device cuda supports head_dim multiples of 8 up to 256, this model has " +
                              std::to_string(config_.head_dim));
@@ -113,62 +169,45 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
   TG_CUDA_CHECK(cudaSetDevice(device_));
   TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
+  if (o.world_size > 1) {
+    if (o.nccl_id.empty()) throw std::runtime_error("device cuda with world size > 1 needs the NCCL unique id");
+    comm_ = MakeNcclCommunicator(o.nccl_id, o.rank, o.world_size, device_);
+  }
   gemm_ = std::make_unique<Gemm>();
+  dynamic_rope_ = cpu::RopeDependsOnLength(config_.rope);
+  // TEXT_GEN_PREFILL_ATTENTION=0 keeps every row on the paged kernel (for A/B timings).
+  const char* prefill_env = std::getenv("TEXT_GEN_PREFILL_ATTENTION");
+  prefill_kernel_ = PrefillAttentionSupports(config_.head_dim) && !(prefill_env && std::string(prefill_env) == "0");
   inv_freq_ = cpu::RopeInvFreq(config_.rope, config_.head_dim, config_.max_position_embeddings,
                                config_.max_position_embeddings);
-
-  // Host f32 weights, converted and uploaded layer by layer.
-  LlamaWeights w = LoadLlamaWeights(o.model_dir, config_, slice_);
-  embed_ = Upload(w.embed, type_);
-  if (!w.lm_head.empty()) lm_head_ = Upload(w.lm_head, type_);
-  final_norm_ = Upload(w.final_norm, ElemType::kF32);
-  for (auto& L : w.layers) {
-    LayerWeights d;
-    d.input_norm = Upload(L.input_norm, ElemType::kF32);
-    d.post_norm = Upload(L.post_norm, ElemType::kF32);
-    d.qkv = UploadConcat({&L.q, &L.k, &L.v}, type_);
-    if (config_.attention_bias) d.qkv_bias = UploadConcat({&L.q_bias, &L.k_bias, &L.v_bias}, ElemType::kF32);
-    d.o = Upload(L.o, type_);
-    d.gate_up = UploadConcat({&L.gate, &L.up}, type_);
-    d.down = Upload(L.down, type_);
-    layers_.push_back(std::move(d));
-    L = LlamaLayerWeights{};  // free the host copy as we go
+  weights_ = UploadLlamaWeights(o.model_dir, config_, slice_, type_);
+  // The decode graphs' activations now, so that the memory measured after the
+  // warm-up (which sizes the KV cache) already counts them.
+  if (graphs_.max_bucket() > 0 && !dynamic_rope_) {
+    size_t workspace = 0;
+    const int64_t items_per_seq = (slice_.q_heads / slice_.kv_heads + kAttentionItemQueries - 1) / kAttentionItemQueries;
+    for (int32_t b : graphs_.buckets()) {
+      workspace = std::max(workspace, AttentionWorkspaceBytes(b * items_per_seq, slice_.kv_heads, config_.head_dim,
+                                                              GraphSplits(b)));
+    }
+    ReserveActivations(graph_act_, graphs_.max_bucket(), graphs_.max_bucket(), workspace);
   }
   TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 CudaLlamaModel::~CudaLlamaModel() {
+  graphs_.Clear();
   if (stream_) cudaStreamDestroy(stream_);
 }
-
-DeviceBuffer CudaLlamaModel::UploadConcat(const std::vector<const std::vector<float>*>& parts, ElemType as) {
-  size_t count = 0;
-  for (auto* p : parts) count += p->size();
-  DeviceBuffer buf(count * ElemSize(as));
-  size_t at = 0;
-  for (auto* p : parts) {
-    if (as == ElemType::kF32) {
-      TG_CUDA_CHECK(cudaMemcpy(buf.as<char>() + at * 4, p->data(), p->size() * 4, cudaMemcpyHostToDevice));
-    } else {
-      std::vector<uint16_t> half(p->size());
-      for (size_t i = 0; i < p->size(); ++i) half[i] = as == ElemType::kBF16 ? F32ToBf16((*p)[i]) : F32ToF16((*p)[i]);
-      TG_CUDA_CHECK(cudaMemcpy(buf.as<char>() + at * 2, half.data(), half.size() * 2, cudaMemcpyHostToDevice));
-    }
-    at += p->size();
-  }
-  weight_bytes_ += static_cast<int64_t>(buf.bytes());
-  return buf;
-}
-
-DeviceBuffer CudaLlamaModel::Upload(const std::vector<float>& host, ElemType as) { return UploadConcat({&host}, as); }
 
 void CudaLlamaModel::AllocateKvCache(int64_t num_blocks, int64_t block_size) {
   TG_CUDA_CHECK(cudaSetDevice(device_));  // steps come from the addon's worker threads
   if (num_blocks < 1) throw std::runtime_error("KV cache needs at least 1 block, got " + std::to_string(num_blocks));
+  graphs_.Clear();  // they hold the old cache's address
   kv_ = DeviceBuffer();
   num_blocks_ = 0;
   penalties_.reset();
-  kv_.Resize(static_cast<size_t>(num_blocks * kv_bytes_per_block(block_size)));
+  kv_.Resize(static_cast<size_t>((num_blocks + 1) * kv_bytes_per_block(block_size)));
   num_blocks_ = num_blocks;
   block_size_ = block_size;
   // A sequence has at most as many distinct tokens as the cache holds tokens, and
@@ -185,30 +224,206 @@ DeviceMemory CudaLlamaModel::memory_info() const {
 }
 
 KvLayer CudaLlamaModel::CacheLayer(int64_t layer) const {
-  // [layer][k|v][block][kv head][slot][head dim]
-  const int64_t half_bytes = num_blocks_ * block_size_ * slice_.kv_heads * config_.head_dim *
+  // [layer][k|v][block][kv head][slot][head dim], num_blocks_ + 1 blocks (the last one scratch)
+  const int64_t half_bytes = (num_blocks_ + 1) * block_size_ * slice_.kv_heads * config_.head_dim *
                              static_cast<int64_t>(ElemSize(type_));
   char* base = kv_.as<char>() + 2 * layer * half_bytes;
   return KvLayer{base, base + half_bytes, block_size_};
 }
 
-// The host-side plan of one step, packed as int32 words for one copy.
-struct StepPlan {
-  std::vector<int32_t> words;
-  size_t Add(const std::vector<int32_t>& v) {
-    size_t at = words.size();
-    words.insert(words.end(), v.begin(), v.end());
-    while (words.size() % 4) words.push_back(0);  // keep every array 16-byte aligned
-    return at;
+int64_t CudaLlamaModel::GraphMaxKeys() const {
+  int64_t keys = config_.max_position_embeddings;
+  if (num_blocks_ > 0) keys = std::min(keys, num_blocks_ * block_size_);
+  return std::max<int64_t>(keys, 1);
+}
+
+// Graphs fix the split-KV factor at capture, so it is chosen for the longest context
+// the cache can hold; shorter sequences leave some splits empty (cheap CTAs).
+int CudaLlamaModel::GraphSplits(int32_t bucket) const {
+  const int64_t items_per_seq = (slice_.q_heads / slice_.kv_heads + kAttentionItemQueries - 1) / kAttentionItemQueries;
+  return AttentionSplits(bucket * items_per_seq, slice_.kv_heads, GraphMaxKeys(), sm_count_);
+}
+
+void CudaLlamaModel::ReserveActivations(Activations& a, int64_t t, int64_t r, size_t workspace_bytes) {
+  const ModelConfig& c = config_;
+  const size_t es = ElemSize(type_);
+  const int64_t hidden = c.hidden_size, d = c.head_dim, qh = slice_.q_heads, kvh = slice_.kv_heads;
+  const int64_t rr = std::max<int64_t>(r, 1);
+  a.x.Reserve(t * hidden * 4);
+  a.h.Reserve(t * hidden * es);
+  a.qkv.Reserve(t * (qh + 2 * kvh) * d * es);
+  a.q.Reserve(t * qh * d * es);
+  a.attn.Reserve(t * qh * d * es);
+  a.proj.Reserve(t * hidden * es);
+  a.gate_up.Reserve(t * 2 * slice_.inter_size * es);
+  a.act.Reserve(t * slice_.inter_size * es);
+  a.normed.Reserve(rr * hidden * es);
+  a.logits.Reserve(rr * c.vocab_size * 4);
+  if (comm_) {
+    a.shard_logits.Reserve(rr * slice_.vocab_size * 4);
+    a.gathered.Reserve(rr * slice_.vocab_size * slice_.world_size * 4);
   }
-  size_t AddFloats(const std::vector<float>& v) { return AddBytes(v.data(), v.size() * sizeof(float)); }
-  // Plain structs whose size is a multiple of 4 bytes (GpuSamplingRow).
-  size_t AddBytes(const void* data, size_t bytes) {
-    std::vector<int32_t> bits(bytes / sizeof(int32_t));
-    if (bytes > 0) std::memcpy(bits.data(), data, bytes);
-    return Add(bits);
+  a.attn_workspace.Reserve(workspace_bytes);
+}
+
+StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                                const std::vector<DeviceSample>& samples, int32_t pad_to, StepPlan* plan) const {
+  const ModelConfig& c = config_;
+  const int64_t d = c.head_dim, group = slice_.q_heads / slice_.kv_heads, bs = block_size_;
+  const int32_t scratch = static_cast<int32_t>(num_blocks_);
+  std::vector<int32_t> tokens, positions, slot_block, slot_offset, freq_index;
+  HostAttentionBatch attention;
+  std::vector<float> inv_freq = dynamic_rope_ ? std::vector<float>() : inv_freq_;
+  StepLayout L;
+  auto to_prefill_kernel = [&](const ForwardSequence& q) { return prefill_kernel_ && q.count >= kPrefillMinRows; };
+  int64_t prefill_rows = 0;
+  for (const ForwardSequence& q : seqs) prefill_rows += to_prefill_kernel(q) ? q.count : 0;
+  HostPrefillBatch prefill(PrefillTileRows(prefill_rows, slice_.q_heads, sm_count_));
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const ForwardSequence& q = seqs[s];
+    if (to_prefill_kernel(q)) {
+      prefill.Add(attention.rows, q.position, q.count, q.blocks, bs);
+      attention.rows += q.count;  // rows the paged kernel skips
+    } else {
+      L.max_keys = std::max(L.max_keys, q.position + q.count);
+      attention.Add(q.position, q.count, q.blocks, bs, group);
+    }
+    if (dynamic_rope_) {
+      auto f = cpu::RopeInvFreq(c.rope, d, c.max_position_embeddings, q.position + q.count);
+      inv_freq.insert(inv_freq.end(), f.begin(), f.end());
+    }
+    for (int64_t i = 0; i < q.count; ++i) {
+      const int64_t pos = q.position + i;
+      tokens.push_back(q.tokens[i]);
+      positions.push_back(static_cast<int32_t>(pos));
+      slot_block.push_back(q.blocks[pos / bs]);
+      slot_offset.push_back(static_cast<int32_t>(pos % bs));
+      freq_index.push_back(dynamic_rope_ ? static_cast<int32_t>(s) : 0);
+    }
   }
-};
+  std::vector<int32_t> rows32(logit_rows.begin(), logit_rows.end());
+  size_t capacity = 0, item_capacity = 0;
+  if (pad_to > 0) {
+    // Padding sequences: one row at position 0 whose K/V go to the scratch block.
+    for (int64_t s = static_cast<int64_t>(seqs.size()); s < pad_to; ++s) {
+      attention.Add(0, 1, &scratch, bs, group);
+      rows32.push_back(static_cast<int32_t>(tokens.size()));
+      tokens.push_back(0);
+      positions.push_back(0);
+      slot_block.push_back(scratch);
+      slot_offset.push_back(0);
+      freq_index.push_back(0);
+    }
+    capacity = static_cast<size_t>(graphs_.max_bucket());
+    item_capacity = capacity * static_cast<size_t>((group + kAttentionItemQueries - 1) / kAttentionItemQueries) * 2;
+  }
+  std::vector<GpuSamplingRow> sample_rows;
+  for (const DeviceSample& ds : samples) {
+    sample_rows.push_back(MakeGpuSamplingRow(ds.params, ds.generated_index, ds.top_n, ds.penalty_slot,
+                                             /*observe=*/ds.penalty_slot >= 0));
+  }
+  static_assert(sizeof(GpuSamplingRow) % sizeof(int32_t) == 0, "sampling rows travel as int32 words");
+  L.tokens = plan->Add(tokens, capacity);
+  L.positions = plan->Add(positions, capacity);
+  L.slot_block = plan->Add(slot_block, capacity);
+  L.slot_offset = plan->Add(slot_offset, capacity);
+  L.freq_index = plan->Add(freq_index, capacity);
+  L.seq_row_start = plan->Add(attention.seq_row_start, capacity);
+  L.seq_rows = plan->Add(attention.seq_rows, capacity);
+  L.seq_position = plan->Add(attention.seq_position, capacity);
+  L.seq_block_start = plan->Add(attention.seq_block_start, capacity);
+  L.items = plan->Add(attention.items, item_capacity);
+  L.logit_rows = plan->Add(rows32, capacity);
+  L.inv_freq = plan->AddFloats(inv_freq);
+  // Variable-length parts last: a graph reads them through the fixed arrays above.
+  L.block_tables = plan->Add(attention.block_tables);
+  L.sample_rows = plan->AddBytes(sample_rows.data(), sample_rows.size() * sizeof(GpuSamplingRow));
+  L.p_seq_row_start = plan->Add(prefill.seq_row_start);
+  L.p_seq_rows = plan->Add(prefill.seq_rows);
+  L.p_seq_position = plan->Add(prefill.seq_position);
+  L.p_seq_block_start = plan->Add(prefill.seq_block_start);
+  L.p_block_tables = plan->Add(prefill.block_tables);
+  L.p_items = plan->Add(prefill.items);
+  L.p_num_items = prefill.num_items();
+  L.p_tile_rows = prefill.tile_rows;
+  L.rows = static_cast<int64_t>(tokens.size());
+  L.logit_row_count = static_cast<int64_t>(rows32.size());
+  L.num_items = attention.num_items();
+  return L;
+}
+
+void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a) {
+  const ModelConfig& c = config_;
+  const int64_t hidden = c.hidden_size, d = c.head_dim, qh = slice_.q_heads, kvh = slice_.kv_heads;
+  const int64_t inter = slice_.inter_size, t = L.rows, r = L.logit_row_count;
+  const int64_t qkv_width = (qh + 2 * kvh) * d;
+  auto at = [&](size_t offset) { return in + offset; };
+  AttentionBatch batch;
+  batch.seq_row_start = at(L.seq_row_start);
+  batch.seq_rows = at(L.seq_rows);
+  batch.seq_position = at(L.seq_position);
+  batch.seq_block_start = at(L.seq_block_start);
+  batch.block_tables = at(L.block_tables);
+  batch.items = at(L.items);
+  batch.num_items = L.num_items;
+  PrefillBatch prefill;
+  prefill.seq_row_start = at(L.p_seq_row_start);
+  prefill.seq_rows = at(L.p_seq_rows);
+  prefill.seq_position = at(L.p_seq_position);
+  prefill.seq_block_start = at(L.p_seq_block_start);
+  prefill.block_tables = at(L.p_block_tables);
+  prefill.items = at(L.p_items);
+  prefill.num_items = L.p_num_items;
+  prefill.tile_rows = L.p_tile_rows;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float* inv_freq = reinterpret_cast<const float*>(at(L.inv_freq));
+  auto all_reduce = [&](void* data, size_t count, ElemType type) {
+    if (comm_) comm_->AllReduceSum(data, count, type, stream_);
+  };
+
+  LaunchEmbedding(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t, hidden,
+                  a.x.as<float>());
+  all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
+    // The previous layer's MLP output joins the residual here (none before layer 0).
+    LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>(),
+                     nullptr, t, hidden, eps, true, a.h.get());
+    gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
+    LaunchRopeKvWrite(stream_, type_, a.qkv.get(), W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr,
+                      at(L.positions), inv_freq, dynamic_rope_ ? at(L.freq_index) : nullptr, at(L.slot_block),
+                      at(L.slot_offset), t, qh, kvh, d, a.q.get(), CacheLayer(l));
+    LaunchPagedAttention(stream_, type_, a.q.get(), CacheLayer(l), batch, qh, kvh, d, c.sliding_window, scale, splits,
+                         a.attn_workspace.as<float>(), a.attn.get());
+    if (prefill.num_items > 0) {
+      LaunchPrefillAttention(stream_, type_, a.q.get(), CacheLayer(l), prefill, qh, kvh, d, c.sliding_window, scale,
+                             a.attn.get());
+    }
+    gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
+    all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
+    LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), a.proj.get(), W.post_norm.as<float>(), nullptr, t, hidden, eps,
+                     true, a.h.get());
+    gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
+    LaunchSiluMul(stream_, type_, a.gate_up.get(), t, inter, a.act.get());
+    gemm_->Run(stream_, a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_, type_);
+    all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
+  }
+  if (r == 0) return;
+  // Only the rows that need logits: the last residual add and the final norm, gathered.
+  LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), a.proj.get(), weights_.final_norm.as<float>(), at(L.logit_rows), r,
+                   hidden, eps, false, a.normed.get());
+  if (!comm_) {
+    gemm_->Run(stream_, a.normed.get(), weights_.head(), a.logits.get(), r, c.vocab_size, hidden, type_, ElemType::kF32);
+    return;
+  }
+  gemm_->Run(stream_, a.normed.get(), weights_.head(), a.shard_logits.get(), r, slice_.vocab_size, hidden, type_,
+             ElemType::kF32);
+  comm_->AllGather(a.shard_logits.get(), static_cast<size_t>(r * slice_.vocab_size), ElemType::kF32,
+                   a.gathered.get(), stream_);
+  LaunchGatherVocabShards(stream_, a.gathered.as<float>(), slice_.world_size, r, slice_.vocab_size, c.vocab_size,
+                          a.logits.as<float>());
+}
 
 void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
                                       int64_t host_rows, const std::vector<DeviceSample>& samples,
@@ -221,130 +436,60 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
   sampled->clear();
   if (seqs.empty()) return;
   TG_CUDA_CHECK(cudaSetDevice(device_));  // steps come from the addon's worker threads
-  const ModelConfig& c = config_;
-  const int64_t hidden = c.hidden_size, d = c.head_dim, qh = slice_.q_heads, kvh = slice_.kv_heads;
-  const int64_t inter = slice_.inter_size, vocab = c.vocab_size, group = qh / kvh, bs = block_size_;
-  const int64_t qkv_width = (qh + 2 * kvh) * d;
-  const bool dynamic_rope = cpu::RopeDependsOnLength(c.rope);
+  const int64_t vocab = config_.vocab_size;
 
-  // Rows, KV slots and attention work items.
-  std::vector<int32_t> tokens, positions, slot_block, slot_offset, freq_index;
-  HostAttentionBatch attention;
-  std::vector<float> inv_freq = dynamic_rope ? std::vector<float>() : inv_freq_;
-  int64_t max_keys = 0;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const ForwardSequence& q = seqs[s];
-    max_keys = std::max(max_keys, q.position + q.count);
-    attention.Add(q.position, q.count, q.blocks, bs, group);
-    if (dynamic_rope) {
-      auto f = cpu::RopeInvFreq(c.rope, d, c.max_position_embeddings, q.position + q.count);
-      inv_freq.insert(inv_freq.end(), f.begin(), f.end());
-    }
-    for (int64_t i = 0; i < q.count; ++i) {
-      const int64_t pos = q.position + i;
-      tokens.push_back(q.tokens[i]);
-      positions.push_back(static_cast<int32_t>(pos));
-      slot_block.push_back(q.blocks[pos / bs]);
-      slot_offset.push_back(static_cast<int32_t>(pos % bs));
-      freq_index.push_back(dynamic_rope ? static_cast<int32_t>(s) : 0);
-    }
-  }
-  const int64_t t = static_cast<int64_t>(tokens.size());
-  const int64_t r = static_cast<int64_t>(logit_rows.size());
-  std::vector<int32_t> rows32(logit_rows.begin(), logit_rows.end());
-  static_assert(sizeof(GpuSamplingRow) % sizeof(int32_t) == 0, "sampling rows travel as int32 words");
-  const int32_t ns = static_cast<int32_t>(samples.size());
-  std::vector<GpuSamplingRow> sample_rows;
-  int32_t top_stride = 0;
-  for (const DeviceSample& d : samples) {
-    sample_rows.push_back(MakeGpuSamplingRow(d.params, d.generated_index, d.top_n, d.penalty_slot,
-                                             /*observe=*/d.penalty_slot >= 0));
-    top_stride = std::max(top_stride, d.top_n);
-  }
+  // A decode step (one new token per sequence, each with logits) runs in a graph.
+  const bool decode = std::all_of(seqs.begin(), seqs.end(), [](const ForwardSequence& q) { return q.count == 1; }) &&
+                      logit_rows.size() == seqs.size();
+  const int32_t bucket = decode && !dynamic_rope_ ? graphs_.BucketFor(static_cast<int64_t>(seqs.size())) : 0;
 
   StepPlan plan;
-  const size_t o_tokens = plan.Add(tokens), o_pos = plan.Add(positions), o_sb = plan.Add(slot_block),
-               o_so = plan.Add(slot_offset), o_fi = plan.Add(freq_index), o_rs = plan.Add(attention.seq_row_start),
-               o_rn = plan.Add(attention.seq_rows), o_sp = plan.Add(attention.seq_position),
-               o_bs = plan.Add(attention.seq_block_start), o_bt = plan.Add(attention.block_tables),
-               o_it = plan.Add(attention.items), o_lr = plan.Add(rows32),
-               o_if = plan.AddFloats(inv_freq),
-               o_sr = plan.AddBytes(sample_rows.data(), sample_rows.size() * sizeof(GpuSamplingRow));
+  const StepLayout L = Pack(seqs, logit_rows, samples, bucket, &plan);
   const size_t in_bytes = plan.words.size() * sizeof(int32_t);
   host_in_.Reserve(in_bytes);
   std::memcpy(host_in_.as<char>(), plan.words.data(), in_bytes);
-  dev_in_.Reserve(in_bytes);
-  TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
-  const int32_t* in = dev_in_.as<int32_t>();
-  auto at = [&](size_t offset) { return in + offset; };
-
-  // Activations, grown to this step's size.
-  const size_t es = ElemSize(type_);
-  x_.Reserve(t * hidden * 4);
-  h_.Reserve(t * hidden * es);
-  qkv_.Reserve(t * qkv_width * es);
-  q_.Reserve(t * qh * d * es);
-  attn_.Reserve(t * qh * d * es);
-  proj_.Reserve(t * hidden * es);
-  gate_up_.Reserve(t * 2 * inter * es);
-  act_.Reserve(t * inter * es);
-  normed_.Reserve(std::max<int64_t>(r, 1) * hidden * es);
-  logits_.Reserve(std::max<int64_t>(r, 1) * vocab * 4);
-
-  AttentionBatch batch;
-  batch.seq_row_start = at(o_rs);
-  batch.seq_rows = at(o_rn);
-  batch.seq_position = at(o_sp);
-  batch.seq_block_start = at(o_bs);
-  batch.block_tables = at(o_bt);
-  batch.items = at(o_it);
-  batch.num_items = attention.num_items();
-  const int splits = AttentionSplits(batch.num_items, kvh, max_keys, sm_count_);
-  attn_workspace_.Reserve(AttentionWorkspaceBytes(batch.num_items, kvh, d, splits));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const float* inv_freq_dev = reinterpret_cast<const float*>(at(o_if));
-
-  LaunchEmbedding(stream_, type_, embed_.get(), at(o_tokens), t, hidden, x_.as<float>());
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& L = layers_[static_cast<size_t>(l)];
-    // The previous layer's MLP output joins the residual here (none before layer 0).
-    LaunchAddRmsNorm(stream_, type_, x_.as<float>(), l == 0 ? nullptr : proj_.get(), L.input_norm.as<float>(),
-                     nullptr, t, hidden, eps, true, h_.get());
-    gemm_->Run(stream_, h_.get(), L.qkv.get(), qkv_.get(), t, qkv_width, hidden, type_, type_);
-    LaunchRopeKvWrite(stream_, type_, qkv_.get(), L.qkv_bias.bytes() ? L.qkv_bias.as<float>() : nullptr, at(o_pos),
-                      inv_freq_dev, dynamic_rope ? at(o_fi) : nullptr, at(o_sb), at(o_so), t, qh, kvh, d, q_.get(),
-                      CacheLayer(l));
-    LaunchPagedAttention(stream_, type_, q_.get(), CacheLayer(l), batch, qh, kvh, d, c.sliding_window, scale, splits,
-                         attn_workspace_.as<float>(), attn_.get());
-    gemm_->Run(stream_, attn_.get(), L.o.get(), proj_.get(), t, hidden, qh * d, type_, type_);
-    LaunchAddRmsNorm(stream_, type_, x_.as<float>(), proj_.get(), L.post_norm.as<float>(), nullptr, t, hidden, eps,
-                     true, h_.get());
-    gemm_->Run(stream_, h_.get(), L.gate_up.get(), gate_up_.get(), t, 2 * inter, hidden, type_, type_);
-    LaunchSiluMul(stream_, type_, gate_up_.get(), t, inter, act_.get());
-    gemm_->Run(stream_, act_.get(), L.down.get(), proj_.get(), t, hidden, inter, type_, type_);
+  Activations* act = &eager_;
+  if (bucket > 0) {
+    if (graph_in_.bytes() < in_bytes) {
+      // Room for the largest bucket's block tables at the longest context, so that the
+      // buffer (whose address the graphs hold) rarely has to move.
+      const size_t tables = static_cast<size_t>(graphs_.max_bucket()) *
+                            static_cast<size_t>((GraphMaxKeys() + block_size_ - 1) / block_size_ + 1);
+      const size_t want = in_bytes + tables * sizeof(int32_t) + graphs_.max_bucket() * sizeof(GpuSamplingRow);
+      graphs_.Clear();
+      graph_in_.Resize(std::max(want, graph_in_.bytes() * 2));
+    }
+    TG_CUDA_CHECK(cudaMemcpyAsync(graph_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
+    act = &graph_act_;
+    const int32_t* in = graph_in_.as<int32_t>();
+    graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_); });
+  } else {
+    dev_in_.Reserve(in_bytes);
+    TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
+    const int splits = AttentionSplits(L.num_items, slice_.kv_heads, L.max_keys, sm_count_);
+    ReserveActivations(eager_, L.rows, L.logit_row_count,
+                       AttentionWorkspaceBytes(L.num_items, slice_.kv_heads, config_.head_dim, splits));
+    EnqueueForward(dev_in_.as<int32_t>(), L, splits, eager_);
   }
+  const int32_t* in = bucket > 0 ? graph_in_.as<int32_t>() : dev_in_.as<int32_t>();
+
   logits->assign(static_cast<size_t>(host_rows * vocab), 0.0f);
+  const int32_t ns = static_cast<int32_t>(samples.size());
+  int32_t top_stride = 0;
+  for (const DeviceSample& ds : samples) top_stride = std::max(top_stride, ds.top_n);
   // Sampler outputs: tokens, logprobs, then top ids and top logprobs ([ns][top_stride]).
   const size_t sampled_words = static_cast<size_t>(ns) * (2 + 2 * static_cast<size_t>(top_stride));
   std::vector<std::vector<int2>> counts;  // pageable: cudaMemcpyAsync has read them when it returns
-  if (r > 0) {
-    // Only the rows that need logits: the last residual add and the final norm, gathered.
-    LaunchAddRmsNorm(stream_, type_, x_.as<float>(), proj_.get(), final_norm_.as<float>(), at(o_lr), r, hidden, eps,
-                     false, normed_.get());
-    const void* head = lm_head_.bytes() ? lm_head_.get() : embed_.get();
-    gemm_->Run(stream_, normed_.get(), head, logits_.get(), r, vocab, hidden, type_, ElemType::kF32);
-    if (host_rows > 0) {
-      host_logits_.Reserve(host_rows * vocab * 4);
-      TG_CUDA_CHECK(cudaMemcpyAsync(host_logits_.as<float>(), logits_.get(), host_rows * vocab * 4,
-                                    cudaMemcpyDeviceToHost, stream_));
-    }
+  if (host_rows > 0) {
+    host_logits_.Reserve(host_rows * vocab * 4);
+    TG_CUDA_CHECK(cudaMemcpyAsync(host_logits_.as<float>(), act->logits.get(), host_rows * vocab * 4,
+                                  cudaMemcpyDeviceToHost, stream_));
   }
   if (ns > 0) {
-    for (const DeviceSample& d : samples) {
-      if (d.penalty_slot < 0 || d.reset_counts == nullptr) continue;
-      counts.push_back(CountTokens(d.reset_counts->data(), static_cast<int64_t>(d.reset_counts->size())));
-      penalties_->SetCounts(d.penalty_slot, counts.back().data(), static_cast<int32_t>(counts.back().size()), stream_);
+    for (const DeviceSample& ds : samples) {
+      if (ds.penalty_slot < 0 || ds.reset_counts == nullptr) continue;
+      counts.push_back(CountTokens(ds.reset_counts->data(), static_cast<int64_t>(ds.reset_counts->size())));
+      penalties_->SetCounts(ds.penalty_slot, counts.back().data(), static_cast<int32_t>(counts.back().size()), stream_);
     }
     sampled_.Reserve(sampled_words * 4);
     GpuSamplingOutputs out;
@@ -356,8 +501,8 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
       out.top_logprobs = reinterpret_cast<float*>(out.top_ids + static_cast<size_t>(ns) * top_stride);
     }
     // After the host rows' copy on the same stream: the sampler changes its rows in place.
-    LaunchGpuSampling(stream_, logits_.as<float>() + host_rows * vocab, ns, static_cast<int32_t>(vocab),
-                      reinterpret_cast<const GpuSamplingRow*>(at(o_sr)), penalties_->view(), out);
+    LaunchGpuSampling(stream_, act->logits.as<float>() + host_rows * vocab, ns, static_cast<int32_t>(vocab),
+                      reinterpret_cast<const GpuSamplingRow*>(in + L.sample_rows), penalties_->view(), out);
     host_sampled_.Reserve(sampled_words * 4);
     TG_CUDA_CHECK(cudaMemcpyAsync(host_sampled_.as<int32_t>(), sampled_.get(), sampled_words * 4,
                                   cudaMemcpyDeviceToHost, stream_));

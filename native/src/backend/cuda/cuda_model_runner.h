@@ -7,8 +7,9 @@
 
 namespace tg {
 
-// Loads the weights onto the current CUDA device in options.dtype (bfloat16 or
-// float16). Needs world_size 1. Throws std::runtime_error with a message for the user.
+// Loads this rank's weights onto the process's first visible CUDA device in
+// options.dtype (bfloat16 or float16); with world_size > 1 joins the ranks' NCCL
+// group through options.nccl_id. Throws std::runtime_error with a message for the user.
 std::unique_ptr<ModelRunner> MakeCudaModelRunner(const EngineOptions& options);
 
 }  // namespace tg

@@ -1,4 +1,6 @@
 // The embedding gather: one CTA per token row, widened to the f32 residual stream.
+// With tensor parallelism each rank holds a range of the vocabulary's rows and
+// writes zeros for tokens outside it; the all-reduce that follows sums the ranks.
 #include <stdexcept>
 
 #include "backend/cuda/cuda_check.h"
@@ -10,24 +12,32 @@ namespace cuda {
 namespace {
 
 template <typename T>
-__global__ void EmbeddingKernel(const T* table, const int32_t* tokens, int64_t hidden, float* x) {
+__global__ void EmbeddingKernel(const T* table, const int32_t* tokens, int64_t vocab_begin, int64_t vocab_rows,
+                                int64_t hidden, float* x) {
   const int64_t r = blockIdx.x;
-  const T* src = table + static_cast<int64_t>(tokens[r]) * hidden;
+  const int64_t row = static_cast<int64_t>(tokens[r]) - vocab_begin;
   float* dst = x + r * hidden;
+  if (row < 0 || row >= vocab_rows) {
+    for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = 0.0f;
+    return;
+  }
+  const T* src = table + row * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = ToFloat(src[i]);
 }
 
 template <typename T>
-void Launch(cudaStream_t stream, const void* table, const int32_t* tokens, int64_t rows, int64_t hidden, float* x) {
-  EmbeddingKernel<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(static_cast<const T*>(table), tokens, hidden, x);
+void Launch(cudaStream_t stream, const void* table, const int32_t* tokens, int64_t vocab_begin, int64_t vocab_rows,
+            int64_t rows, int64_t hidden, float* x) {
+  EmbeddingKernel<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(static_cast<const T*>(table), tokens,
+                                                                       vocab_begin, vocab_rows, hidden, x);
 }
 
 }  // namespace
 
-void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, const int32_t* tokens, int64_t rows,
-                     int64_t hidden, float* x) {
+void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, int64_t vocab_begin, int64_t vocab_rows,
+                     const int32_t* tokens, int64_t rows, int64_t hidden, float* x) {
   if (rows <= 0) return;
-  TG_DISPATCH_HALF(type, Launch, stream, table, tokens, rows, hidden, x);
+  TG_DISPATCH_HALF(type, Launch, stream, table, tokens, vocab_begin, vocab_rows, rows, hidden, x);
   TG_CUDA_CHECK_LAUNCH("embedding");
 }
 

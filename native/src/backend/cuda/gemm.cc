@@ -3,11 +3,16 @@
 // the "TN" GEMM with M = n, N = m, K = k.
 #include "backend/cuda/gemm.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
-#include <string>
+#include "backend/cuda/gemv.h"
 
 namespace tg {
 namespace cuda {
@@ -16,6 +21,8 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
 constexpr int kTuneCandidates = 8;              // heuristic results timed per bucket
+constexpr int kDecideReps = 10;                 // launches per timing of GEMV vs cuBLASLt
+constexpr size_t kMaxScratchWeights = 16;       // Prepare's copies of a W that fits in L2
 
 cudaDataType_t DataType(ElemType t) {
   switch (t) {
@@ -32,6 +39,50 @@ int64_t Bucket(int64_t m) {
   while (b < m && b < 8192) b <<= 1;
   return b < m ? ((m + 8191) / 8192) * 8192 : b;
 }
+
+// Whether work enqueued on `stream` now would be captured into a CUDA graph (where
+// allocating, synchronising and event timing are not allowed).
+bool IsCapturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaError_t err = cudaStreamIsCapturing(stream, &status);
+  if (err == cudaErrorStreamCaptureImplicit) {  // the legacy stream while another stream captures
+    cudaGetLastError();
+    return true;
+  }
+  Check(err, "cudaStreamIsCapturing");
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Milliseconds that the work one call enqueues on a stream takes, measured with events.
+class Stopwatch {
+ public:
+  Stopwatch() {
+    TG_CUDA_CHECK(cudaEventCreate(&start_));
+    const cudaError_t err = cudaEventCreate(&stop_);
+    if (err != cudaSuccess) cudaEventDestroy(start_);
+    Check(err, "cudaEventCreate");
+  }
+  ~Stopwatch() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  Stopwatch(const Stopwatch&) = delete;
+  Stopwatch& operator=(const Stopwatch&) = delete;
+
+  template <typename Fn>
+  float Time(cudaStream_t stream, Fn&& enqueue) {
+    TG_CUDA_CHECK(cudaEventRecord(start_, stream));
+    enqueue();
+    TG_CUDA_CHECK(cudaEventRecord(stop_, stream));
+    TG_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0.0f;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms;
+  }
+
+ private:
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
 
 }  // namespace
 
@@ -52,6 +103,13 @@ struct Gemm::Plan {
 Gemm::Gemm() : api_(lt::LoadApi()) {
   lt::Check(api_.Create(&handle_), "create");
   workspace_.Resize(kWorkspaceBytes);
+  const char* mode = std::getenv("TEXT_GEN_GEMV");
+  if (mode != nullptr && std::strcmp(mode, "0") == 0) gemv_mode_ = GemvMode::kOff;
+  if (mode != nullptr && std::strcmp(mode, "1") == 0) gemv_mode_ = GemvMode::kOn;
+  int device = 0, l2 = 0;
+  TG_CUDA_CHECK(cudaGetDevice(&device));
+  TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
+  l2_bytes_ = l2;
 }
 
 Gemm::~Gemm() {
@@ -59,10 +117,11 @@ Gemm::~Gemm() {
   if (handle_) api_.Destroy(handle_);
 }
 
-Gemm::Plan& Gemm::PlanFor(int64_t m, int64_t n, int64_t k, ElemType in, ElemType out) {
-  Key key{m, n, k, static_cast<int>(in), static_cast<int>(out)};
+Gemm::Plan& Gemm::PlanFor(const Key& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
+  const auto& [m, n, k, in_type, out_type] = key;
+  const ElemType in = static_cast<ElemType>(in_type), out = static_cast<ElemType>(out_type);
   auto p = std::make_unique<Plan>();
   p->api = &api_;
   lt::Check(api_.MatmulDescCreate(&p->desc, lt::kCompute32F, CUDA_R_32F), "matmul desc create");
@@ -105,40 +164,41 @@ lt::Status Gemm::Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t 
 lt::MatmulAlgo Gemm::Tune(const Plan& p, cudaStream_t stream, const void* x, const void* w, void* out) {
   std::vector<lt::MatmulAlgo> candidates = Candidates(p, kTuneCandidates);
   if (candidates.size() == 1) return candidates[0];
-  cudaEvent_t start, stop;
-  TG_CUDA_CHECK(cudaEventCreate(&start));
-  TG_CUDA_CHECK(cudaEventCreate(&stop));
+  Stopwatch watch;
   float best_ms = 0.0f;
   size_t best = 0;
   bool any = false;
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (Launch(p, candidates[i], stream, x, w, out) != lt::kStatusSuccess) continue;  // warm-up, and a validity check
-    TG_CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int r = 0; r < 3; ++r) Launch(p, candidates[i], stream, x, w, out);
-    TG_CUDA_CHECK(cudaEventRecord(stop, stream));
-    TG_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    const float ms = watch.Time(stream, [&] {
+      for (int r = 0; r < 3; ++r) Launch(p, candidates[i], stream, x, w, out);
+    });
     if (!any || ms < best_ms) {
       best_ms = ms;
       best = i;
       any = true;
     }
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   return candidates[best];
 }
 
-void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType in, ElemType out_type) {
-  if (m <= 0) return;
-  Plan& p = PlanFor(m, n, k, in, out_type);
+void Gemm::RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
+  Plan& p = PlanFor(key);
   if (!p.has_algo) {
     // One algorithm per (m bucket, n, k, types), timed on the first shape of the bucket that runs.
-    Key bucket_key{Bucket(m), n, k, static_cast<int>(in), static_cast<int>(out_type)};
+    const auto& [m, n, k, in, out_type] = key;
+    const Key bucket_key{Bucket(m), n, k, in, out_type};
     auto it = algos_.find(bucket_key);
-    if (it == algos_.end()) it = algos_.emplace(bucket_key, Tune(p, stream, x, w, out)).first;
+    if (it == algos_.end()) {
+      if (IsCapturing(stream)) {
+        // Tuning launches every candidate and waits on events, which a capture forbids:
+        // this launch takes the heuristic's first algorithm, and the bucket stays untuned
+        // so that the next call outside a capture tunes it.
+        lt::Check(Launch(p, Candidates(p, 1)[0], stream, x, w, out), "matmul");
+        return;
+      }
+      it = algos_.emplace(bucket_key, Tune(p, stream, x, w, out)).first;
+    }
     p.algo = it->second;
     p.has_algo = true;
   }
@@ -147,6 +207,104 @@ void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int
     p.algo = Candidates(p, 1)[0];
     lt::Check(Launch(p, p.algo, stream, x, w, out), "matmul");
   }
+}
+
+bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const std::vector<const void*>& ws,
+                      void* out) {
+  // Plain copies: C++17 lambdas cannot capture structured bindings.
+  const int64_t m = std::get<0>(key), n = std::get<1>(key), k = std::get<2>(key);
+  const ElemType in = static_cast<ElemType>(std::get<3>(key)), out_elem = static_cast<ElemType>(std::get<4>(key));
+  // Each once untimed: cuBLASLt tunes its bucket here, and both warm up.
+  RunLt(stream, key, x, ws[0], out);
+  LaunchGemv(stream, x, ws[0], out, m, n, k, in, out_elem);
+  const size_t reps = std::max<size_t>(kDecideReps, ws.size());
+  size_t next = 0;
+  Stopwatch watch;
+  float gemv_ms = std::numeric_limits<float>::infinity(), lt_ms = gemv_ms;
+  for (int round = 0; round < 2; ++round) {  // alternated, so clock changes hit both alike
+    gemv_ms = std::min(gemv_ms, watch.Time(stream, [&] {
+      for (size_t r = 0; r < reps; ++r) LaunchGemv(stream, x, ws[next++ % ws.size()], out, m, n, k, in, out_elem);
+    }));
+    lt_ms = std::min(lt_ms, watch.Time(stream, [&] {
+      for (size_t r = 0; r < reps; ++r) RunLt(stream, key, x, ws[next++ % ws.size()], out);
+    }));
+  }
+  const bool use = gemv_ms <= lt_ms;
+  use_gemv_[key] = use;
+  return use;
+}
+
+void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+               ElemType in, ElemType out_type) {
+  if (m <= 0) return;
+  const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
+  if (gemv_mode_ != GemvMode::kOff && GemvSupports(x, w, m, n, k, in, out_type)) {
+    bool use = true;
+    if (gemv_mode_ == GemvMode::kAuto) {
+      auto it = use_gemv_.find(key);
+      if (it != use_gemv_.end()) {
+        use = it->second;
+      } else if (!IsCapturing(stream)) {
+        // Timed on the caller's operands: a W that fits in L2 is timed from L2 (Prepare avoids that).
+        use = DecideGemv(stream, key, x, {w}, out);
+      }
+      // A capture of an undecided shape takes the GEMV kernel, which needs no tuning;
+      // the first uncaptured call, or Prepare, decides.
+    }
+    if (use) {
+      LaunchGemv(stream, x, w, out, m, n, k, in, out_type);
+      return;
+    }
+  }
+  RunLt(stream, key, x, w, out);
+}
+
+bool Gemm::Prepare(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out_type,
+                   const void* w) {
+  if (m <= 0 || n <= 0 || k <= 0) return false;
+  if (IsCapturing(stream)) {
+    throw std::runtime_error("Gemm::Prepare was called while its stream captures a CUDA graph; call it before capture");
+  }
+  const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
+  const size_t w_bytes = static_cast<size_t>(n * k) * ElemSize(in);
+  DeviceBuffer x_buf(std::max<size_t>(static_cast<size_t>(m * k) * ElemSize(in), 16));
+  DeviceBuffer out_buf(std::max<size_t>(static_cast<size_t>(m * n) * ElemSize(out_type), 16));
+  // 0x3C3C: bf16 0.0115, fp16 1.06 (finite; the values don't matter, only the time).
+  TG_CUDA_CHECK(cudaMemsetAsync(x_buf.get(), 0x3C, x_buf.bytes(), stream));
+  // x_buf stands in for a scratch W's alignment here.
+  const bool gemv_ok = gemv_mode_ != GemvMode::kOff &&
+                       GemvSupports(x_buf.get(), w ? w : x_buf.get(), m, n, k, in, out_type);
+  const bool decide = gemv_ok && gemv_mode_ == GemvMode::kAuto && use_gemv_.count(key) == 0;
+  // A decode step reads W from memory: when W fits in L2, time over copies that together
+  // exceed it threefold (fewer if GPU memory is short).
+  const size_t l2 = static_cast<size_t>(l2_bytes_);
+  size_t copies = 1;
+  if (decide && w_bytes < 2 * l2) copies = std::min(kMaxScratchWeights, (3 * l2 + w_bytes - 1) / w_bytes);
+  std::vector<const void*> ws;
+  std::vector<DeviceBuffer> scratch;
+  if (w != nullptr) ws.push_back(w);
+  while (ws.size() < copies) {
+    try {
+      scratch.emplace_back(w_bytes);
+    } catch (const std::runtime_error&) {
+      cudaGetLastError();  // the failed cudaMalloc's error, so that later launch checks don't see it
+      if (ws.empty()) {
+        throw std::runtime_error("Gemm::Prepare: no GPU memory for a scratch weight of " + std::to_string(w_bytes) +
+                                 " bytes; pass the real weight");
+      }
+      break;
+    }
+    TG_CUDA_CHECK(cudaMemsetAsync(scratch.back().get(), 0x3C, w_bytes, stream));
+    ws.push_back(scratch.back().get());
+  }
+  RunLt(stream, key, x_buf.get(), ws[0], out_buf.get());  // tunes the m bucket, for any m
+  bool gemv = gemv_ok;
+  if (gemv && gemv_mode_ == GemvMode::kAuto) {
+    auto it = use_gemv_.find(key);
+    gemv = it != use_gemv_.end() ? it->second : DecideGemv(stream, key, x_buf.get(), ws, out_buf.get());
+  }
+  TG_CUDA_CHECK(cudaStreamSynchronize(stream));  // the scratch is freed on return
+  return gemv;
 }
 
 }  // namespace cuda

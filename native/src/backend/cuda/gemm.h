@@ -1,9 +1,17 @@
-// Dense GEMMs of the CUDA backend through cuBLASLt: out[m, n] = x[m, k] · w[n, k]ᵀ
-// with W stored [N, K] as Hugging Face Linear layers are, f32 accumulation. The
-// algorithm is chosen once per (m bucket, n, k, types): the first GEMM of a bucket
-// times cuBLASLt's top heuristic candidates on its own operands and keeps the
-// fastest (so the first step of each shape is slower; warm-up absorbs it).
-// Descriptors are cached per exact shape.
+// Dense GEMMs of the CUDA backend: out[m, n] = x[m, k] · w[n, k]ᵀ with W stored [N, K]
+// as Hugging Face Linear layers are, f32 accumulation. Two engines:
+// - cuBLASLt, for every shape. Its algorithm is chosen once per (m bucket, n, k, types):
+//   the first GEMM of a bucket times cuBLASLt's top heuristic candidates on its own
+//   operands and keeps the fastest (so the first step of each shape is slower; warm-up
+//   absorbs it). Descriptors are cached per exact shape.
+// - the GEMV kernel (gemv.h) for decode batches of m ≤ 8 rows, which streams W at close
+//   to memory bandwidth. Per exact (m, n, k, types) the first call times it against
+//   cuBLASLt and keeps the faster. TEXT_GEN_GEMV=0 turns it off, =1 uses it wherever it
+//   applies (for A/B runs); unset, it is chosen by that timing.
+// CUDA graphs: while `stream` captures, Run allocates, synchronises and times nothing.
+// An undecided m ≤ 8 shape then takes the GEMV kernel, and an untuned bucket cuBLASLt's
+// first heuristic algorithm (for that launch only: the next uncaptured call tunes it).
+// Prepare() settles a shape before capture.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -22,7 +30,7 @@ namespace cuda {
 
 class Gemm {
  public:
-  // Loads cuBLASLt (throws with a message when it is missing).
+  // Loads cuBLASLt (throws with a message when it is missing) and reads TEXT_GEN_GEMV.
   Gemm();
   ~Gemm();
   Gemm(const Gemm&) = delete;
@@ -32,20 +40,37 @@ class Gemm {
   void Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, ElemType in,
            ElemType out_type);
 
+  // Settles how Run computes this shape, ahead of a CUDA graph capture: tunes cuBLASLt's
+  // algorithm for its m bucket and, for m ≤ 8, times the GEMV kernel against cuBLASLt with W
+  // read from memory rather than L2 (over extra scratch copies of W when W fits in L2).
+  // `w` is the real weight if given (then nothing weight-sized is allocated unless W fits
+  // in L2), else a scratch one is allocated; x and out are always scratch. Synchronises
+  // `stream`; throws if it is capturing. Returns whether Run will use the GEMV kernel for
+  // this shape (given 16-byte aligned operands).
+  bool Prepare(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out_type,
+               const void* w = nullptr);
+
  private:
+  enum class GemvMode { kAuto, kOff, kOn };
   struct Plan;
   using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;  // m, n, k, in, out
-  Plan& PlanFor(int64_t m, int64_t n, int64_t k, ElemType in, ElemType out);
+  Plan& PlanFor(const Key& key);
   std::vector<lt::MatmulAlgo> Candidates(const Plan& p, int count);
   lt::MatmulAlgo Tune(const Plan& p, cudaStream_t stream, const void* x, const void* w, void* out);
   lt::Status Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t stream, const void* x, const void* w,
                     void* out);
+  void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
+  // Times the GEMV kernel against cuBLASLt, W taken in turn from `ws`, and records the faster.
+  bool DecideGemv(cudaStream_t stream, const Key& key, const void* x, const std::vector<const void*>& ws, void* out);
 
   const lt::Api& api_;
   lt::Handle handle_ = nullptr;
   DeviceBuffer workspace_;
+  GemvMode gemv_mode_ = GemvMode::kAuto;
+  int64_t l2_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;        // exact shapes
   std::map<Key, lt::MatmulAlgo> algos_;               // by m bucket
+  std::map<Key, bool> use_gemv_;                      // exact shapes, m ≤ 8: GEMV kernel (true) or cuBLASLt
 };
 
 }  // namespace cuda

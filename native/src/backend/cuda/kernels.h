@@ -14,9 +14,17 @@
 namespace tg {
 namespace cuda {
 
-// embedding.cu: x[r, :] = float(table[tokens[r], :]) for r < rows.
-void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, const int32_t* tokens, int64_t rows,
-                     int64_t hidden, float* x);
+// embedding.cu: x[r, :] = float(table[tokens[r] - vocab_begin, :]) for r < rows, where `table`
+// holds rows [vocab_begin, vocab_begin + vocab_rows) of the vocabulary (all of it without
+// tensor parallelism); rows of tokens outside that range are zero.
+void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, int64_t vocab_begin, int64_t vocab_rows,
+                     const int32_t* tokens, int64_t rows, int64_t hidden, float* x);
+
+// vocab_shards.cu: the all-gathered logits of a vocab-parallel lm_head, [ranks][rows][shard]
+// (rank k holds vocabulary ids [k * shard, (k + 1) * shard)), into out [rows][vocab], dropping
+// the padding past `vocab`.
+void LaunchGatherVocabShards(cudaStream_t stream, const float* shards, int64_t ranks, int64_t rows, int64_t shard,
+                             int64_t vocab, float* out);
 
 // add_rms_norm.cu: for output row i < rows, with source row r = row_index ? row_index[i] : i:
 // v = residual[r] + (delta ? delta[r] : 0); if write_residual, residual[r] = v;
@@ -106,6 +114,16 @@ inline size_t AttentionWorkspaceBytes(int64_t num_items, int64_t kv_heads, int64
 
 // silu_mul.cu: out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i] for i < inter.
 void LaunchSiluMul(cudaStream_t stream, ElemType type, const void* gate_up, int64_t rows, int64_t inter, void* out);
+
+// decode_attention.cu: LaunchPagedAttention on tensor cores for head_dim 64 and 128
+// (DecodeAttentionSupports), which LaunchPagedAttention hands those head dims to: the same
+// arguments, result and workspace size (its split-KV partial states are laid out its own
+// way within AttentionWorkspaceBytes). TEXT_GEN_DECODE_ATTENTION=0 in the environment turns
+// it off, TEXT_GEN_DECODE_STAGES=2..4 overrides its pipeline depth (both for A/B timings).
+bool DecodeAttentionSupports(int64_t head_dim);
+void LaunchDecodeAttention(cudaStream_t stream, ElemType type, const void* q, KvLayer cache,
+                           const AttentionBatch& batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                           int64_t window, float scale, int num_splits, float* workspace, void* out);
 
 }  // namespace cuda
 }  // namespace tg

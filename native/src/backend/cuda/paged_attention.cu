@@ -12,9 +12,9 @@
 // partial (max, sum, unnormalised output) and MergeSplitsKernel combines them.
 // head_dim must be a multiple of 8 (16-byte cache loads); 64, 128 and 256 are
 // compiled with the dimension fixed, others with it read at run time.
-// TODO(perf): tensor-core tiles for prefill; cp.async staging of the next tile
-// (holding it in registers instead raised registers 91 -> 157 and lost occupancy:
-// bench/results/cuda-notes.md, run 5).
+// Head dims 64 and 128 go to the tensor-core kernel of decode_attention.cu instead
+// (DecodeAttentionSupports); this one stays for the others (8, 80, 256, ...) and as
+// the A/B baseline (TEXT_GEN_DECODE_ATTENTION=0).
 #include <cfloat>
 #include <stdexcept>
 #include <string>
@@ -305,6 +305,11 @@ void LaunchPagedAttention(cudaStream_t stream, ElemType type, const void* q, KvL
   }
   if (num_splits < 1 || (num_splits > 1 && !workspace)) {
     throw std::runtime_error("paged_attention: split-KV needs num_splits >= 1 and a workspace");
+  }
+  if (DecodeAttentionSupports(head_dim)) {
+    LaunchDecodeAttention(stream, type, q, cache, batch, q_heads, kv_heads, head_dim, window, scale, num_splits,
+                          workspace, out);
+    return;
   }
   Shape sh{static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),
            static_cast<int>(q_heads / kv_heads), cache.block_size, window, scale, num_splits};

@@ -1,0 +1,208 @@
+// See gemv.h. One CTA owns 16 rows of W and its warps split k between them; each
+// lane streams 16-byte pieces of two W rows and multiplies them on the tensor cores
+// (mma.m16n8k16: W's 16 rows are the M side, x's ≤ 8 rows the N side), so there are
+// no per-element conversions or FMAs, and x needs no reuse trick: every piece of x
+// a CTA loads is used exactly once, for 16 rows of W at a time.
+//
+// The k permutation that makes plain 16-byte loads feed the mma: a dot product may
+// visit k in any order as long as W and x visit it in the same order. Lane (g, t)
+// (g = lane / 4, t = lane % 4) loads the same 8-element piece p of W row g, W row
+// g + 8 and x row g; the mma's fragment layout puts k {2t, 2t+1, 2t+8, 2t+9} of a
+// row in lane (·, t), so the first mma reads elements 0..3 of p as those k and the
+// second mma elements 4..7. Every x and W element meets its partner exactly once.
+#include "backend/cuda/gemv.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace tg {
+namespace cuda {
+namespace {
+
+constexpr int kTileRows = 16;  // W rows per CTA: the M of mma.m16n8k16
+constexpr int kMaxWarps = 8;   // warps per CTA, splitting k between them
+// k-steps (32 elements: one mma pair) a warp loads before it multiplies: 2·kStepsPerLoad
+// 16-byte W loads in flight per lane, ~64 KB per SM at two CTAs, enough to cover HBM latency.
+constexpr int kStepsPerLoad = 4;
+
+// W is read once per step and never by anyone else: keep it out of L1 (it would only
+// evict x) and let L2 fetch whole 256-byte blocks, which the next loads of the row use.
+// Not volatile: the load has no side effects, so the compiler may schedule it freely.
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// c += A (16 × 16, rows of W) · B (16 × 8, columns are rows of x), f32 accumulation.
+template <typename T>
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+// One 8-element piece of k: `lo` from W row g, `hi` from W row g + 8, `xv` from x row g.
+// Register j of a piece holds elements 2j, 2j+1 (low half first), as the fragments want.
+template <typename T>
+__device__ __forceinline__ void MmaPiece(float (&c0)[4], float (&c1)[4], const uint4& lo, const uint4& hi,
+                                         const uint4& xv) {
+  Mma<T>(c0, lo.x, hi.x, lo.y, hi.y, xv.x, xv.y);  // elements 0..3 as k {2t, 2t+1, 2t+8, 2t+9}
+  Mma<T>(c1, lo.z, hi.z, lo.w, hi.w, xv.z, xv.w);  // elements 4..7, the same k in a second mma
+}
+
+template <typename OutT>
+__device__ __forceinline__ OutT FromAccumulator(float v) {
+  if constexpr (std::is_same_v<OutT, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
+    return __float2bfloat16_rn(v);
+  } else {
+    return __float2half_rn(v);
+  }
+}
+
+// Grid: one CTA per 16 rows of W; blockDim.x = 32 × warps, warps ≤ kMaxWarps.
+// Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills
+// at 64); without the bound it picked 80 with a spill.
+template <typename T, typename OutT>
+__global__ void __launch_bounds__(kMaxWarps * 32, 3)
+    GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k) {
+  __shared__ float4 partial[kMaxWarps][32];  // each warp's accumulators, for the sum over warps
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  const int64_t pieces = k >> 3;  // 16-byte pieces per row
+  // Rows past n (the last tile of an n that is not a multiple of 16) re-read row n - 1;
+  // their results are never stored.
+  const int64_t row_lo = first_row + g < n ? first_row + g : n - 1;
+  const int64_t row_hi = first_row + g + 8 < n ? first_row + g + 8 : n - 1;
+  const uint4* w_lo = reinterpret_cast<const uint4*>(w) + row_lo * pieces + t;
+  const uint4* w_hi = reinterpret_cast<const uint4*>(w) + row_hi * pieces + t;
+  // Lanes of x rows past m read row 0 again (the same sectors, so no extra traffic, and no
+  // branch): they feed only output columns ≥ m, which are never stored.
+  const uint4* x_row = reinterpret_cast<const uint4*>(x) + (g < m ? g : 0) * pieces + t;
+
+  // Two accumulator sets halve the chain of dependent mma's per iteration.
+  float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // A k-step is 32 elements (4 pieces, one per t). Warp w takes steps [s, s + kStepsPerLoad)
+  // for s = w·kStepsPerLoad, then every warps·kStepsPerLoad steps: the CTA's loads of a row
+  // at one time are contiguous, kMaxWarps·kStepsPerLoad·64 bytes.
+  const int64_t full_steps = pieces >> 2, steps = (pieces + 3) >> 2;
+  const int64_t stride = static_cast<int64_t>(warps) * kStepsPerLoad;
+  int64_t s = static_cast<int64_t>(warp) * kStepsPerLoad;
+  for (; s + kStepsPerLoad <= full_steps; s += stride) {
+    uint4 lo[kStepsPerLoad], hi[kStepsPerLoad], xv[kStepsPerLoad];
+#pragma unroll
+    for (int u = 0; u < kStepsPerLoad; ++u) {
+      const int64_t piece = (s + u) * 4;
+      lo[u] = LoadStreaming(w_lo + piece);
+      hi[u] = LoadStreaming(w_hi + piece);
+      xv[u] = __ldg(x_row + piece);
+    }
+#pragma unroll
+    for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
+  }
+  // The warp's block that reaches past the last full step (at most one: the next starts
+  // at ≥ s + kStepsPerLoad > full_steps ≥ steps - 1). Pieces past k load the row's last
+  // piece (a valid address) and are zeroed.
+  if (s < steps) {
+    uint4 lo[kStepsPerLoad], hi[kStepsPerLoad], xv[kStepsPerLoad];
+#pragma unroll
+    for (int u = 0; u < kStepsPerLoad; ++u) {
+      const int64_t piece = (s + u) * 4;
+      const bool inside = piece + t < pieces;
+      const int64_t at = inside ? piece : pieces - 1 - t;
+      lo[u] = LoadStreaming(w_lo + at);
+      hi[u] = LoadStreaming(w_hi + at);
+      xv[u] = __ldg(x_row + at);
+      if (!inside) lo[u] = hi[u] = xv[u] = make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
+  }
+
+  partial[warp][lane] = make_float4(c0[0] + c1[0], c0[1] + c1[1], c0[2] + c1[2], c0[3] + c1[3]);
+  __syncthreads();
+  // Output (row first_row + r, x row col) for j = col·16 + r, so 16 consecutive threads
+  // store 16 consecutive outputs. The mma left it in lane (r % 8)·4 + col / 2, element
+  // (r / 8)·2 + col % 2.
+  for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
+    const int col = j >> 4, r = j & 15;
+    const int64_t row = first_row + r;
+    if (row >= n) continue;
+    const int src_lane = (r & 7) * 4 + (col >> 1), element = (r >> 3) * 2 + (col & 1);
+    float sum = 0.0f;
+    for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][src_lane])[element];
+    out[col * n + row] = FromAccumulator<OutT>(sum);
+  }
+}
+
+template <typename T, typename OutT>
+void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k) {
+  const int64_t steps = (k / 8 + 3) / 4;
+  // Up to kMaxWarps warps, each with at least one full block of steps.
+  const int warps = static_cast<int>(
+      std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
+  const unsigned blocks = static_cast<unsigned>((n + kTileRows - 1) / kTileRows);
+  GemvKernel<T, OutT><<<blocks, warps * 32, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                                          static_cast<OutT*>(out), static_cast<int>(m), n, k);
+}
+
+template <typename T>
+void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+               ElemType out_type) {
+  if (out_type == ElemType::kF32) {
+    Launch<T, float>(stream, x, w, out, m, n, k);
+  } else {
+    Launch<T, T>(stream, x, w, out, m, n, k);
+  }
+}
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out) {
+  const bool half_in = in == ElemType::kBF16 || in == ElemType::kF16;
+  return half_in && (out == in || out == ElemType::kF32) && m >= 1 && m <= kGemvMaxRows && n >= 1 &&
+         n <= (int64_t{1} << 34) && k >= 8 && k % 8 == 0 && Aligned16(x) && Aligned16(w);
+}
+
+void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+                ElemType in, ElemType out_type) {
+  if (!GemvSupports(x, w, m, n, k, in, out_type)) {
+    throw std::invalid_argument("GEMV kernel cannot compute m " + std::to_string(m) + " n " + std::to_string(n) +
+                                " k " + std::to_string(k) +
+                                " (needs m <= 8, k a multiple of 8, 16-byte aligned operands, bf16/fp16 in)");
+  }
+  if (in == ElemType::kBF16) {
+    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type);
+  } else {
+    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type);
+  }
+  TG_CUDA_CHECK_LAUNCH("gemv");
+}
+
+}  // namespace cuda
+}  // namespace tg

@@ -1,0 +1,29 @@
+// The GEMV kernel for decode batches: out[m, n] = x[m, k] · w[n, k]ᵀ for m ≤ 8 rows,
+// W stored [N, K] like Hugging Face Linear layers, f32 accumulation. A decode step
+// reads every weight once and does almost no arithmetic per byte, so this kernel is
+// built to stream W at memory bandwidth; Gemm (gemm.h) picks it or cuBLASLt per shape.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/elem_type.h"
+
+namespace tg {
+namespace cuda {
+
+// The most rows of x one launch handles (the N of the tensor-core tile it uses).
+constexpr int64_t kGemvMaxRows = 8;
+
+// True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
+// x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, `out` `in` or f32.
+bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out);
+
+// out (row-major [m, n], in `out_type`) = x ([m, k], `in`) · w ([n, k], `in`)ᵀ.
+// Throws std::invalid_argument when !GemvSupports. Allocates nothing and never
+// synchronises, so it may run while `stream` captures a CUDA graph.
+void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+                ElemType in, ElemType out_type);
+
+}  // namespace cuda
+}  // namespace tg

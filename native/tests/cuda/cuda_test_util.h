@@ -1,0 +1,122 @@
+// Helpers shared by the CUDA kernel tests (cuda_ops_test, prefill_attention_test,
+// gemv_test), in the style of llama.cpp's test-backend-ops: seeded random inputs,
+// host values rounded to the element type (so the CPU reference sees exactly what the
+// GPU sees), device copies, NaN-poisoned outputs, and the relative L2 error.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/elem_type.h"
+#include "core/dtype.h"
+
+namespace tg {
+namespace cuda {
+namespace test {
+
+inline std::mt19937& Rng() {
+  static std::mt19937 gen(20261127);
+  return gen;
+}
+
+inline std::vector<float> RandomFloats(size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(Rng());
+  return v;
+}
+
+inline int RandomInt(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(Rng()); }
+
+inline const char* Name(ElemType t) { return t == ElemType::kBF16 ? "bf16" : t == ElemType::kF16 ? "fp16" : "f32"; }
+
+// Tolerance on the relative L2 error of an output stored in `t`.
+inline double Tolerance(ElemType t) { return t == ElemType::kBF16 ? 1e-2 : t == ElemType::kF16 ? 2e-3 : 1e-4; }
+
+// Host values rounded to `t`, and their bits.
+struct Rounded {
+  std::vector<float> values;
+  std::vector<uint16_t> bits;
+};
+inline Rounded Round(const std::vector<float>& v, ElemType t) {
+  Rounded r{std::vector<float>(v.size()), std::vector<uint16_t>(v.size())};
+  for (size_t i = 0; i < v.size(); ++i) {
+    r.bits[i] = t == ElemType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]);
+    r.values[i] = t == ElemType::kBF16 ? Bf16ToF32(r.bits[i]) : F16ToF32(r.bits[i]);
+  }
+  return r;
+}
+
+// At least 16 bytes, so that kernels' 16-byte loads of a tiny tensor stay inside it.
+inline DeviceBuffer ToDevice(const void* data, size_t bytes) {
+  DeviceBuffer b(std::max<size_t>(bytes, 16));
+  TG_CUDA_CHECK(cudaMemcpy(b.get(), data, bytes, cudaMemcpyHostToDevice));
+  return b;
+}
+template <typename V>
+DeviceBuffer ToDevice(const std::vector<V>& v) { return ToDevice(v.data(), v.size() * sizeof(V)); }
+
+inline DeviceBuffer Poisoned(size_t bytes) {
+  DeviceBuffer b(std::max<size_t>(bytes, 16));
+  TG_CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));  // NaN in f32, bf16 and fp16
+  return b;
+}
+
+// Reads `count` elements of type `t` back as floats (waits for the device).
+inline std::vector<float> ToHost(const DeviceBuffer& b, size_t count, ElemType t) {
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> out(count);
+  if (t == ElemType::kF32) {
+    TG_CUDA_CHECK(cudaMemcpy(out.data(), b.get(), count * 4, cudaMemcpyDeviceToHost));
+    return out;
+  }
+  std::vector<uint16_t> bits(count);
+  TG_CUDA_CHECK(cudaMemcpy(bits.data(), b.get(), count * 2, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < count; ++i) out[i] = t == ElemType::kBF16 ? Bf16ToF32(bits[i]) : F16ToF32(bits[i]);
+  return out;
+}
+
+// ‖a − b‖ / ‖b‖; NaN anywhere (an unwritten output) gives NaN, which fails every check.
+inline double RelError(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+// Median milliseconds of `reps` runs of `fn` on the default stream, after two warm-up runs.
+template <typename Fn>
+double TimeMs(int reps, Fn fn) {
+  cudaEvent_t start, stop;
+  TG_CUDA_CHECK(cudaEventCreate(&start));
+  TG_CUDA_CHECK(cudaEventCreate(&stop));
+  fn();
+  fn();
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    TG_CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    TG_CUDA_CHECK(cudaEventRecord(stop));
+    TG_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace test
+}  // namespace cuda
+}  // namespace tg

@@ -1,0 +1,373 @@
+// The GEMV kernel for decode batches (gemv.h) and Gemm's choice between it and
+// cuBLASLt (gemm.h), against the CPU backend's f32 Matmul on the same rounded
+// inputs, in the style of cuda_ops_test.cc: fresh random inputs, outputs poisoned
+// with NaN, relative L2 error with a tolerance for the output type. Covers m = 1..8,
+// odd n, k not a multiple of 64 or of 32, bf16 and fp16 in, f32 out; Gemm with
+// TEXT_GEN_GEMV forced on, forced off and automatic; Prepare; and Gemm inside a CUDA
+// graph capture (where it must not allocate, synchronise or time).
+// With --perf: the Llama-3-8B shapes at m = 1, 2, 4, 8, GEMV vs cuBLASLt, each timed
+// inside a CUDA graph, with W repeated (L2-resident when it fits) and rotated over
+// copies that exceed the L2 (as a decode step reads it).
+// Without a CUDA device it says it skipped and exits 0.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/thread_pool.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/device_info.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/gemv.h"
+#include "core/dtype.h"
+#include "../test_util.h"
+#include "cuda_test_util.h"
+
+using namespace tg;
+using namespace tg::cuda;
+using namespace tg::cuda::test;
+
+namespace {
+
+ThreadPool& Pool() {
+  static ThreadPool pool(0);
+  return pool;
+}
+
+// One product to check: rounded operands on host and device, and the CPU's answer.
+struct Problem {
+  int64_t m, n, k;
+  ElemType in, out;
+  Rounded x;
+  const Rounded* w;  // shared between problems of one W
+  DeviceBuffer d_x;
+  const DeviceBuffer* d_w;
+  std::vector<float> want;
+  std::string name() const {
+    return std::string(Name(in)) + "->" + Name(out) + " m " + std::to_string(m) + " n " + std::to_string(n) + " k " +
+           std::to_string(k);
+  }
+};
+
+struct Weight {
+  int64_t n, k;
+  Rounded host;
+  DeviceBuffer dev;
+};
+
+Weight MakeWeight(int64_t n, int64_t k, ElemType t) {
+  Weight w{n, k, Round(RandomFloats(static_cast<size_t>(n * k), -0.1f, 0.1f), t), {}};
+  w.dev = ToDevice(w.host.bits);
+  return w;
+}
+
+Problem MakeProblem(int64_t m, const Weight& w, ElemType in, ElemType out) {
+  Problem p{m, w.n, w.k, in, out, Round(RandomFloats(static_cast<size_t>(m * w.k)), in), &w.host, {}, &w.dev, {}};
+  p.d_x = ToDevice(p.x.bits);
+  p.want.resize(static_cast<size_t>(m * w.n));
+  cpu::Matmul(Pool(), p.x.values.data(), w.host.values.data(), nullptr, m, w.n, w.k, p.want.data());
+  return p;
+}
+
+int cases_run = 0;
+std::map<std::string, std::pair<double, double>> worst;  // per path and output type: error, tolerance
+
+// Runs `compute(out)` into a NaN-poisoned output and compares it with the reference;
+// prints failures only (there are hundreds of cases), the worst errors at the end.
+template <typename Fn>
+void Expect(const std::string& path, const Problem& p, Fn compute) {
+  ++cases_run;
+  DeviceBuffer out = Poisoned(static_cast<size_t>(p.m * p.n) * ElemSize(p.out));
+  compute(out.get());
+  const double err = RelError(ToHost(out, static_cast<size_t>(p.m * p.n), p.out), p.want);
+  const double tol = Tolerance(p.out);
+  if (!(err <= tol)) {
+    std::printf("  FAIL %s %s: relative error %.3g (tolerance %.3g)\n", path.c_str(), p.name().c_str(), err, tol);
+    ++tgtest::Failures();
+  }
+  auto& w = worst[path + " " + Name(p.in) + "->" + Name(p.out)];
+  if (!(err <= w.first)) w = {err, tol};
+}
+
+const ElemType kTypes[] = {ElemType::kBF16, ElemType::kF16};
+
+// A Gemm that reads TEXT_GEN_GEMV = `mode` (nullptr: unset) at construction.
+std::unique_ptr<Gemm> MakeGemm(const char* mode) {
+  if (mode) {
+    setenv("TEXT_GEN_GEMV", mode, 1);
+  } else {
+    unsetenv("TEXT_GEN_GEMV");
+  }
+  auto gemm = std::make_unique<Gemm>();
+  unsetenv("TEXT_GEN_GEMV");
+  return gemm;
+}
+
+void RunGemm(Gemm& gemm, cudaStream_t stream, const Problem& p, void* out) {
+  gemm.Run(stream, p.d_x.get(), p.d_w->get(), out, p.m, p.n, p.k, p.in, p.out);
+}
+
+}  // namespace
+
+TG_TEST(gemv_supports_only_what_it_computes) {
+  DeviceBuffer buf(4096);
+  const char* b = buf.as<char>();
+  const ElemType bf = ElemType::kBF16, f16 = ElemType::kF16, f32 = ElemType::kF32;
+  CHECK(GemvSupports(b, b, 1, 16, 64, bf, bf));
+  CHECK(GemvSupports(b, b, 8, 1, 8, f16, f32));
+  CHECK(GemvSupports(b, b, 3, 7, 40, bf, f32));
+  CHECK(!GemvSupports(b, b, 9, 16, 64, bf, bf));   // m > 8
+  CHECK(!GemvSupports(b, b, 0, 16, 64, bf, bf));
+  CHECK(!GemvSupports(b, b, 1, 16, 12, bf, bf));   // k not a multiple of 8
+  CHECK(!GemvSupports(b, b, 1, 0, 64, bf, bf));
+  CHECK(!GemvSupports(b + 2, b, 1, 16, 64, bf, bf));  // x not 16-byte aligned
+  CHECK(!GemvSupports(b, b + 8, 1, 16, 64, bf, bf));  // w not 16-byte aligned
+  CHECK(!GemvSupports(b, b, 1, 16, 64, f32, f32));
+  CHECK(!GemvSupports(b, b, 1, 16, 64, bf, f16));
+  CHECK_THROWS_WITH(LaunchGemv(nullptr, b, b, buf.get(), 9, 16, 64, bf, bf), "GEMV kernel cannot");
+}
+
+TG_TEST(gemv_kernel_matches_cpu) {
+  // Odd n, partial 16-row tiles, k with a partial 32-element step (40, 72, 520, 1000, 4104),
+  // k below one warp's block (8..64), one to eight warps per CTA, down's and o's k.
+  struct Shape { int64_t n, k; };
+  const Shape shapes[] = {{1, 8},       {7, 16},     {16, 32},   {17, 40},    {33, 72},    {64, 64},  {100, 136},
+                          {129, 520},   {250, 1000}, {16, 4104}, {1001, 4096}, {37, 14336}, {4096, 264}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const Weight w = MakeWeight(s.n, s.k, t);
+      for (int64_t m = 1; m <= kGemvMaxRows; ++m) {
+        for (ElemType out : {t, ElemType::kF32}) {
+          const Problem p = MakeProblem(m, w, t, out);
+          Expect("gemv", p, [&](void* o) { LaunchGemv(nullptr, p.d_x.get(), w.dev.get(), o, m, s.n, s.k, t, out); });
+        }
+      }
+    }
+  }
+}
+
+TG_TEST(gemm_matches_cpu_with_gemv_forced_off_and_auto) {
+  auto forced = MakeGemm("1"), off = MakeGemm("0"), automatic = MakeGemm(nullptr);
+  struct Shape { int64_t n, k; };
+  // The last two have k not a multiple of 8: every mode must fall back to cuBLASLt.
+  const Shape shapes[] = {{64, 64}, {129, 520}, {1001, 4096}, {37, 14336}, {96, 12}, {200, 100}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const Weight w = MakeWeight(s.n, s.k, t);
+      for (int64_t m : {1, 2, 3, 5, 8, 9, 16}) {  // 9 and 16: cuBLASLt in every mode
+        for (ElemType out : {t, ElemType::kF32}) {
+          const Problem p = MakeProblem(m, w, t, out);
+          Expect("gemm(gemv=1)", p, [&](void* o) { RunGemm(*forced, nullptr, p, o); });
+          Expect("gemm(gemv=0)", p, [&](void* o) { RunGemm(*off, nullptr, p, o); });
+          Expect("gemm(auto)", p, [&](void* o) { RunGemm(*automatic, nullptr, p, o); });
+          Expect("gemm(auto, decided)", p, [&](void* o) { RunGemm(*automatic, nullptr, p, o); });
+        }
+      }
+    }
+  }
+}
+
+TG_TEST(gemm_prepare_settles_a_shape) {
+  auto gemm = MakeGemm(nullptr);
+  cudaStream_t stream = nullptr;
+  TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (ElemType t : kTypes) {
+    const Weight w = MakeWeight(1000, 1024, t);
+    for (int64_t m : {1, 4, 8, 24}) {
+      const Problem p = MakeProblem(m, w, t, t);
+      // Scratch W for m = 1 and 8, the real one for 4 and 24.
+      const bool real = m == 4 || m == 24;
+      const bool gemv = gemm->Prepare(stream, m, w.n, w.k, t, t, real ? w.dev.get() : nullptr);
+      std::printf("  Prepare %s: %s\n", p.name().c_str(), gemv ? "gemv" : "cublaslt");
+      if (m > kGemvMaxRows) CHECK(!gemv);
+      Expect("gemm(prepared)", p, [&](void* o) { RunGemm(*gemm, stream, p, o); });
+    }
+  }
+  // A shape the kernel does not support: cuBLASLt, tuned.
+  CHECK(!gemm->Prepare(stream, 3, 64, 100, ElemType::kBF16, ElemType::kBF16));
+  TG_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+TG_TEST(gemm_runs_inside_graph_capture) {
+  auto gemm = MakeGemm(nullptr);
+  cudaStream_t stream = nullptr;
+  TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const ElemType bf = ElemType::kBF16, f16 = ElemType::kF16;
+  const Weight w_a = MakeWeight(200, 264, bf), w_b = MakeWeight(96, 128, bf), w_c = MakeWeight(300, 512, f16),
+               w_d = MakeWeight(64, 100, f16);
+  std::vector<Problem> problems;
+  problems.push_back(MakeProblem(3, w_a, bf, bf));    // undecided, m ≤ 8: the GEMV kernel
+  problems.push_back(MakeProblem(24, w_b, bf, ElemType::kF32));  // untuned bucket: cuBLASLt's heuristic pick
+  problems.push_back(MakeProblem(2, w_c, f16, f16));  // prepared before the capture
+  problems.push_back(MakeProblem(5, w_d, f16, f16));  // k % 8 != 0: untuned cuBLASLt
+  gemm->Prepare(stream, 2, w_c.n, w_c.k, f16, f16, w_c.dev.get());
+  std::vector<DeviceBuffer> outs;
+  for (const Problem& p : problems) outs.push_back(Poisoned(static_cast<size_t>(p.m * p.n) * ElemSize(p.out)));
+
+  cudaGraph_t graph = nullptr;
+  // Global mode: any allocation or synchronisation in Run invalidates the capture.
+  TG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  try {
+    CHECK_THROWS_WITH(gemm->Prepare(stream, 1, 64, 64, bf, bf), "capture");
+    for (size_t i = 0; i < problems.size(); ++i) RunGemm(*gemm, stream, problems[i], outs[i].get());
+  } catch (const std::exception& e) {
+    std::printf("  Run threw during capture: %s\n", e.what());
+    ++tgtest::Failures();
+  }
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  CHECK(end == cudaSuccess);
+  if (end != cudaSuccess) {
+    std::printf("  capture failed: %s\n", cudaGetErrorString(end));
+    cudaGetLastError();
+  } else {
+    cudaGraphExec_t exec = nullptr;
+    TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    TG_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (size_t i = 0; i < problems.size(); ++i) {
+      const Problem& p = problems[i];
+      ++cases_run;
+      const double err = RelError(ToHost(outs[i], static_cast<size_t>(p.m * p.n), p.out), p.want);
+      if (!(err <= Tolerance(p.out))) {
+        std::printf("  FAIL captured %s: relative error %.3g\n", p.name().c_str(), err);
+        ++tgtest::Failures();
+      }
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  // The same calls outside a capture now decide and tune, and still agree.
+  for (const Problem& p : problems) Expect("gemm(after capture)", p, [&](void* o) { RunGemm(*gemm, stream, p, o); });
+  TG_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+namespace {
+
+// Microseconds per call of `enqueue(i)`, i = 0..reps-1, captured into one CUDA graph (so
+// host launch overhead is out of the picture, as in a captured decode step); the median
+// of 7 launches of the graph after one warm-up.
+template <typename Fn>
+double GraphUs(cudaStream_t stream, int reps, Fn enqueue) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  TG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < reps; ++i) enqueue(i);
+  TG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  cudaEvent_t start, stop;
+  TG_CUDA_CHECK(cudaEventCreate(&start));
+  TG_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> ms;
+  for (int r = 0; r < 7; ++r) {
+    TG_CUDA_CHECK(cudaEventRecord(start, stream));
+    TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    TG_CUDA_CHECK(cudaEventRecord(stop, stream));
+    TG_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0.0f;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1000.0 / reps;
+}
+
+// Fills `bytes` of device memory with random bf16 bits in (-0.1, 0.1), by copying one random block.
+void FillRandom(void* dst, size_t bytes) {
+  static const DeviceBuffer block = ToDevice(Round(RandomFloats(1 << 21, -0.1f, 0.1f), ElemType::kBF16).bits);
+  for (size_t at = 0; at < bytes; at += block.bytes()) {
+    TG_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dst) + at, block.get(), std::min(block.bytes(), bytes - at),
+                             cudaMemcpyDeviceToDevice));
+  }
+}
+
+// Perf mode: Llama-3-8B's decode GEMMs, bf16, GEMV kernel vs cuBLASLt.
+void Perf() {
+  const ElemType t = ElemType::kBF16;
+  cudaDeviceProp prop{};
+  TG_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  std::printf("perf on %s (%d SMs, L2 %zu MB), bf16, Llama-3-8B shapes, per call inside a CUDA graph of 20;\n"
+              "GB/s = weight bytes / time. 'gemv' lines repeat one W (L2-resident when it fits), 'gemv-cold'\n"
+              "lines rotate over copies of W totalling >= 3x the L2.\n",
+              prop.name, prop.multiProcessorCount, l2 >> 20);
+  cudaStream_t stream = nullptr;
+  TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto lt = MakeGemm("0");
+  auto automatic = MakeGemm(nullptr);
+  struct Shape { const char* name; int64_t n, k, per_step; ElemType out; };
+  const Shape shapes[] = {{"qkv", 6144, 4096, 32, t},     {"o", 4096, 4096, 32, t},
+                          {"gate_up", 28672, 4096, 32, t}, {"down", 4096, 14336, 32, t},
+                          {"lm_head", 128256, 4096, 1, ElemType::kF32}};
+  const int64_t ms[] = {1, 2, 4, 8};
+  std::map<int64_t, double> step_gemv, step_lt, step_auto;  // cold µs per decode step's GEMMs
+  constexpr int kReps = 20;
+  for (const Shape& s : shapes) {
+    const size_t w_bytes = static_cast<size_t>(s.n * s.k) * 2;
+    const size_t copies = std::min<size_t>(16, std::max<size_t>(1, (3 * l2 + w_bytes - 1) / w_bytes));
+    std::vector<DeviceBuffer> ws;
+    for (size_t c = 0; c < copies; ++c) {
+      ws.emplace_back(w_bytes);
+      FillRandom(ws.back().get(), w_bytes);
+    }
+    for (int64_t m : ms) {
+      const DeviceBuffer x = ToDevice(Round(RandomFloats(static_cast<size_t>(m * s.k)), t).bits);
+      DeviceBuffer out(static_cast<size_t>(m * s.n) * ElemSize(s.out));
+      auto gemv = [&](size_t c) { LaunchGemv(stream, x.get(), ws[c].get(), out.get(), m, s.n, s.k, t, s.out); };
+      auto cublas = [&](size_t c) { lt->Run(stream, x.get(), ws[c].get(), out.get(), m, s.n, s.k, t, s.out); };
+      cublas(0);  // tunes cuBLASLt's bucket outside the capture
+      TG_CUDA_CHECK(cudaStreamSynchronize(stream));
+      const double hot_gemv = GraphUs(stream, kReps, [&](int) { gemv(0); });
+      const double hot_lt = GraphUs(stream, kReps, [&](int) { cublas(0); });
+      const double cold_gemv = GraphUs(stream, kReps, [&](int i) { gemv(static_cast<size_t>(i) % copies); });
+      const double cold_lt = GraphUs(stream, kReps, [&](int i) { cublas(static_cast<size_t>(i) % copies); });
+      const bool picks_gemv = automatic->Prepare(stream, m, s.n, s.k, t, s.out, ws[0].get());
+      auto gbs = [&](double us) { return static_cast<double>(w_bytes) / us / 1e3; };
+      const std::string shape = "m=" + std::to_string(m) + " " + std::to_string(s.n) + "x" + std::to_string(s.k);
+      std::printf("RESULT gemv %s: gemv %.2f us (%.0f GB/s), cublaslt %.2f us (%.0f GB/s)\n", shape.c_str(), hot_gemv,
+                  gbs(hot_gemv), hot_lt, gbs(hot_lt));
+      std::printf("RESULT gemv-cold %s: gemv %.2f us (%.0f GB/s), cublaslt %.2f us (%.0f GB/s), %zu copies of W\n",
+                  shape.c_str(), cold_gemv, gbs(cold_gemv), cold_lt, gbs(cold_lt), copies);
+      std::printf("RESULT gemv-auto %s (%s): Prepare picks %s\n", shape.c_str(), s.name,
+                  picks_gemv ? "gemv" : "cublaslt");
+      step_gemv[m] += s.per_step * cold_gemv;
+      step_lt[m] += s.per_step * cold_lt;
+      step_auto[m] += s.per_step * (picks_gemv ? cold_gemv : cold_lt);
+    }
+  }
+  for (int64_t m : ms) {
+    std::printf("RESULT gemv-step m=%lld (32 layers + lm_head, cold): gemv %.3f ms, cublaslt %.3f ms, auto %.3f ms\n",
+                static_cast<long long>(m), step_gemv[m] / 1e3, step_lt[m] / 1e3, step_auto[m] / 1e3);
+  }
+  TG_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (CudaDeviceCount() == 0) {
+    std::printf("skipped: no CUDA device visible\n0 passed, 0 failed\n");
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--perf") {
+    Perf();
+    return 0;
+  }
+  int rc = tgtest::RunAll();
+  std::printf("worst relative error per path over %d comparisons:\n", cases_run);
+  for (auto& [key, w] : worst) std::printf("  %-36s %.3g (tolerance %.3g)\n", key.c_str(), w.first, w.second);
+  return rc;
+}
