@@ -17,6 +17,8 @@
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
 #   tpparity  on two GPUs: HF float32 on the 8B shape, then the engine against it at TP 1 and
 #             TP 2 (parity.mjs, float16 and bfloat16), and the launcher's TP2-vs-TP1 check in float16
+#   tpot      batch-1 time per output token through the launcher, shard lookahead on and off
+#             (scripts/device-tpot.sh)
 #   bench     a random Llama-3-8B-shaped bf16 checkpoint at /tmp/llama3-8b (if not there),
 #             the device-to-device copy bandwidth, and the engine's timings on it
 #             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
@@ -82,19 +84,22 @@ ln -sfn ../models dist/models  # tools/random-model.js finds the tokenizer besid
 
 step build build.txt node node_modules/cmake-js/bin/cmake-js compile -d native -O native/build -G Ninja \
   "--CDCMAKE_CUDA_ARCHITECTURES=$arch" || { tail -n 40 "$LOGS/build.txt"; finish; exit 1; }
-step shim-check shim-check.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
-  native/tests/cuda/shim_check.cc
-step nccl-shim nccl-shim.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
-  native/tests/cuda/nccl_shim_check.cc
-step kernels kernels.txt native/build/tests/cuda/cuda_ops_test
-# The decode attention's cp.async pipeline at its other depths (the default picks 3 on an H100).
-step kernels-2st kernels-2st.txt env TEXT_GEN_DECODE_STAGES=2 native/build/tests/cuda/cuda_ops_test
-step kernels-4st kernels-4st.txt env TEXT_GEN_DECODE_STAGES=4 native/build/tests/cuda/cuda_ops_test
-step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
-step gemv gemv.txt native/build/tests/cuda/gemv_test
-step stories260k stories.txt node native/tests/cuda/e2e.mjs stories models/stories260k
-step logits logits.txt node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
-  .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
+# SKIP_TESTS=1: build only, for a short measuring call.
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  step shim-check shim-check.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
+    native/tests/cuda/shim_check.cc
+  step nccl-shim nccl-shim.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
+    native/tests/cuda/nccl_shim_check.cc
+  step kernels kernels.txt native/build/tests/cuda/cuda_ops_test
+  # The decode attention's cp.async pipeline at its other depths (the default picks 3 on an H100).
+  step kernels-2st kernels-2st.txt env TEXT_GEN_DECODE_STAGES=2 native/build/tests/cuda/cuda_ops_test
+  step kernels-4st kernels-4st.txt env TEXT_GEN_DECODE_STAGES=4 native/build/tests/cuda/cuda_ops_test
+  step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
+  step gemv gemv.txt native/build/tests/cuda/gemv_test
+  step stories260k stories.txt node native/tests/cuda/e2e.mjs stories models/stories260k
+  step logits logits.txt node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
+    .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
+fi
 
 if has perf; then
   step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
@@ -158,6 +163,11 @@ if has tpparity; then
   tp_s=$(budget 200)
   step tp-fp16 tp-fp16.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_DTYPE=float16 TP_BUDGET_S="$tp_s" \
     bash scripts/device-tp.sh /tmp/llama3-8b
+fi
+
+if has tpot; then
+  gen_8b
+  step tpot tpot.txt timeout "$(budget 200)" bash scripts/device-tpot.sh /tmp/llama3-8b
 fi
 
 finish

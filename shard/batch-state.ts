@@ -177,6 +177,11 @@ export class BatchCache {
     return merged;
   }
 
+  /** The batch's requests, in order (not a copy), if it is cached. */
+  get(id: number): readonly ShardRequest[] | undefined {
+    return this.batches.get(id);
+  }
+
   put(id: number, requests: ShardRequest[]): void {
     this.batches.set(id, requests);
   }

@@ -27,6 +27,8 @@ export interface ShardOptions {
   device: DeviceChoice;
   /** Share of the GPU's memory the shard may use (TGI's CUDA_MEMORY_FRACTION): sizes the KV cache on cuda. */
   cudaMemoryFraction: number;
+  /** Compute a decoding batch's next step before the router asks (shard/service.ts); --no-lookahead or TEXT_GEN_LOOKAHEAD=0 turns it off. */
+  lookahead: boolean;
   /** Decode batch sizes run as CUDA graphs (TGI's CUDA_GRAPHS); unset: the engine's default, []: none. */
   cudaGraphs?: number[];
   commName?: string;
@@ -59,6 +61,7 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
         device: { type: "string" },
         "cuda-memory-fraction": { type: "string" },
         "cuda-graphs": { type: "string" },
+        "no-lookahead": { type: "boolean" },
         "comm-name": { type: "string" },
         "rendezvous-timeout": { type: "string" },
         "block-size": { type: "string" },
@@ -102,6 +105,7 @@ export function parseShardArgs(argv: string[], env: NodeJS.ProcessEnv): ShardOpt
     kvCacheBytes: integer("--kv-cache-bytes", values["kv-cache-bytes"] ?? env.TEXT_GEN_KV_CACHE_BYTES ?? String(DEFAULT_KV_CACHE_BYTES), 1),
     threads: integer("--threads", values.threads ?? "0", 0),
     watermark: watermarkFromEnv(env),
+    lookahead: !values["no-lookahead"] && env.TEXT_GEN_LOOKAHEAD !== "0",
   };
   if (dtype !== undefined) options.dtype = dtype as ComputeDtype;
   const graphs = values["cuda-graphs"] ?? env.CUDA_GRAPHS;

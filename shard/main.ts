@@ -74,6 +74,7 @@ async function main(): Promise<void> {
       kvCacheBytes: opts.kvCacheBytes,
       cudaMemoryFraction: opts.cudaMemoryFraction,
       watermark: opts.watermark,
+      lookahead: opts.lookahead,
       logger,
       onUnrecoverable: (err) => {
         logger.fatal({ err }, "engine step failed with several ranks: the communicator may be out of step, exiting");
