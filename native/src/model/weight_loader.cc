@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/dtype.h"
+#include "core/parallel_for.h"
 #include "core/safetensors.h"
 
 namespace tg {
@@ -24,6 +25,18 @@ const TensorInfo& Convertible(const SafetensorsArchive& archive, const std::stri
     Fail(archive, name, std::string("has dtype ") + DTypeName(t.dtype) + "; only F32, BF16 and F16 can be read as float32");
   }
   return t;
+}
+
+// Elements per thread below which a conversion stays on one thread (~4 MB of bf16).
+constexpr size_t kConvertGrain = size_t{1} << 21;
+
+// ConvertFloats over several threads: the copy out of the memory-mapped file (page
+// faults included) and the conversion are per-element work that splits evenly.
+void ConvertInParallel(DType from, const unsigned char* src, size_t count, DType to, void* dst) {
+  const size_t in_size = DTypeSize(from), out_size = DTypeSize(to);
+  ParallelFor(count, kConvertGrain, [&](size_t begin, size_t end) {
+    ConvertFloats(from, src + begin * in_size, end - begin, to, static_cast<char*>(dst) + begin * out_size);
+  });
 }
 
 // a * b as a float count, or an error when it cannot be allocated.
@@ -66,7 +79,7 @@ std::vector<float> WeightLoader::ReadCols(const std::string& name, int64_t begin
 
 void WeightLoader::ReadInto(const std::string& name, DType to, void* dst) const {
   const TensorInfo& t = Convertible(*archive_, name);
-  ConvertFloats(t.dtype, t.data, CheckedCount(*archive_, name, t.numel, 1), to, dst);
+  ConvertInParallel(t.dtype, t.data, CheckedCount(*archive_, name, t.numel, 1), to, dst);
 }
 
 size_t WeightLoader::RowsCount(const std::string& name, int64_t begin, int64_t end) const {
@@ -90,7 +103,7 @@ void WeightLoader::ReadRowsInto(const std::string& name, int64_t begin, int64_t 
   uint64_t first = static_cast<uint64_t>(begin);
   uint64_t stop = std::min(static_cast<uint64_t>(end), rows);
   size_t present = first < stop ? static_cast<size_t>((stop - first) * cols) : 0;
-  if (present > 0) ConvertFloats(t.dtype, t.data + first * cols * DTypeSize(t.dtype), present, to, dst);
+  if (present > 0) ConvertInParallel(t.dtype, t.data + first * cols * DTypeSize(t.dtype), present, to, dst);
   std::memset(static_cast<char*>(dst) + present * DTypeSize(to), 0, (count - present) * DTypeSize(to));
 }
 
@@ -113,10 +126,12 @@ void WeightLoader::ReadColsInto(const std::string& name, int64_t begin, int64_t 
   size_t width = static_cast<size_t>(end - begin);
   if (width == 0) return;
   size_t in_size = DTypeSize(t.dtype), out_size = DTypeSize(to);
-  for (uint64_t r = 0; r < rows; ++r) {
-    ConvertFloats(t.dtype, t.data + (r * cols + static_cast<uint64_t>(begin)) * in_size, width, to,
-                  static_cast<char*>(dst) + r * width * out_size);
-  }
+  ParallelFor(static_cast<size_t>(rows), std::max<size_t>(1, kConvertGrain / width), [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      ConvertFloats(t.dtype, t.data + (r * cols + static_cast<uint64_t>(begin)) * in_size, width, to,
+                    static_cast<char*>(dst) + r * width * out_size);
+    }
+  });
 }
 
 }  // namespace tg
