@@ -247,9 +247,14 @@ export class ShardService {
   ): Promise<StepResponse> {
     if (requests.length === 0) return { generations: [], forwardNs: 0, decodeNs: 0, totalNs: Number(process.hrtime.bigint() - start) };
     const forwardStart = process.hrtime.bigint();
-    const done = new Set(ahead.flatMap((a) => [...a.result!.running, ...a.result!.finished]));
-    const rest = requests.filter((r) => !done.has(r));
-    const result = combine(requests, [...ahead.map((a) => a.result!), ...(rest.length > 0 ? [await this.compute(rest)] : [])]);
+    let result: StepResult;
+    if (ahead.length === 0) {
+      result = await this.compute(requests);
+    } else {
+      const done = new Set(ahead.flatMap((a) => [...a.result!.running, ...a.result!.finished]));
+      const rest = requests.filter((r) => !done.has(r));
+      result = combine(requests, [...ahead.map((a) => a.result!), ...(rest.length > 0 ? [await this.compute(rest)] : [])]);
+    }
     const forwardNs = process.hrtime.bigint() - forwardStart + BigInt(ahead.reduce((sum, a) => sum + a.forwardNs, 0));
     const decodeStart = process.hrtime.bigint();
     this.release(result.finished);

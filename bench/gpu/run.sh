@@ -5,12 +5,13 @@
 #
 #   bench/gpu/run.sh [--shape llama3-8b|llama3-70b|tiny] [--num-shard N] [--device cuda|cpu]
 #                    [--card NAME] [--phase all|model|ours|hf|report] [--run-dir DIR]
-#                    [--model-dir DIR] [--results-dir DIR] [--quick] [--skip-hf] [--port P]
+#                    [--model-dir DIR] [--results-dir DIR] [--quick] [--skip-hf] [--port P] [--only NAME]
 #
 # Phases keep each step inside one device call (10 min): `--phase model`, then
 # `--phase ours`, `--phase hf`, `--phase report`, all with the same --run-dir (the
 # machine keeps /tmp while it stays warm). --device cpu with --shape tiny is the
 # dry run of everything but the GPU (CPU backend, tiny model, small scenarios).
+# --only NAME runs just that one of our scenarios (e.g. batch1).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -24,6 +25,7 @@ PHASE=all
 RUN_DIR=""
 MODEL_DIR=""
 QUICK=0
+ONLY=""
 SKIP_HF=0
 PORT=""
 RESULTS_DIR=bench/results
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --run-dir) RUN_DIR="$2"; shift 2 ;;
     --model-dir) MODEL_DIR="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --only) ONLY="$2"; shift 2 ;;
     --skip-hf) SKIP_HF=1; shift ;;
     --port) PORT="$2"; shift 2 ;;
     --results-dir) RESULTS_DIR="$2"; shift 2 ;;
@@ -133,6 +136,7 @@ phase_ours() {
   done
   echo "server ready after ${waited} s" >&2
   scenarios | while IFS='|' read -r name flags; do
+    [ -z "$ONLY" ] || [ "$name" = "$ONLY" ] || continue
     echo "== ours: $name ($flags)" >&2
     # shellcheck disable=SC2086
     "${BENCH[@]}" run --url "http://127.0.0.1:$PORT" --api tgi --tokenizer "$MODEL_DIR" $flags --seed 0 --warmup 2 \

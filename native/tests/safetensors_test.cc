@@ -394,6 +394,34 @@ TG_TEST(reads_into_16_bit_buffers_without_a_float32_detour) {
   CHECK_THROWS_WITH(loader.ReadInto("b", tg::DType::kI32, got.data()), "cannot convert BF16 to I32");
 }
 
+// Tensors large enough that the loader splits them over its threads: every element
+// lands where a one-piece conversion would put it, rows and columns alike.
+TG_TEST(large_reads_split_over_threads_match_element_by_element) {
+  TempDir dir;
+  const int64_t rows = 1500, cols = 4096;  // 6.1M elements: several pieces of the 2M-element grain
+  std::vector<float> m(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < m.size(); ++i) m[i] = static_cast<float>(static_cast<int64_t>(i * 2654435761u % 20001) - 10000) / 997.0f;
+  dir.Write("model.safetensors", SafetensorsFile({{"w", "BF16", {rows, cols}, U16Bytes(m, tg::F32ToBf16)}}));
+  tg::WeightLoader loader(dir.path());
+  std::vector<float> all(m.size());
+  loader.ReadInto("w", tg::DType::kF32, all.data());
+  size_t wrong = 0;
+  for (size_t i = 0; i < m.size(); ++i) wrong += all[i] != tg::Bf16ToF32(tg::F32ToBf16(m[i]));
+  CHECK(wrong == 0);
+  std::vector<uint16_t> rows16(static_cast<size_t>(1200 * cols));
+  loader.ReadRowsInto("w", 100, 1300, tg::DType::kF16, rows16.data());
+  wrong = 0;
+  for (size_t i = 0; i < rows16.size(); ++i) wrong += rows16[i] != tg::F32ToF16(all[100 * cols + i]);
+  CHECK(wrong == 0);
+  std::vector<float> cols32(static_cast<size_t>(rows * 2048));
+  loader.ReadColsInto("w", 1024, 3072, tg::DType::kF32, cols32.data());
+  wrong = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < 2048; ++c) wrong += cols32[r * 2048 + c] != all[r * cols + 1024 + c];
+  }
+  CHECK(wrong == 0);
+}
+
 TG_TEST(opens_a_sharded_index) {
   TempDir dir;
   dir.Write("model-00001-of-00002.safetensors",

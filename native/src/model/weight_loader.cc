@@ -6,9 +6,10 @@
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
+#include "backend/cpu/thread_pool.h"
 #include "core/dtype.h"
-#include "core/parallel_for.h"
 #include "core/safetensors.h"
 
 namespace tg {
@@ -28,14 +29,15 @@ const TensorInfo& Convertible(const SafetensorsArchive& archive, const std::stri
 }
 
 // Elements per thread below which a conversion stays on one thread (~4 MB of bf16).
-constexpr size_t kConvertGrain = size_t{1} << 21;
+constexpr int64_t kConvertGrain = int64_t{1} << 21;
 
-// ConvertFloats over several threads: the copy out of the memory-mapped file (page
+// ConvertFloats over the loader's threads: the copy out of the memory-mapped file (page
 // faults included) and the conversion are per-element work that splits evenly.
-void ConvertInParallel(DType from, const unsigned char* src, size_t count, DType to, void* dst) {
+void ConvertInParallel(ThreadPool& pool, DType from, const unsigned char* src, size_t count, DType to, void* dst) {
   const size_t in_size = DTypeSize(from), out_size = DTypeSize(to);
-  ParallelFor(count, kConvertGrain, [&](size_t begin, size_t end) {
-    ConvertFloats(from, src + begin * in_size, end - begin, to, static_cast<char*>(dst) + begin * out_size);
+  pool.ParallelFor(static_cast<int64_t>(count), kConvertGrain, [&](int64_t begin, int64_t end) {
+    ConvertFloats(from, src + begin * in_size, static_cast<size_t>(end - begin), to,
+                  static_cast<char*>(dst) + begin * out_size);
   });
 }
 
@@ -48,7 +50,10 @@ size_t CheckedCount(const SafetensorsArchive& archive, const std::string& name, 
 
 }  // namespace
 
-WeightLoader::WeightLoader(const std::string& model_dir) : archive_(std::make_unique<SafetensorsArchive>(model_dir)) {}
+// Up to 16 threads: loading is bound by memory and the page cache well before that.
+WeightLoader::WeightLoader(const std::string& model_dir)
+    : archive_(std::make_unique<SafetensorsArchive>(model_dir)),
+      pool_(std::make_unique<ThreadPool>(static_cast<int>(std::min(16u, std::max(1u, std::thread::hardware_concurrency()))))) {}
 
 WeightLoader::~WeightLoader() = default;
 
@@ -79,7 +84,7 @@ std::vector<float> WeightLoader::ReadCols(const std::string& name, int64_t begin
 
 void WeightLoader::ReadInto(const std::string& name, DType to, void* dst) const {
   const TensorInfo& t = Convertible(*archive_, name);
-  ConvertInParallel(t.dtype, t.data, CheckedCount(*archive_, name, t.numel, 1), to, dst);
+  ConvertInParallel(*pool_, t.dtype, t.data, CheckedCount(*archive_, name, t.numel, 1), to, dst);
 }
 
 size_t WeightLoader::RowsCount(const std::string& name, int64_t begin, int64_t end) const {
@@ -103,7 +108,7 @@ void WeightLoader::ReadRowsInto(const std::string& name, int64_t begin, int64_t 
   uint64_t first = static_cast<uint64_t>(begin);
   uint64_t stop = std::min(static_cast<uint64_t>(end), rows);
   size_t present = first < stop ? static_cast<size_t>((stop - first) * cols) : 0;
-  if (present > 0) ConvertInParallel(t.dtype, t.data + first * cols * DTypeSize(t.dtype), present, to, dst);
+  if (present > 0) ConvertInParallel(*pool_, t.dtype, t.data + first * cols * DTypeSize(t.dtype), present, to, dst);
   std::memset(static_cast<char*>(dst) + present * DTypeSize(to), 0, (count - present) * DTypeSize(to));
 }
 
@@ -126,8 +131,9 @@ void WeightLoader::ReadColsInto(const std::string& name, int64_t begin, int64_t 
   size_t width = static_cast<size_t>(end - begin);
   if (width == 0) return;
   size_t in_size = DTypeSize(t.dtype), out_size = DTypeSize(to);
-  ParallelFor(static_cast<size_t>(rows), std::max<size_t>(1, kConvertGrain / width), [&](size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; ++r) {
+  const int64_t grain = std::max<int64_t>(1, kConvertGrain / static_cast<int64_t>(width));
+  pool_->ParallelFor(static_cast<int64_t>(rows), grain, [&](int64_t r0, int64_t r1) {
+    for (uint64_t r = static_cast<uint64_t>(r0); r < static_cast<uint64_t>(r1); ++r) {
       ConvertFloats(t.dtype, t.data + (r * cols + static_cast<uint64_t>(begin)) * in_size, width, to,
                     static_cast<char*>(dst) + r * width * out_size);
     }

@@ -13,6 +13,7 @@
 namespace tg {
 
 class SafetensorsArchive;
+class ThreadPool;
 
 class WeightLoader {
  public:
@@ -35,7 +36,8 @@ class WeightLoader {
   std::vector<float> ReadCols(const std::string& name, int64_t begin, int64_t end) const;
 
   // The same three reads into `dst` as `to` (kF32, kBF16 or kF16), which must hold
-  // ReadCount(...) elements. The vectors above are these with `to` = kF32.
+  // ReadCount(...) elements. The vectors above are these with `to` = kF32. Large reads
+  // split over the loader's threads, so one loader serves one caller at a time.
   void ReadInto(const std::string& name, DType to, void* dst) const;
   void ReadRowsInto(const std::string& name, int64_t begin, int64_t end, DType to, void* dst) const;
   void ReadColsInto(const std::string& name, int64_t begin, int64_t end, DType to, void* dst) const;
@@ -45,6 +47,7 @@ class WeightLoader {
 
  private:
   std::unique_ptr<SafetensorsArchive> archive_;
+  std::unique_ptr<ThreadPool> pool_;  // the bulk reads' conversion threads
 };
 
 }  // namespace tg

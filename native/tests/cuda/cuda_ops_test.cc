@@ -192,14 +192,6 @@ TG_TEST(gemm_matches_cpu) {
 
 namespace {
 
-// A paged KV cache on the host mirroring the device layout [block][kv head][slot][d] (K and V apart).
-struct HostCache {
-  int64_t num_blocks, kv_heads, block_size, head_dim;
-  int64_t Index(int64_t block, int64_t h, int64_t slot, int64_t i) const {
-    return ((block * kv_heads + h) * block_size + slot) * head_dim + i;
-  }
-  int64_t size() const { return num_blocks * kv_heads * block_size * head_dim; }
-};
 
 // Sequences of a step: `rows` new tokens after `position` cached ones, blocks drawn without replacement.
 struct TestSeq {
@@ -464,17 +456,9 @@ void Perf() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (CudaDeviceCount() == 0) {
-    std::printf("skipped: no CUDA device visible\n0 passed, 0 failed\n");
-    return 0;
-  }
-  if (argc > 1 && std::string(argv[1]) == "--perf") {
-    Perf();
-    return 0;
-  }
-  int rc = tgtest::RunAll();
-  std::printf("worst relative error per op over %d comparisons:\n", cases_run);
-  for (auto& [key, w] : worst) std::printf("  %-28s %.3g (tolerance %.3g)\n", key.c_str(), w.first, w.second);
-  std::printf("%s\n", rc == 0 ? "all kernel tests passed" : "SOME KERNEL TESTS FAILED");
-  return rc;
+  return KernelTestMain(argc, argv, [] { Perf(); return 0; }, [](int rc) {
+    std::printf("worst relative error per op over %d comparisons:\n", cases_run);
+    for (auto& [key, w] : worst) std::printf("  %-28s %.3g (tolerance %.3g)\n", key.c_str(), w.first, w.second);
+    std::printf("%s\n", rc == 0 ? "all kernel tests passed" : "SOME KERNEL TESTS FAILED");
+  });
 }

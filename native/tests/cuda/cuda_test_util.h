@@ -8,13 +8,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/device_info.h"
 #include "backend/cuda/elem_type.h"
 #include "core/dtype.h"
+#include "../test_util.h"
 
 namespace tg {
 namespace cuda {
@@ -115,6 +120,30 @@ double TimeMs(int reps, Fn fn) {
   cudaEventDestroy(stop);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+// A paged KV cache on the host mirroring the device layout [block][kv head][slot][d] (K and V apart).
+struct HostCache {
+  int64_t num_blocks, kv_heads, block_size, head_dim;
+  int64_t Index(int64_t block, int64_t h, int64_t slot, int64_t i) const {
+    return ((block * kv_heads + h) * block_size + slot) * head_dim + i;
+  }
+  int64_t size() const { return num_blocks * kv_heads * block_size * head_dim; }
+};
+
+// A kernel test's main(): without a CUDA device it says it skipped (and passes); with
+// `--perf` it runs `perf` and returns its code; otherwise every test, then `summary`
+// (which prints after the "N passed, N failed" line), returning non-zero on a failure.
+inline int KernelTestMain(int argc, char** argv, const std::function<int()>& perf,
+                          const std::function<void(int rc)>& summary) {
+  if (CudaDeviceCount() == 0) {
+    std::printf("skipped: no CUDA device visible\n0 passed, 0 failed\n");
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--perf") return perf();
+  const int rc = tgtest::RunAll();
+  summary(rc);
+  return rc;
 }
 
 }  // namespace test

@@ -358,16 +358,8 @@ void Perf() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (CudaDeviceCount() == 0) {
-    std::printf("skipped: no CUDA device visible\n0 passed, 0 failed\n");
-    return 0;
-  }
-  if (argc > 1 && std::string(argv[1]) == "--perf") {
-    Perf();
-    return 0;
-  }
-  int rc = tgtest::RunAll();
-  std::printf("worst relative error per path over %d comparisons:\n", cases_run);
-  for (auto& [key, w] : worst) std::printf("  %-36s %.3g (tolerance %.3g)\n", key.c_str(), w.first, w.second);
-  return rc;
+  return KernelTestMain(argc, argv, [] { Perf(); return 0; }, [](int) {
+    std::printf("worst relative error per path over %d comparisons:\n", cases_run);
+    for (auto& [key, w] : worst) std::printf("  %-36s %.3g (tolerance %.3g)\n", key.c_str(), w.first, w.second);
+  });
 }

@@ -49,14 +49,6 @@ void Expect(const std::string& what, double err, double tol) {
 
 const ElemType kTypes[] = {ElemType::kBF16, ElemType::kF16};
 
-// A paged KV cache on the host mirroring the device layout [block][kv head][slot][d] (K and V apart).
-struct HostCache {
-  int64_t num_blocks, kv_heads, block_size, head_dim;
-  int64_t Index(int64_t block, int64_t h, int64_t slot, int64_t i) const {
-    return ((block * kv_heads + h) * block_size + slot) * head_dim + i;
-  }
-  int64_t size() const { return num_blocks * kv_heads * block_size * head_dim; }
-};
 
 // A sequence of a step: `rows` new tokens after `position` cached ones, at rows
 // [row_start, row_start + rows) of q/out, blocks drawn without replacement from a shuffled pool.
@@ -410,12 +402,7 @@ int Perf() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (CudaDeviceCount() == 0) {
-    std::printf("skipped: no CUDA device visible\n0 passed, 0 failed\n");
-    return 0;
-  }
-  if (argc > 1 && std::string(argv[1]) == "--perf") return Perf();
-  const int rc = tgtest::RunAll();
-  std::printf("%d comparisons, worst error %.3g of its tolerance\n", cases_run, worst_ratio);
-  return rc;
+  return KernelTestMain(argc, argv, Perf, [](int) {
+    std::printf("%d comparisons, worst error %.3g of its tolerance\n", cases_run, worst_ratio);
+  });
 }
