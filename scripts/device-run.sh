@@ -7,11 +7,12 @@
 # Always: unpacks node, the compiled JS and the build's node_modules from .device/,
 # builds the addon with the CUDA backend (and the CUDA tests), compiles the cuBLASLt
 # and NCCL shim checks against the real headers, and runs the kernel tests
-# (cuda_ops_test, prefill_attention_test, gemv_test) and the end-to-end checks
+# (cuda_ops_test, prefill_attention_test, gemv_test; peer_collectives_test with 2+ GPUs)
+# and the end-to-end checks
 # through the addon (stories260k greedy, random models' logits against the CPU).
 # Then each MODE, in order:
 #   perf      kernel timings at Llama-3-8B shapes (cuda_ops_test, prefill_attention_test
-#             and gemv_test with --perf)
+#             and gemv_test with --perf; the peer all-reduce's time per call on 2+ GPUs)
 #   serve     the GPU sampler's own test, the sampler through the engine, and the real
 #             launcher with --device cuda on stories260k
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
@@ -22,6 +23,11 @@
 #   bench     a random Llama-3-8B-shaped bf16 checkpoint at /tmp/llama3-8b (if not there),
 #             the device-to-device copy bandwidth, and the engine's timings on it
 #             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
+#   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
+#   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
+#             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick)
+#   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
+#             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
 #   gpubench  the serving benchmark through the launcher with HF in the same call
 #             (bench/gpu/run.sh), results into $OUT
 #   parity    HF transformers against the engine (scripts/device-parity.sh): the small
@@ -61,7 +67,7 @@ step() {
 }
 finish() {
   echo
-  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/gemv.txt 2>/dev/null | head -n 20
+  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/gemv*.txt "$LOGS"/peer.txt 2>/dev/null | head -n 20
   grep -h "^worst relative error" -A12 "$LOGS"/kernels.txt 2>/dev/null | head -n 14
   grep -h "^RESULT" "$LOGS"/*.txt | sed 's/^RESULT /  /'
   echo "card: $card ($(date -u +%FT%TZ)), arch sm_$arch"
@@ -84,6 +90,11 @@ ln -sfn ../models dist/models  # tools/random-model.js finds the tokenizer besid
 
 step build build.txt node node_modules/cmake-js/bin/cmake-js compile -d native -O native/build -G Ninja \
   "--CDCMAKE_CUDA_ARCHITECTURES=$arch" || { tail -n 40 "$LOGS/build.txt"; finish; exit 1; }
+# tp70b writes its 141 GB checkpoint while the other steps run (CPU and disk, not the GPUs).
+if has tp70b; then
+  bash bench/gpu/run.sh --shape llama3-70b --model-dir /tmp/llama3-70b --phase model > "$LOGS/gen-70b.txt" 2>&1 &
+  gen70b=$!
+fi
 # SKIP_TESTS=1: build only, for a short measuring call.
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step shim-check shim-check.txt g++ -std=c++17 -fsyntax-only -Inative/src -I/usr/local/cuda/include \
@@ -96,6 +107,12 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step kernels-4st kernels-4st.txt env TEXT_GEN_DECODE_STAGES=4 native/build/tests/cuda/cuda_ops_test
   step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
   step gemv gemv.txt native/build/tests/cuda/gemv_test
+  # Programmatic Dependent Launch is off by default; its kernels must stay correct with it on.
+  step kernels-pdl kernels-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/cuda_ops_test
+  step gemv-pdl gemv-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/gemv_test
+  step logits-pdl logits-pdl.txt env TEXT_GEN_PDL=all node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
+    .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
+  step peer peer.txt native/build/tests/cuda/peer_collectives_test  # skips with fewer than 2 GPUs
   step stories260k stories.txt node native/tests/cuda/e2e.mjs stories models/stories260k
   step logits logits.txt node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
@@ -106,6 +123,8 @@ if has perf; then
   step kernel-perf-old kernel-perf-old.txt env TEXT_GEN_DECODE_ATTENTION=0 native/build/tests/cuda/cuda_ops_test --perf
   step attn-perf attn-perf.txt native/build/tests/cuda/prefill_attention_test --perf
   step gemv-perf gemv-perf.txt native/build/tests/cuda/gemv_test --perf
+  step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
+  step gemv-perf-tp2 gemv-perf-tp2.txt env GEMV_PERF_TP=2 native/build/tests/cuda/gemv_test --perf
 fi
 
 if has serve; then
@@ -122,7 +141,7 @@ gen_8b() {
 
 if has tp; then
   gen_8b
-  tp_s=$(budget 320)
+  tp_s=$(budget $([ "$(nvidia-smi -L | wc -l)" -ge 4 ] && echo 450 || echo 320))
   step tp tp.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_BUDGET_S="$tp_s" bash scripts/device-tp.sh /tmp/llama3-8b
 fi
 
@@ -141,10 +160,30 @@ print(f"RESULT copy bandwidth {2 * x.numel() * 4 / ms / 1e6:.0f} GB/s (1 GiB dev
   step bench-8b bench-8b.txt timeout "$(budget 150)" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
 fi
 
+if has pdlsets; then
+  gen_8b
+  for set in ${PDL_SETS:-0 all gemv norm,rope,attention,silu,embedding attention}; do
+    step "pdl=$set" "pdl-$(echo "$set" | tr ',' '+').txt" timeout "$(budget 60)" env TEXT_GEN_PDL="$set" E2E_BENCH=decode \
+      E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  done
+fi
+
 if has gpubench; then
   gen_8b
   step gpubench gpubench.txt timeout "$(budget 330)" bash bench/gpu/run.sh --shape llama3-8b --model-dir /tmp/llama3-8b \
     --results-dir "$OUT" --run-dir /tmp/gpubench-run
+fi
+
+if has tpbench; then
+  gen_8b
+  step tpbench tpbench.txt timeout "$(budget 330)" bash bench/gpu/run.sh --shape llama3-8b --model-dir /tmp/llama3-8b \
+    --num-shard 2 --skip-hf --quick --results-dir "$OUT" --run-dir /tmp/tpbench-run
+fi
+
+if has tp70b; then
+  step gen-70b gen-70b-wait.txt wait "$gen70b"
+  step tp70b tp70b.txt timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b --model-dir /tmp/llama3-70b \
+    --num-shard 4 --skip-hf --quick --only batch1,sharegpt --results-dir "$OUT" --run-dir /tmp/tp70b-run
 fi
 
 if has parity; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tensor parallelism over NCCL on a 2-GPU machine (device kind nvidia-h100-x2), after
+# Tensor parallelism over NCCL on a 2- or 4-GPU machine (device kind nvidia-h100-x2 or -x4), after
 # scripts/device-run.sh has unpacked node, dist/ and node_modules and built the addon
 # (native/build) in the same device session:
 #
@@ -9,10 +9,13 @@
 # 2. starts the real launcher with --num-shard 1, then 2 (--device cuda --dtype bfloat16, port 0:
 #    each launch its own port), sends the same 8 greedy /generate requests (64 new tokens,
 #    top_n_tokens 2) to both and reports how many tokens match and the top-2 logprob margin where
-#    they first part; times batch-1 decode (128 streamed tokens, median of 3) at TP1 and TP2;
+#    they first part; times batch-1 decode (128 streamed tokens, median of 3) at TP1 and TP2, and at
+#    TP2 once more with the peer collectives off (TEXT_GEN_PEER_COLLECTIVES=0: NCCL alone);
 # 3. on the TP2 launch, with a long request streaming, SIGKILLs rank 1's shard and checks that the
 #    launcher, rank 0 and the router are gone within DEATH_WITHIN_S seconds and that no text-gen
-#    process is left (pgrep).
+#    process is left (pgrep);
+# 4. with 4 GPUs or more (kind nvidia-h100-x4): --num-shard 4, its greedy tokens against TP1's and
+#    its batch-1 decode time.
 # Prints RESULT lines and a final table; logs go to $OUT. Plain bash + node over dist/ (no tsx).
 # TP_DEVICE=cpu runs the same launches on the CPU (to try the script where there is no GPU).
 # TP_DTYPE=float16 runs the launches in float16 (ten times less rounding than bfloat16: a tighter
@@ -62,6 +65,7 @@ import { join } from "node:path";
 const [root, modelDir, outDir] = process.argv.slice(2);
 const DEVICE = process.env.TP_DEVICE || "cuda";
 const DEATH_WITHIN_S = Number(process.env.DEATH_WITHIN_S);
+const GPUS = Number(process.env.TP_GPUS || 2); // 4 or more: --num-shard 4 is checked too
 const NEAR_TIE = 0.05; // nats: a TP1/TP2 divergence at a wider top-2 margin than this is suspicious
 const PROMPTS = [
   "The capital of France is", "Once upon a time, in a small village by the sea,", "def fibonacci(n):",
@@ -78,12 +82,12 @@ const alive = (pid) => { try { process.kill(pid, 0); return true; } catch (e) { 
 
 const launches = []; // every launch, so that a failure or the budget can stop them all
 
-function launch(shards) {
-  const log = createWriteStream(join(outDir, `launcher-tp${shards}.log`));
+function launch(shards, label = `tp${shards}`, env = {}) {
+  const log = createWriteStream(join(outDir, `launcher-${label}.log`));
   const args = [join(root, "dist/launcher/main.js"), "--model-id", modelDir, "--num-shard", String(shards), "--device", DEVICE,
     "--dtype", process.env.TP_DTYPE || "bfloat16", "--port", "0", "--hostname", "127.0.0.1", "--json-output",
     "--max-input-tokens", "1024", "--max-total-tokens", "2048", "--max-batch-prefill-tokens", "2048"];
-  const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   const pids = new Map(), errors = [];
   const t0 = performance.now();
   const exited = new Promise((r) => child.on("exit", (code, signal) => r({ code, signal, at: performance.now() })));
@@ -152,20 +156,27 @@ async function decodeMsPerToken(url) {
   return runs.sort((a, b) => a - b)[1];
 }
 
-async function serve(shards) {
-  const l = launch(shards);
+async function serve(shards, label = `tp${shards}`, env = {}) {
+  const l = launch(shards, label, env);
   const { url, readyS } = await l.ready;
   const info = await (await fetch(`${url}/info`)).json();
-  result(`tp${shards} ready after ${readyS.toFixed(1)} s; /info model_device_type ${info.model_device_type}, dtype ${info.model_dtype}, ` +
+  result(`${label} ready after ${readyS.toFixed(1)} s; /info model_device_type ${info.model_device_type}, dtype ${info.model_dtype}, ` +
     `max_batch_total_tokens ${info.max_batch_total_tokens ?? "-"}`);
   const outs = [];
   for (const inputs of PROMPTS) outs.push(await post(url, { inputs, parameters: GREEDY }));
   const ms = await decodeMsPerToken(url);
-  result(`tp${shards} batch-1 decode ${ms.toFixed(2)} ms/token (128 streamed tokens, median of 3)`);
+  result(`${label} batch-1 decode ${ms.toFixed(2)} ms/token (128 streamed tokens, median of 3)`);
   return { l, url, readyS, outs, ms };
 }
 
-function compare(one, two) {
+/** Serves, measures, and stops a launch that is only timed. */
+async function timeOnly(shards, label, env) {
+  const run = await serve(shards, label, env);
+  await stopLaunch(run.l);
+  return run;
+}
+
+function compare(one, two, label = "tp2") {
   let same = 0, total = 0, suspicious = 0;
   PROMPTS.forEach((prompt, p) => {
     const a = one[p].details, b = two[p].details;
@@ -175,7 +186,7 @@ function compare(one, two) {
     same += i;
     total += a.tokens.length;
     if (i === a.tokens.length && i === b.tokens.length) {
-      console.log(`tp compare "${prompt}": all ${i} tokens equal`);
+      console.log(`${label} compare "${prompt}": all ${i} tokens equal`);
       return;
     }
     const margin = (d) => {
@@ -185,12 +196,12 @@ function compare(one, two) {
     const m1 = margin(a), m2 = margin(b);
     const tie = m1 < NEAR_TIE;
     if (!tie) suspicious++;
-    console.log(`tp compare "${prompt}": equal for ${i} tokens, then tp1 ${a.tokens[i]?.id} / tp2 ${b.tokens[i]?.id}; ` +
-      `top-2 margin there: tp1 ${m1.toFixed(4)}, tp2 ${m2.toFixed(4)} nats${tie ? " (near-tie)" : " (NOT a near-tie)"}`);
+    console.log(`${label} compare "${prompt}": equal for ${i} tokens, then tp1 ${a.tokens[i]?.id} / ${label} ${b.tokens[i]?.id}; ` +
+      `top-2 margin there: tp1 ${m1.toFixed(4)}, ${label} ${m2.toFixed(4)} nats${tie ? " (near-tie)" : " (NOT a near-tie)"}`);
   });
-  result(`tp greedy: ${same}/${total} tokens equal before the first divergence over ${PROMPTS.length} prompts; ` +
+  result(`${label} vs tp1 greedy: ${same}/${total} tokens equal before the first divergence over ${PROMPTS.length} prompts; ` +
     `${suspicious} divergence(s) at a top-2 margin above ${NEAR_TIE} nats`);
-  table.push(["tp-greedy", suspicious === 0 ? "ok" : "FAIL", `${same}/${total} tokens equal, ${suspicious} non-tie divergences`]);
+  table.push([`${label}-greedy`, suspicious === 0 ? "ok" : "FAIL", `${same}/${total} tokens equal, ${suspicious} non-tie divergences`]);
   if (suspicious) failed = true;
 }
 
@@ -256,13 +267,22 @@ try {
   await stopLaunch(tp1.l);
   const e = await tp1.l.exited;
   if (e.code !== 0) throw new Error(`launcher --num-shard 1 stopped with ${e.code ?? e.signal}`);
+  // TP 2 with NCCL alone (the peer kernels off), to weigh the peer collectives.
+  const nccl = await timeOnly(2, "tp2-nccl", { TEXT_GEN_PEER_COLLECTIVES: "0" });
   tp2 = await serve(2);
   compare(tp1.outs, tp2.outs);
   const ratio = tp1.ms / tp2.ms;
-  result(`tp decode speed-up ${ratio.toFixed(2)}x (tp1 ${tp1.ms.toFixed(2)} ms/token, tp2 ${tp2.ms.toFixed(2)} ms/token)`);
+  result(`tp decode speed-up ${ratio.toFixed(2)}x (tp1 ${tp1.ms.toFixed(2)} ms/token, tp2 ${tp2.ms.toFixed(2)} ms/token = ` +
+    `${(tp2.ms / tp1.ms).toFixed(2)} x tp1; NCCL-only tp2 ${nccl.ms.toFixed(2)} ms/token)`);
   table.push(["tp1-decode", "ok", `${tp1.ms.toFixed(2)} ms/token, ready after ${tp1.readyS.toFixed(0)} s`]);
-  table.push(["tp2-decode", "ok", `${tp2.ms.toFixed(2)} ms/token (${ratio.toFixed(2)}x), ready after ${tp2.readyS.toFixed(0)} s`]);
+  table.push(["tp2-nccl", "ok", `${nccl.ms.toFixed(2)} ms/token with TEXT_GEN_PEER_COLLECTIVES=0`]);
+  table.push(["tp2-decode", "ok", `${tp2.ms.toFixed(2)} ms/token (${(tp2.ms / tp1.ms).toFixed(2)} x tp1), ready after ${tp2.readyS.toFixed(0)} s`]);
   await shardDeath(tp2.l, tp2.url);
+  if (GPUS >= 4) {
+    const tp4 = await timeOnly(4, "tp4");
+    compare(tp1.outs, tp4.outs, "tp4");
+    table.push(["tp4-decode", "ok", `${tp4.ms.toFixed(2)} ms/token (${(tp4.ms / tp1.ms).toFixed(2)} x tp1), ready after ${tp4.readyS.toFixed(0)} s`]);
+  }
 } catch (err) {
   if (overBudget) await new Promise(() => {}); // the budget's handler reports and exits
   console.log(`tp failed: ${err.message}`);
@@ -274,7 +294,7 @@ finish();
 EOF
 
 t0=$SECONDS
-node "$client" "$PWD" "$(cd "$model" && pwd)" "$OUT" 2>&1 | tee "$OUT/tp.txt" | grep -v "^ROW "
+TP_GPUS=$ngpu node "$client" "$PWD" "$(cd "$model" && pwd)" "$OUT" 2>&1 | tee "$OUT/tp.txt" | grep -v "^ROW "
 rc=${PIPESTATUS[0]}
 while IFS= read -r line; do rows+=("${line#ROW }"); done < <(grep "^ROW " "$OUT/tp.txt")
 sleep 1

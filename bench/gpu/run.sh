@@ -5,13 +5,13 @@
 #
 #   bench/gpu/run.sh [--shape llama3-8b|llama3-70b|tiny] [--num-shard N] [--device cuda|cpu]
 #                    [--card NAME] [--phase all|model|ours|hf|report] [--run-dir DIR]
-#                    [--model-dir DIR] [--results-dir DIR] [--quick] [--skip-hf] [--port P] [--only NAME]
+#                    [--model-dir DIR] [--results-dir DIR] [--quick] [--skip-hf] [--port P] [--only NAMES]
 #
 # Phases keep each step inside one device call (10 min): `--phase model`, then
 # `--phase ours`, `--phase hf`, `--phase report`, all with the same --run-dir (the
 # machine keeps /tmp while it stays warm). --device cpu with --shape tiny is the
 # dry run of everything but the GPU (CPU backend, tiny model, small scenarios).
-# --only NAME runs just that one of our scenarios (e.g. batch1).
+# --only NAME[,NAME...] runs just those of our scenarios (e.g. batch1,sharegpt).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -136,7 +136,7 @@ phase_ours() {
   done
   echo "server ready after ${waited} s" >&2
   scenarios | while IFS='|' read -r name flags; do
-    [ -z "$ONLY" ] || [ "$name" = "$ONLY" ] || continue
+    [ -z "$ONLY" ] || [[ ",$ONLY," == *",$name,"* ]] || continue
     echo "== ours: $name ($flags)" >&2
     # shellcheck disable=SC2086
     "${BENCH[@]}" run --url "http://127.0.0.1:$PORT" --api tgi --tokenizer "$MODEL_DIR" $flags --seed 0 --warmup 2 \

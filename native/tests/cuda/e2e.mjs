@@ -248,7 +248,10 @@ async function bench(modelDir) {
   const seqOf = (prompt, firstBlock) => ({ id: id++, prompt, blocks: Int32Array.from({ length: contextBlocks * Math.ceil(prompt.length / 1024) }, (_, j) => firstBlock + j) });
   const stepOf = (s, tokens, position, sample) => ({ id: s.id, tokens: Int32Array.from(tokens), position, blocks: s.blocks, sample, topN: 0, promptLogprobs: false, init: position === 0 ? { params: greedy, prefix: new Int32Array(0) } : undefined });
 
-  for (const n of [1024, 4096, 8192]) {
+  // E2E_BENCH=decode: graph decode steps only (for quick A/B runs of a switch such as TEXT_GEN_PDL);
+  // E2E_BATCHES=1,16: those batch sizes only.
+  const decodeOnly = process.env.E2E_BENCH === "decode";
+  for (const n of decodeOnly ? [] : [1024, 4096, 8192]) {
     const times = [];
     for (let rep = 0; rep < 3; ++rep) {  // the first run plans the GEMMs and grows the buffers
       const s = seqOf(tokens(n, rep), 1);
@@ -267,7 +270,8 @@ async function bench(modelDir) {
   // CUDA graphs and then without them (a second engine): steps 0 and 1 of each batch
   // size are left out (the eager first use and the capture).
   const decode = async (label) => {
-    for (const batch of [1, 16, 64, 256]) {
+    const batches = process.env.E2E_BATCHES ? process.env.E2E_BATCHES.split(",").map(Number) : [1, 16, 64, 256];
+    for (const batch of batches) {
       const seqs = Array.from({ length: batch }, (_, i) => seqOf(tokens(1024, i), 1 + i * contextBlocks));
       const last = new Map();
       for (let i = 0; i < batch; i += 8) {  // prefill in steps of at most 8 prompts (8k tokens)
@@ -291,8 +295,9 @@ async function bench(modelDir) {
       console.log(`RESULT bench decode ${label} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
     }
   };
-  await decode("graphs");
+  await decode(process.env.TEXT_GEN_PDL === undefined ? "graphs" : `graphs, TEXT_GEN_PDL=${process.env.TEXT_GEN_PDL},`);
   engine.close();
+  if (decodeOnly) return;
   ({ engine } = await open(false));
   await decode("eager");
   engine.close();

@@ -309,9 +309,13 @@ void Perf() {
   auto lt = MakeGemm("0");
   auto automatic = MakeGemm(nullptr);
   struct Shape { const char* name; int64_t n, k, per_step; ElemType out; };
-  const Shape shapes[] = {{"qkv", 6144, 4096, 32, t},     {"o", 4096, 4096, 32, t},
-                          {"gate_up", 28672, 4096, 32, t}, {"down", 4096, 14336, 32, t},
-                          {"lm_head", 128256, 4096, 1, ElemType::kF32}};
+  // GEMV_PERF_TP=N: one rank's slices at tensor parallelism N (column-parallel n / N, row-parallel k / N).
+  const char* tp_env = std::getenv("GEMV_PERF_TP");
+  const int64_t tp = tp_env ? std::max(1, std::atoi(tp_env)) : 1;
+  if (tp > 1) std::printf("shapes of one rank at tensor parallelism %lld\n", static_cast<long long>(tp));
+  const Shape shapes[] = {{"qkv", 6144 / tp, 4096, 32, t},     {"o", 4096, 4096 / tp, 32, t},
+                          {"gate_up", 28672 / tp, 4096, 32, t}, {"down", 4096, 14336 / tp, 32, t},
+                          {"lm_head", 128256 / tp, 4096, 1, ElemType::kF32}};
   const int64_t ms[] = {1, 2, 4, 8};
   std::map<int64_t, double> step_gemv, step_lt, step_auto;  // cold µs per decode step's GEMMs
   constexpr int kReps = 20;

@@ -5,6 +5,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace tg {
 namespace cuda {
@@ -15,6 +16,8 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void AddRmsNormKernel(float* residual, const T* delta, const float* weight, const int32_t* row_index,
                                  int64_t hidden, float eps, bool write_residual, T* out) {
+  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
+  PdlWaitForPrevious();
   const int64_t i = blockIdx.x;
   const int64_t r = row_index ? row_index[i] : i;
   float* x = residual + r * hidden;
@@ -43,8 +46,8 @@ __global__ void AddRmsNormKernel(float* residual, const T* delta, const float* w
 template <typename T>
 void Launch(cudaStream_t stream, float* residual, const void* delta, const float* weight, const int32_t* row_index,
             int64_t rows, int64_t hidden, float eps, bool write_residual, void* out) {
-  AddRmsNormKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      residual, static_cast<const T*>(delta), weight, row_index, hidden, eps, write_residual, static_cast<T*>(out));
+  LaunchWithPdl(PdlKernel::kNorm, AddRmsNormKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, stream, residual,
+                static_cast<const T*>(delta), weight, row_index, hidden, eps, write_residual, static_cast<T*>(out));
 }
 
 }  // namespace

@@ -41,6 +41,7 @@
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace tg {
 namespace cuda {
@@ -149,6 +150,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
   constexpr int kOPitch = D + 4;                // floats per row of the merge's O staging
   static_assert(32 % kChunks == 0 && kStepKeys % kKeysPerPass == 0, "copy shape");
   extern __shared__ __align__(16) unsigned char smem[];
+  PdlWaitForPrevious();  // q and this step's K/V come from the kernel before (RoPE)
 
   const int item = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -308,6 +310,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
     write_stage = write_stage + 1 == sh.stages ? 0 : write_stage + 1;
   }
   CpAsyncWaitAll();  // only empty groups can remain; the buffers are reused below
+  // Only the short merge is left: the next kernel may be scheduled (it waits for our end).
+  PdlLaunchNext();
 
   // Merge the four warps' states: max and sum per row, then O rescaled to the common max.
 #pragma unroll
@@ -382,6 +386,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
     MergeKernel(AttentionBatch batch, Shape sh, const float* __restrict__ partial, T* __restrict__ out) {
   constexpr int kChunks = D / 8;
+  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
+  PdlWaitForPrevious();
   const int item = blockIdx.x, kvh = blockIdx.y;
   const Item it = ItemAt(batch, sh, item);
   const float* states = partial + PartialCount(batch, sh) * D;
@@ -467,13 +473,14 @@ void LaunchDim(cudaStream_t stream, const void* q, KvLayer cache, const Attentio
                float* workspace, void* out) {
   const dim3 grid(static_cast<unsigned>(batch.num_items), static_cast<unsigned>(sh.kv_heads),
                   static_cast<unsigned>(sh.num_splits));
-  DecodeAttentionKernel<T, D><<<grid, kThreads, SharedBytes(D, sh.stages), stream>>>(
-      static_cast<const T*>(q), static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), batch, sh, workspace,
-      static_cast<T*>(out));
+  LaunchWithPdl(PdlKernel::kAttention, DecodeAttentionKernel<T, D>, grid, dim3(kThreads), SharedBytes(D, sh.stages), stream,
+                static_cast<const T*>(q), static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), batch, sh,
+                workspace, static_cast<T*>(out));
   if (sh.num_splits > 1) {
     TG_CUDA_CHECK_LAUNCH("decode_attention");
     const dim3 merge_grid(static_cast<unsigned>(batch.num_items), static_cast<unsigned>(sh.kv_heads));
-    MergeKernel<T, D><<<merge_grid, kThreads, 0, stream>>>(batch, sh, workspace, static_cast<T*>(out));
+    LaunchWithPdl(PdlKernel::kAttention, MergeKernel<T, D>, merge_grid, dim3(kThreads), 0, stream, batch, sh, workspace,
+                  static_cast<T*>(out));
   }
 }
 

@@ -6,6 +6,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace tg {
 namespace cuda {
@@ -14,6 +15,8 @@ namespace {
 template <typename T>
 __global__ void EmbeddingKernel(const T* table, const int32_t* tokens, int64_t vocab_begin, int64_t vocab_rows,
                                 int64_t hidden, float* x) {
+  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
+  PdlWaitForPrevious();
   const int64_t r = blockIdx.x;
   const int64_t row = static_cast<int64_t>(tokens[r]) - vocab_begin;
   float* dst = x + r * hidden;
@@ -28,8 +31,8 @@ __global__ void EmbeddingKernel(const T* table, const int32_t* tokens, int64_t v
 template <typename T>
 void Launch(cudaStream_t stream, const void* table, const int32_t* tokens, int64_t vocab_begin, int64_t vocab_rows,
             int64_t rows, int64_t hidden, float* x) {
-  EmbeddingKernel<T><<<static_cast<unsigned>(rows), 256, 0, stream>>>(static_cast<const T*>(table), tokens,
-                                                                       vocab_begin, vocab_rows, hidden, x);
+  LaunchWithPdl(PdlKernel::kEmbedding, EmbeddingKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(256), 0, stream,
+                static_cast<const T*>(table), tokens, vocab_begin, vocab_rows, hidden, x);
 }
 
 }  // namespace

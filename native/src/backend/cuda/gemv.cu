@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace tg {
 namespace cuda {
@@ -111,23 +112,32 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 3)
   const int64_t full_steps = pieces >> 2, steps = (pieces + 3) >> 2;
   const int64_t stride = static_cast<int64_t>(warps) * kStepsPerLoad;
   int64_t s = static_cast<int64_t>(warp) * kStepsPerLoad;
-  for (; s + kStepsPerLoad <= full_steps; s += stride) {
-    uint4 lo[kStepsPerLoad], hi[kStepsPerLoad], xv[kStepsPerLoad];
+  // W of a full block is loaded at the end of the iteration before the one that multiplies
+  // it, so the warp's first block goes out before waiting for the previous kernel (W never
+  // depends on it) and streams while that kernel finishes (PDL, pdl.cuh); x is read after.
+  uint4 lo[kStepsPerLoad], hi[kStepsPerLoad];
+  auto load_w = [&](int64_t block) {
 #pragma unroll
     for (int u = 0; u < kStepsPerLoad; ++u) {
-      const int64_t piece = (s + u) * 4;
-      lo[u] = LoadStreaming(w_lo + piece);
-      hi[u] = LoadStreaming(w_hi + piece);
-      xv[u] = __ldg(x_row + piece);
+      lo[u] = LoadStreaming(w_lo + (block + u) * 4);
+      hi[u] = LoadStreaming(w_hi + (block + u) * 4);
     }
+  };
+  if (s + kStepsPerLoad <= full_steps) load_w(s);
+  PdlWaitForPrevious();
+  for (; s + kStepsPerLoad <= full_steps; s += stride) {
+    uint4 xv[kStepsPerLoad];
+#pragma unroll
+    for (int u = 0; u < kStepsPerLoad; ++u) xv[u] = __ldg(x_row + (s + u) * 4);
 #pragma unroll
     for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
+    if (s + stride + kStepsPerLoad <= full_steps) load_w(s + stride);
   }
   // The warp's block that reaches past the last full step (at most one: the next starts
   // at ≥ s + kStepsPerLoad > full_steps ≥ steps - 1). Pieces past k load the row's last
   // piece (a valid address) and are zeroed.
   if (s < steps) {
-    uint4 lo[kStepsPerLoad], hi[kStepsPerLoad], xv[kStepsPerLoad];
+    uint4 xv[kStepsPerLoad];
 #pragma unroll
     for (int u = 0; u < kStepsPerLoad; ++u) {
       const int64_t piece = (s + u) * 4;
@@ -141,6 +151,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 3)
 #pragma unroll
     for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
   }
+  // Only the sum over warps is left: the next kernel may be scheduled (it waits for our end).
+  PdlLaunchNext();
 
   partial[warp][lane] = make_float4(c0[0] + c1[0], c0[1] + c1[1], c0[2] + c1[2], c0[3] + c1[3]);
   __syncthreads();
@@ -165,8 +177,8 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   const int warps = static_cast<int>(
       std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
   const unsigned blocks = static_cast<unsigned>((n + kTileRows - 1) / kTileRows);
-  GemvKernel<T, OutT><<<blocks, warps * 32, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
-                                                          static_cast<OutT*>(out), static_cast<int>(m), n, k);
+  LaunchWithPdl(PdlKernel::kGemv, GemvKernel<T, OutT>, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
+                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k);
 }
 
 template <typename T>

@@ -7,6 +7,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace tg {
 namespace cuda {
@@ -20,6 +21,8 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
                                   const int32_t* freq_index, const int32_t* slot_block, const int32_t* slot_offset,
                                   int q_heads, int kv_heads, int head_dim, T* q_out, T* k_cache, T* v_cache,
                                   int64_t block_size) {
+  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
+  PdlWaitForPrevious();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t r = blockIdx.x;
   const int half = head_dim / 2;
@@ -68,10 +71,10 @@ template <typename T>
 void Launch(cudaStream_t stream, const void* qkv, const float* bias, const int32_t* positions, const float* inv_freq,
             const int32_t* freq_index, const int32_t* slot_block, const int32_t* slot_offset, int64_t rows,
             int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* q_out, KvLayer cache) {
-  RopeKvWriteKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
-      static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim), static_cast<T*>(q_out),
-      static_cast<T*>(cache.k), static_cast<T*>(cache.v), cache.block_size);
+  LaunchWithPdl(PdlKernel::kRope, RopeKvWriteKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, stream,
+                static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
+                static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),
+                static_cast<T*>(q_out), static_cast<T*>(cache.k), static_cast<T*>(cache.v), cache.block_size);
 }
 
 }  // namespace

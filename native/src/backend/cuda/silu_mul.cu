@@ -4,6 +4,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace tg {
 namespace cuda {
@@ -11,6 +12,8 @@ namespace {
 
 template <typename T>
 __global__ void SiluMulKernel(const T* gate_up, int64_t inter, T* out) {
+  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
+  PdlWaitForPrevious();
   const int64_t r = blockIdx.y;
   const T* g = gate_up + r * 2 * inter;
   const T* u = g + inter;
@@ -25,7 +28,8 @@ void Launch(cudaStream_t stream, const void* gate_up, int64_t rows, int64_t inte
   const unsigned threads = 256;
   const unsigned blocks_x = static_cast<unsigned>((inter + threads - 1) / threads);
   dim3 grid(blocks_x < 64 ? blocks_x : 64, static_cast<unsigned>(rows));
-  SiluMulKernel<T><<<grid, threads, 0, stream>>>(static_cast<const T*>(gate_up), inter, static_cast<T*>(out));
+  LaunchWithPdl(PdlKernel::kSilu, SiluMulKernel<T>, grid, dim3(threads), 0, stream, static_cast<const T*>(gate_up), inter,
+                static_cast<T*>(out));
 }
 
 }  // namespace

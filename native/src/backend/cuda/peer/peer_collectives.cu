@@ -1,0 +1,209 @@
+// See peer_collectives.h. A call has three parts in every CTA: copy the CTA's slice
+// of the input into this rank's staging buffer, meet the same CTA of every peer at a
+// flag barrier, then read that slice from every rank's staging buffer. CTA b only
+// ever reads slice b, which the peers' CTA b staged before raising the flag CTA b
+// waits for, so the barrier is per CTA and no CTA waits for the whole grid.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdio>
+#include <type_traits>
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elem_access.cuh"
+#include "backend/cuda/peer/peer_collectives.h"
+
+namespace tg {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 512;
+// The flags come first in a region: flags[cta][source rank] holds the number of the
+// last call the source rank's CTA announced. Rounded up so the staging stays aligned.
+constexpr size_t kFlagBytes = 4096;
+static_assert(kPeerCtas * kPeerMaxRanks * sizeof(uint32_t) <= kFlagBytes, "flags overflow their page");
+// A peer that has not arrived after this long is gone (killed, or its process hung):
+// the kernel stops the context with a message instead of spinning forever. Generous,
+// because a rank may reach its first collective long before a slower peer has loaded.
+constexpr unsigned long long kWaitLimitNs = 600ull * 1000 * 1000 * 1000;
+
+__device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void StoreRelease(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long GlobalTimerNs() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__device__ __forceinline__ uint32_t* Flags(char* region) { return reinterpret_cast<uint32_t*>(region); }
+
+// The staging buffer of call number `call` (calls alternate between the two).
+__device__ __forceinline__ uint4* Staging(char* region, uint32_t call, size_t staging_bytes) {
+  return reinterpret_cast<uint4*>(region + kFlagBytes + (call & 1u) * staging_bytes);
+}
+
+// Staged data is read with ld.global.cv (never served from a cache line filled before
+// the barrier), which, unlike a volatile load, the compiler may keep several of in flight.
+__device__ __forceinline__ uint4 LoadFresh(const uint4* p) { return __ldcv(p); }
+
+struct Slice {
+  size_t begin, end;
+};
+
+// This CTA's share of `vecs` 16-byte vectors.
+__device__ __forceinline__ Slice CtaSlice(size_t vecs) {
+  const size_t per_cta = (vecs + gridDim.x - 1) / gridDim.x;
+  const size_t begin = min(vecs, blockIdx.x * per_cta);
+  return {begin, min(vecs, begin + per_cta)};
+}
+
+// The number of this CTA's current call: one more than its last (read by every thread
+// before FinishCall writes it).
+__device__ __forceinline__ uint32_t StartCall(const PeerGroup& g) { return g.counters[blockIdx.x] + 1; }
+
+__device__ __forceinline__ void FinishCall(const PeerGroup& g, uint32_t call) {
+  if (threadIdx.x == 0) g.counters[blockIdx.x] = call;
+}
+
+// Announces that this CTA has staged its slice of call `call`, then waits until the same
+// CTA of every rank has done so. Thread p < world_size talks to rank p.
+__device__ void MeetPeers(const PeerGroup& g, uint32_t call) {
+  __syncthreads();  // the CTA's staging stores come before the announcement
+  const int peer = static_cast<int>(threadIdx.x);
+  if (peer < g.world_size) {
+    __threadfence_system();
+    StoreRelease(Flags(g.regions[peer]) + blockIdx.x * kPeerMaxRanks + g.rank, call);
+    const uint32_t* flag = Flags(g.regions[g.rank]) + blockIdx.x * kPeerMaxRanks + peer;
+    const unsigned long long start = GlobalTimerNs();
+    // A peer may already be one call ahead (it passed this barrier and announced the next).
+    while (static_cast<int32_t>(LoadAcquire(flag) - call) < 0) {
+      if (GlobalTimerNs() - start > kWaitLimitNs) {
+        printf("text-gen: rank %d waited %llu s for rank %d at a peer collective; stopping\n", g.rank,
+               kWaitLimitNs / 1000000000ull, peer);
+        __trap();
+      }
+    }
+  }
+  __syncthreads();  // every peer's slice is staged before any thread reads it
+}
+
+__device__ __forceinline__ void Stage(const PeerGroup& g, uint32_t call, const uint4* in, Slice s) {
+  uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) mine[i] = in[i];
+}
+
+template <typename T>
+constexpr int kVecElems = static_cast<int>(16 / sizeof(T));
+
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+
+template <typename T>
+__device__ __forceinline__ void AddVector(float (&sum)[kVecElems<T>], const uint4& v) {
+  const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+  for (int j = 0; j < kVecElems<T>; ++j) sum[j] += ToFloat(e[j]);
+}
+
+template <typename T>
+__device__ __forceinline__ uint4 PackVector(const float (&sum)[kVecElems<T>]) {
+  uint4 v;
+  T* e = reinterpret_cast<T*>(&v);
+#pragma unroll
+  for (int j = 0; j < kVecElems<T>; ++j) {
+    if constexpr (std::is_same_v<T, float>) {
+      e[j] = sum[j];
+    } else {
+      e[j] = FromFloat<T>(sum[j]);
+    }
+  }
+  return v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) PeerAllReduceKernel(PeerGroup g, uint4* data, size_t vecs) {
+  const uint32_t call = StartCall(g);
+  const Slice s = CtaSlice(vecs);
+  Stage(g, call, data, s);
+  MeetPeers(g, call);
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) {
+    uint4 parts[kPeerMaxRanks];
+#pragma unroll
+    for (int r = 0; r < kPeerMaxRanks; ++r) {
+      if (r < g.world_size) parts[r] = LoadFresh(Staging(g.regions[r], call, g.staging_bytes) + i);
+    }
+    float sum[kVecElems<T>] = {};
+#pragma unroll
+    for (int r = 0; r < kPeerMaxRanks; ++r) {
+      if (r < g.world_size) AddVector<T>(sum, parts[r]);
+    }
+    data[i] = PackVector<T>(sum);
+  }
+  FinishCall(g, call);
+}
+
+__global__ void __launch_bounds__(kThreads) PeerAllGatherKernel(PeerGroup g, const uint4* in, size_t vecs,
+                                                                uint4* out) {
+  const uint32_t call = StartCall(g);
+  const Slice s = CtaSlice(vecs);
+  Stage(g, call, in, s);
+  MeetPeers(g, call);
+  for (int r = 0; r < g.world_size; ++r) {
+    const uint4* theirs = Staging(g.regions[r], call, g.staging_bytes);
+    for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) out[r * vecs + i] = LoadFresh(theirs + i);
+  }
+  FinishCall(g, call);
+}
+
+void CheckGroup(const PeerGroup& g, size_t count, ElemType type) {
+  if (!PeerCollectiveFits(g, count, type)) {
+    throw std::invalid_argument("peer collective cannot move " + std::to_string(count) +
+                                " elements (needs whole 16-byte vectors within the staging buffer)");
+  }
+}
+
+}  // namespace
+
+size_t PeerRegionBytes(size_t staging_bytes) { return kFlagBytes + 2 * staging_bytes; }
+
+bool PeerCollectiveFits(const PeerGroup& g, size_t count, ElemType type) {
+  const size_t bytes = count * ElemSize(type);
+  return g.world_size >= 1 && g.world_size <= kPeerMaxRanks && g.counters != nullptr && bytes % 16 == 0 &&
+         bytes <= g.staging_bytes && g.staging_bytes % 16 == 0;
+}
+
+void LaunchPeerAllReduceSum(const PeerGroup& g, void* data, size_t count, ElemType type, cudaStream_t stream) {
+  CheckGroup(g, count, type);
+  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) throw std::invalid_argument("peer all-reduce: data not 16-byte aligned");
+  const size_t vecs = count * ElemSize(type) / 16;
+  auto* v = static_cast<uint4*>(data);
+  switch (type) {
+    case ElemType::kF32: PeerAllReduceKernel<float><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+    case ElemType::kBF16: PeerAllReduceKernel<__nv_bfloat16><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+    case ElemType::kF16: PeerAllReduceKernel<__half><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+  }
+  TG_CUDA_CHECK_LAUNCH("peer all-reduce");
+}
+
+void LaunchPeerAllGather(const PeerGroup& g, const void* in, size_t count, ElemType type, void* out,
+                         cudaStream_t stream) {
+  CheckGroup(g, count, type);
+  if (reinterpret_cast<uintptr_t>(in) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) {
+    throw std::invalid_argument("peer all-gather: buffers not 16-byte aligned");
+  }
+  PeerAllGatherKernel<<<kPeerCtas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(in),
+                                                          count * ElemSize(type) / 16, static_cast<uint4*>(out));
+  TG_CUDA_CHECK_LAUNCH("peer all-gather");
+}
+
+}  // namespace cuda
+}  // namespace tg

@@ -1,0 +1,56 @@
+// One-shot collectives between the GPUs of one machine that can read each other's
+// memory (NVLink, or PCIe peer access). Each rank stages its input in a region its
+// peers have mapped, the ranks meet at a flag barrier, and each rank reads what it
+// needs straight out of its peers' regions: one kernel and one round trip over the
+// link. A decode step's all-reduces are small (8 KB per call at batch 1 on an 8B
+// model, 65 calls per token), and there NCCL's ring protocol, built for bandwidth,
+// costs several times more; NCCL keeps the large messages (peer_communicator.h).
+//
+// The kernels keep their state in device memory (a barrier counter per CTA), so they
+// can be captured into CUDA graphs and replayed any number of times. Every rank must
+// launch the same sequence of collectives, and one rank's collectives must run in
+// stream order (never two at once): the barrier of call n + 1 is what tells a rank
+// that its peers have finished reading the staging buffer call n - 1 used.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/elem_type.h"
+
+namespace tg {
+namespace cuda {
+
+constexpr int kPeerMaxRanks = 8;
+// CTAs of every peer collective. Fixed, so that every CTA's barrier counter counts the
+// same calls on every rank.
+constexpr int kPeerCtas = 48;
+
+// Bytes of the region each rank shares: the barrier flags, then two staging buffers of
+// `staging_bytes` each (consecutive calls alternate between them).
+size_t PeerRegionBytes(size_t staging_bytes);
+
+// One rank's view of the group.
+struct PeerGroup {
+  int rank = 0;
+  int world_size = 0;
+  char* regions[kPeerMaxRanks] = {};  // every rank's region (of PeerRegionBytes), as this process maps it
+  uint32_t* counters = nullptr;       // this rank's kPeerCtas barrier counters: device memory, zeroed once
+  size_t staging_bytes = 0;
+};
+
+// True when the peer kernels can move `count` elements of `type` per rank: a whole
+// number of 16-byte vectors, at most staging_bytes.
+bool PeerCollectiveFits(const PeerGroup& group, size_t count, ElemType type);
+
+// In place: data[i] = sum over ranks of data[i], summed in rank order in f32 on every
+// rank (so every rank gets the same bits). `data` is 16-byte aligned.
+void LaunchPeerAllReduceSum(const PeerGroup& group, void* data, size_t count, ElemType type, cudaStream_t stream);
+
+// out = each rank's `count` elements of `in`, concatenated in rank order.
+void LaunchPeerAllGather(const PeerGroup& group, const void* in, size_t count, ElemType type, void* out,
+                         cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace tg

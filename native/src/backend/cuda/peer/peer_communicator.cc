@@ -1,0 +1,195 @@
+// See peer_communicator.h.
+#include "backend/cuda/peer/peer_communicator.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/peer/peer_collectives.h"
+
+namespace tg {
+namespace cuda {
+namespace {
+
+// Each staging buffer holds one rank's share of a message: the lm_head's f32 logits of
+// 8 rows at TP 2 (8 × 64,128 × 4 bytes) fit.
+constexpr size_t kStagingBytes = size_t{4} << 20;
+// A one-shot call makes every rank read (world size − 1) × the message over the link;
+// past this NCCL's ring, which reads each byte about twice whatever the group size, wins.
+constexpr size_t kPeerReadLimit = size_t{2} << 20;
+
+class PeerCommunicator final : public DeviceCommunicator {
+ public:
+  PeerCommunicator(std::unique_ptr<DeviceCommunicator> base, DeviceBuffer region, DeviceBuffer counters,
+                   const PeerGroup& group, std::vector<void*> mapped)
+      : base_(std::move(base)),
+        region_(std::move(region)),
+        counters_(std::move(counters)),
+        group_(group),
+        mapped_(std::move(mapped)) {}
+
+  ~PeerCommunicator() override {
+    for (void* p : mapped_) cudaIpcCloseMemHandle(p);
+  }
+
+  PeerCommunicator(const PeerCommunicator&) = delete;
+  PeerCommunicator& operator=(const PeerCommunicator&) = delete;
+
+  int rank() const override { return base_->rank(); }
+  int world_size() const override { return base_->world_size(); }
+
+  void AllReduceSum(void* data, size_t count, ElemType type, cudaStream_t stream) override {
+    if (TakesPeerPath(count, type) && reinterpret_cast<uintptr_t>(data) % 16 == 0) {
+      LaunchPeerAllReduceSum(group_, data, count, type, stream);
+    } else {
+      base_->AllReduceSum(data, count, type, stream);
+    }
+  }
+
+  void AllGather(const void* in, size_t count, ElemType type, void* out, cudaStream_t stream) override {
+    if (TakesPeerPath(count, type) && reinterpret_cast<uintptr_t>(in) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+      LaunchPeerAllGather(group_, in, count, type, out, stream);
+    } else {
+      base_->AllGather(in, count, type, out, stream);
+    }
+  }
+
+ private:
+  // Depends only on sizes and addresses every rank has alike, so all ranks take the same path.
+  bool TakesPeerPath(size_t count, ElemType type) const {
+    return PeerCollectiveFits(group_, count, type) &&
+           static_cast<size_t>(group_.world_size - 1) * count * ElemSize(type) <= kPeerReadLimit;
+  }
+
+  std::unique_ptr<DeviceCommunicator> base_;
+  DeviceBuffer region_, counters_;
+  PeerGroup group_;
+  std::vector<void*> mapped_;  // the peers' regions, opened from their IPC handles
+};
+
+// What each rank tells the others: its region's IPC handle and whether it has one.
+// 128 bytes, traded as 32 f32 values (an all-gather copies their bits unchanged).
+struct HandleRecord {
+  cudaIpcMemHandle_t handle;
+  int32_t exported;
+  char pad[128 - sizeof(cudaIpcMemHandle_t) - sizeof(int32_t)];
+};
+static_assert(sizeof(HandleRecord) == 128, "HandleRecord travels as 32 floats");
+
+// A collective through `base` on a private stream, waited for.
+class SetupStream {
+ public:
+  SetupStream() { TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  ~SetupStream() { cudaStreamDestroy(stream_); }
+  SetupStream(const SetupStream&) = delete;
+  SetupStream& operator=(const SetupStream&) = delete;
+  cudaStream_t get() const { return stream_; }
+  void Wait() const { TG_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+std::vector<HandleRecord> TradeHandles(DeviceCommunicator& base, const HandleRecord& mine, const SetupStream& s) {
+  const int world = base.world_size();
+  DeviceBuffer send(sizeof(HandleRecord)), recv(sizeof(HandleRecord) * world);
+  TG_CUDA_CHECK(cudaMemcpy(send.get(), &mine, sizeof mine, cudaMemcpyHostToDevice));
+  base.AllGather(send.get(), sizeof(HandleRecord) / 4, ElemType::kF32, recv.get(), s.get());
+  s.Wait();
+  std::vector<HandleRecord> all(static_cast<size_t>(world));
+  TG_CUDA_CHECK(cudaMemcpy(all.data(), recv.get(), recv.bytes(), cudaMemcpyDeviceToHost));
+  return all;
+}
+
+// The number of ranks that report `ok`.
+int CountAgreeing(DeviceCommunicator& base, bool ok, const SetupStream& s) {
+  DeviceBuffer flag(sizeof(float));
+  const float one = ok ? 1.0f : 0.0f;
+  TG_CUDA_CHECK(cudaMemcpy(flag.get(), &one, sizeof one, cudaMemcpyHostToDevice));
+  base.AllReduceSum(flag.get(), 1, ElemType::kF32, s.get());
+  s.Wait();
+  float sum = 0.0f;
+  TG_CUDA_CHECK(cudaMemcpy(&sum, flag.get(), sizeof sum, cudaMemcpyDeviceToHost));
+  return static_cast<int>(sum + 0.5f);
+}
+
+}  // namespace
+
+std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCommunicator> base, int device,
+                                                        std::string* why_not) {
+  auto decline = [&](std::string reason) {
+    if (why_not) *why_not = std::move(reason);
+    return std::move(base);
+  };
+  const int world = base->world_size(), rank = base->rank();
+  const char* env = std::getenv("TEXT_GEN_PEER_COLLECTIVES");
+  if (env && std::string(env) == "0") return decline("TEXT_GEN_PEER_COLLECTIVES=0");
+  if (world < 2 || world > kPeerMaxRanks) {
+    return decline("peer collectives take 2 to " + std::to_string(kPeerMaxRanks) + " ranks");
+  }
+  TG_CUDA_CHECK(cudaSetDevice(device));
+  SetupStream stream;
+
+  // Zeroed before the handles travel: no peer writes a flag before it has this rank's handle.
+  DeviceBuffer region(PeerRegionBytes(kStagingBytes)), counters(kPeerCtas * sizeof(uint32_t));
+  TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
+  TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+
+  HandleRecord mine{};
+  std::string problem;
+  if (cudaIpcGetMemHandle(&mine.handle, region.get()) == cudaSuccess) {
+    mine.exported = 1;
+  } else {
+    problem = std::string("rank ") + std::to_string(rank) + " cannot export memory: " +
+              cudaGetErrorString(cudaGetLastError());
+  }
+  // Every rank makes the same two collectives whatever happened, so none waits alone.
+  const std::vector<HandleRecord> all = TradeHandles(*base, mine, stream);
+
+  PeerGroup group;
+  group.rank = rank;
+  group.world_size = world;
+  group.counters = counters.as<uint32_t>();
+  group.staging_bytes = kStagingBytes;
+  std::vector<void*> mapped;
+  for (int r = 0; r < world && problem.empty(); ++r) {
+    if (r == rank) {
+      group.regions[r] = region.as<char>();
+      continue;
+    }
+    if (!all[static_cast<size_t>(r)].exported) {
+      problem = "rank " + std::to_string(r) + " cannot export memory";
+      break;
+    }
+    void* peer = nullptr;
+    const cudaError_t status =
+        cudaIpcOpenMemHandle(&peer, all[static_cast<size_t>(r)].handle, cudaIpcMemLazyEnablePeerAccess);
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // not sticky: clear it so later calls don't report it
+      problem = "rank " + std::to_string(rank) + " cannot map rank " + std::to_string(r) +
+                "'s memory: " + cudaGetErrorString(status);
+      break;
+    }
+    mapped.push_back(peer);
+    group.regions[r] = static_cast<char*>(peer);
+  }
+  const int agreeing = CountAgreeing(*base, problem.empty(), stream);
+  if (agreeing != world) {
+    for (void* p : mapped) cudaIpcCloseMemHandle(p);
+    return decline(problem.empty() ? std::to_string(world - agreeing) + " other rank(s) cannot map their peers"
+                                   : problem);
+  }
+  return std::make_unique<PeerCommunicator>(std::move(base), std::move(region), std::move(counters), group,
+                                            std::move(mapped));
+}
+
+}  // namespace cuda
+}  // namespace tg

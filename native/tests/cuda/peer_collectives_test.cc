@@ -1,0 +1,325 @@
+// The peer collectives (backend/cuda/peer/peer_collectives.h) on every visible GPU of
+// one process: each GPU plays one rank, and the ranks' regions are plain allocations
+// reached through peer access (the engine maps them from other processes with CUDA IPC,
+// which a single process cannot open; the kernels see the same pointers either way).
+// Needs 2+ GPUs with peer access; says it skipped otherwise. `--perf` times the
+// all-reduce per message size.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/peer/peer_collectives.h"
+#include "cuda_test_util.h"
+
+using namespace tg::cuda;
+using namespace tg::cuda::test;
+
+namespace {
+
+constexpr size_t kStaging = size_t{4} << 20;
+
+// One rank per GPU, all driven from this thread.
+struct Group {
+  int world = 0;
+  std::vector<DeviceBuffer> regions, counters;
+  std::vector<cudaStream_t> streams;
+  std::vector<PeerGroup> views;
+
+  explicit Group(int n) : world(n) {
+    for (int r = 0; r < n; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      for (int p = 0; p < n; ++p) {
+        if (p == r) continue;
+        const cudaError_t e = cudaDeviceEnablePeerAccess(p, 0);
+        if (e == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
+        else TG_CUDA_CHECK(e);
+      }
+      regions.emplace_back(PeerRegionBytes(kStaging));
+      counters.emplace_back(kPeerCtas * sizeof(uint32_t));
+      TG_CUDA_CHECK(cudaMemset(regions.back().get(), 0, regions.back().bytes()));
+      TG_CUDA_CHECK(cudaMemset(counters.back().get(), 0, counters.back().bytes()));
+      cudaStream_t s = nullptr;
+      TG_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+      streams.push_back(s);
+    }
+    for (int r = 0; r < n; ++r) {
+      PeerGroup g;
+      g.rank = r;
+      g.world_size = n;
+      g.counters = counters[static_cast<size_t>(r)].as<uint32_t>();
+      g.staging_bytes = kStaging;
+      for (int p = 0; p < n; ++p) g.regions[p] = regions[static_cast<size_t>(p)].as<char>();
+      views.push_back(g);
+    }
+  }
+  ~Group() {
+    for (int r = 0; r < world; ++r) {
+      cudaSetDevice(r);
+      cudaStreamDestroy(streams[static_cast<size_t>(r)]);
+    }
+  }
+  void Sync() {
+    for (int r = 0; r < world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      TG_CUDA_CHECK(cudaStreamSynchronize(streams[static_cast<size_t>(r)]));
+    }
+  }
+};
+
+int PeerGpus() {
+  const int n = std::min(tg::CudaDeviceCount(), kPeerMaxRanks);
+  for (int a = 0; a < n; ++a) {
+    for (int b = 0; b < n; ++b) {
+      int can = 0;
+      if (a != b && (cudaDeviceCanAccessPeer(&can, a, b) != cudaSuccess || !can)) return 0;
+    }
+  }
+  return n;
+}
+
+// Host bits of `values` in `t` (f32 as its own bits).
+std::vector<uint8_t> Encode(const std::vector<float>& values, ElemType t) {
+  std::vector<uint8_t> bytes(values.size() * ElemSize(t));
+  if (t == ElemType::kF32) {
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+  } else {
+    const Rounded r = Round(values, t);
+    std::memcpy(bytes.data(), r.bits.data(), bytes.size());
+  }
+  return bytes;
+}
+
+std::vector<float> Decode(const std::vector<uint8_t>& bytes, ElemType t) {
+  const size_t n = bytes.size() / ElemSize(t);
+  std::vector<float> v(n);
+  if (t == ElemType::kF32) {
+    std::memcpy(v.data(), bytes.data(), bytes.size());
+    return v;
+  }
+  std::vector<uint16_t> bits(n);
+  std::memcpy(bits.data(), bytes.data(), bytes.size());
+  for (size_t i = 0; i < n; ++i) v[i] = t == ElemType::kBF16 ? tg::Bf16ToF32(bits[i]) : tg::F16ToF32(bits[i]);
+  return v;
+}
+
+std::vector<uint8_t> Download(const DeviceBuffer& b, size_t bytes) {
+  std::vector<uint8_t> out(bytes);
+  TG_CUDA_CHECK(cudaMemcpy(out.data(), b.get(), bytes, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// What every rank must hold after the all-reduce: the inputs summed in rank order in
+// f32, then rounded to `t`, exactly as the kernel does it.
+std::vector<uint8_t> RankOrderSum(const std::vector<std::vector<float>>& inputs, ElemType t) {
+  std::vector<float> sum(inputs[0].size(), 0.0f);
+  for (const auto& in : inputs) {
+    const std::vector<float> seen = Decode(Encode(in, t), t);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += seen[i];
+  }
+  return Encode(sum, t);
+}
+
+int g_world = 0;
+int cases_run = 0;
+
+// Runs one all-reduce of `count` elements on every rank and checks every rank's bits.
+void CheckAllReduce(Group& group, size_t count, ElemType t) {
+  std::vector<std::vector<float>> inputs;
+  std::vector<DeviceBuffer> data;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    inputs.push_back(RandomFloats(count));
+    const std::vector<uint8_t> bytes = Encode(inputs.back(), t);
+    data.push_back(ToDevice(bytes.data(), bytes.size()));
+  }
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count, t,
+                           group.streams[static_cast<size_t>(r)]);
+  }
+  group.Sync();
+  const std::vector<uint8_t> want = RankOrderSum(inputs, t);
+  ++cases_run;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    if (Download(data[static_cast<size_t>(r)], want.size()) != want) {
+      std::printf("  all-reduce %s count %zu: rank %d differs from the rank-order sum\n", Name(t), count, r);
+      ++tgtest::Failures();
+    }
+  }
+}
+
+}  // namespace
+
+TG_TEST(peer_all_reduce_equals_the_rank_order_sum_on_every_rank) {
+  Group group(g_world);
+  // Odd vector counts, one vector, a decode step's 8 KB, more vectors than threads, the limit;
+  // each size twice in a row so both staging buffers are used.
+  for (ElemType t : {ElemType::kBF16, ElemType::kF16, ElemType::kF32}) {
+    const size_t per_vec = 16 / ElemSize(t);
+    for (size_t vecs : {size_t{1}, size_t{3}, size_t{47}, size_t{49}, size_t{512}, size_t{24577}, size_t{131072},
+                        kStaging / 16}) {
+      CheckAllReduce(group, vecs * per_vec, t);
+      CheckAllReduce(group, vecs * per_vec, t);
+    }
+  }
+}
+
+TG_TEST(peer_all_gather_concatenates_in_rank_order) {
+  Group group(g_world);
+  for (size_t count : {size_t{4}, size_t{64128}, size_t{8 * 64128}, kStaging / 4}) {
+    std::vector<uint8_t> want;
+    std::vector<DeviceBuffer> in, out;
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      const std::vector<uint8_t> bytes = Encode(RandomFloats(count), ElemType::kF32);
+      want.insert(want.end(), bytes.begin(), bytes.end());
+      in.push_back(ToDevice(bytes.data(), bytes.size()));
+      out.push_back(Poisoned(bytes.size() * group.world));
+    }
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      LaunchPeerAllGather(group.views[static_cast<size_t>(r)], in[static_cast<size_t>(r)].get(), count,
+                          ElemType::kF32, out[static_cast<size_t>(r)].get(), group.streams[static_cast<size_t>(r)]);
+    }
+    group.Sync();
+    ++cases_run;
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      if (Download(out[static_cast<size_t>(r)], want.size()) != want) {
+        std::printf("  all-gather count %zu: rank %d differs\n", count, r);
+        ++tgtest::Failures();
+      }
+    }
+  }
+}
+
+// Many calls queued back to back with no host wait: a rank that ran ahead into a staging
+// buffer its peers still read would corrupt the sums. Repeated all-reduces of the same
+// data multiply it by the world size each time, exactly (powers of two in f32).
+TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
+  Group group(g_world);
+  const size_t count = 4096;  // one decode row of an 8B model, in f32
+  const std::vector<float> start = RandomFloats(count);
+  std::vector<DeviceBuffer> data;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    data.push_back(ToDevice(start));
+  }
+  const int eager_calls = 10, graph_calls = 4, replays = 3;
+  for (int i = 0; i < eager_calls; ++i) {
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
+                             ElemType::kF32, group.streams[static_cast<size_t>(r)]);
+    }
+  }
+  // The same call captured in a graph per rank and replayed: the barrier counters live in
+  // device memory, so every replay is a new call.
+  std::vector<cudaGraphExec_t> execs;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    cudaStream_t s = group.streams[static_cast<size_t>(r)];
+    cudaGraph_t graph = nullptr;
+    TG_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < graph_calls; ++i) {
+      LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
+                             ElemType::kF32, s);
+    }
+    TG_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    TG_CUDA_CHECK(cudaGraphDestroy(graph));
+    execs.push_back(exec);
+  }
+  for (int k = 0; k < replays; ++k) {
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      TG_CUDA_CHECK(cudaGraphLaunch(execs[static_cast<size_t>(r)], group.streams[static_cast<size_t>(r)]));
+    }
+  }
+  group.Sync();
+  const int calls = eager_calls + graph_calls * replays;
+  float factor = 1.0f;
+  for (int i = 0; i < calls; ++i) factor *= static_cast<float>(group.world);
+  std::vector<float> want(count);
+  for (size_t i = 0; i < count; ++i) want[i] = start[i] * factor;
+  ++cases_run;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    if (Download(data[static_cast<size_t>(r)], count * 4) != Encode(want, ElemType::kF32)) {
+      std::printf("  after %d calls rank %d is not the start times world^calls\n", calls, r);
+      ++tgtest::Failures();
+    }
+    TG_CUDA_CHECK(cudaGraphExecDestroy(execs[static_cast<size_t>(r)]));
+  }
+}
+
+TG_TEST(peer_collectives_refuse_what_they_cannot_move) {
+  Group group(g_world);
+  const PeerGroup& g = group.views[0];
+  CHECK(PeerCollectiveFits(g, 8, ElemType::kBF16));
+  CHECK(!PeerCollectiveFits(g, 7, ElemType::kBF16));  // not whole 16-byte vectors
+  CHECK(!PeerCollectiveFits(g, kStaging / 4 + 4, ElemType::kF32));
+  TG_CUDA_CHECK(cudaSetDevice(0));
+  DeviceBuffer d(64);
+  CHECK_THROWS_WITH(LaunchPeerAllReduceSum(g, d.get(), 7, ElemType::kBF16, group.streams[0]), "16-byte");
+}
+
+namespace {
+
+int Perf() {
+  Group group(g_world);
+  std::printf("peer all-reduce, %d GPUs, bf16, back-to-back calls (device 0's view):\n", group.world);
+  for (size_t bytes : {size_t{8} << 10, size_t{64} << 10, size_t{512} << 10, size_t{2} << 20}) {
+    const size_t count = bytes / 2;
+    std::vector<DeviceBuffer> data;
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      data.push_back(ToDevice(RandomFloats(count)));
+    }
+    auto round = [&](int calls) {
+      for (int i = 0; i < calls; ++i) {
+        for (int r = 0; r < group.world; ++r) {
+          TG_CUDA_CHECK(cudaSetDevice(r));
+          LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
+                                 ElemType::kBF16, group.streams[static_cast<size_t>(r)]);
+        }
+      }
+    };
+    round(20);
+    group.Sync();
+    TG_CUDA_CHECK(cudaSetDevice(0));
+    cudaEvent_t a, b;
+    TG_CUDA_CHECK(cudaEventCreate(&a));
+    TG_CUDA_CHECK(cudaEventCreate(&b));
+    const int calls = 200;
+    TG_CUDA_CHECK(cudaEventRecord(a, group.streams[0]));
+    round(calls);
+    TG_CUDA_CHECK(cudaSetDevice(0));
+    TG_CUDA_CHECK(cudaEventRecord(b, group.streams[0]));
+    group.Sync();
+    float ms = 0;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    std::printf("RESULT peer all-reduce %zu KB x %d GPUs: %.1f us per call\n", bytes >> 10, group.world,
+                ms * 1000.0f / calls);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  g_world = PeerGpus();
+  if (g_world < 2) {
+    std::printf("skipped: peer collectives need 2+ GPUs with peer access; %d visible\n0 passed, 0 failed\n",
+                tg::CudaDeviceCount());
+    return 0;
+  }
+  return KernelTestMain(argc, argv, Perf, [](int) { std::printf("%d peer collective cases on %d GPUs\n", cases_run, g_world); });
+}
