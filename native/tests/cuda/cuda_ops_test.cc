@@ -193,29 +193,6 @@ TG_TEST(gemm_matches_cpu) {
 namespace {
 
 
-// Sequences of a step: `rows` new tokens after `position` cached ones, blocks drawn without replacement.
-struct TestSeq {
-  int64_t position, rows;
-  std::vector<int32_t> blocks;
-};
-
-std::vector<TestSeq> MakeSeqs(const std::vector<std::pair<int64_t, int64_t>>& shape, int64_t block_size,
-                              int64_t* num_blocks) {
-  int64_t needed = 1;  // block 0 stays unused, as the router reserves it
-  for (auto& [pos, rows] : shape) needed += (pos + rows + block_size - 1) / block_size;
-  std::vector<int32_t> pool(needed - 1);
-  std::iota(pool.begin(), pool.end(), 1);
-  std::shuffle(pool.begin(), pool.end(), Rng());
-  std::vector<TestSeq> seqs;
-  size_t next = 0;
-  for (auto& [pos, rows] : shape) {
-    TestSeq s{pos, rows, {}};
-    for (int64_t b = 0; b < (pos + rows + block_size - 1) / block_size; ++b) s.blocks.push_back(pool[next++]);
-    seqs.push_back(s);
-  }
-  *num_blocks = needed;
-  return seqs;
-}
 
 // The sequences' attention metadata on the device, built as CudaLlamaModel builds it.
 struct DeviceBatch {

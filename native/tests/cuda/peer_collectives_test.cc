@@ -24,7 +24,7 @@ constexpr size_t kStaging = size_t{4} << 20;
 // One rank per GPU, all driven from this thread.
 struct Group {
   int world = 0;
-  std::vector<DeviceBuffer> regions, counters;
+  std::vector<PeerBuffers> buffers;
   std::vector<cudaStream_t> streams;
   std::vector<PeerGroup> views;
 
@@ -37,21 +37,14 @@ struct Group {
         if (e == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
         else TG_CUDA_CHECK(e);
       }
-      regions.emplace_back(PeerRegionBytes(kStaging));
-      counters.emplace_back(kPeerCtas * sizeof(uint32_t));
-      TG_CUDA_CHECK(cudaMemset(regions.back().get(), 0, regions.back().bytes()));
-      TG_CUDA_CHECK(cudaMemset(counters.back().get(), 0, counters.back().bytes()));
+      buffers.emplace_back(kStaging);
       cudaStream_t s = nullptr;
       TG_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
       streams.push_back(s);
     }
     for (int r = 0; r < n; ++r) {
-      PeerGroup g;
-      g.rank = r;
-      g.world_size = n;
-      g.counters = counters[static_cast<size_t>(r)].as<uint32_t>();
-      g.staging_bytes = kStaging;
-      for (int p = 0; p < n; ++p) g.regions[p] = regions[static_cast<size_t>(p)].as<char>();
+      PeerGroup g = buffers[static_cast<size_t>(r)].Group(r, n);
+      for (int p = 0; p < n; ++p) g.regions[p] = buffers[static_cast<size_t>(p)].region.as<char>();
       views.push_back(g);
     }
   }
@@ -261,11 +254,12 @@ TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
 TG_TEST(peer_collectives_refuse_what_they_cannot_move) {
   Group group(g_world);
   const PeerGroup& g = group.views[0];
-  CHECK(PeerCollectiveFits(g, 8, ElemType::kBF16));
-  CHECK(!PeerCollectiveFits(g, 7, ElemType::kBF16));  // not whole 16-byte vectors
-  CHECK(!PeerCollectiveFits(g, kStaging / 4 + 4, ElemType::kF32));
   TG_CUDA_CHECK(cudaSetDevice(0));
   DeviceBuffer d(64);
+  const char* p = d.as<char>();
+  CHECK(PeerCollectiveFits(g, 8, ElemType::kBF16, p, p));
+  CHECK(!PeerCollectiveFits(g, 7, ElemType::kBF16, p, p));  // not whole 16-byte vectors
+  CHECK(!PeerCollectiveFits(g, kStaging / 4 + 4, ElemType::kF32, p, p));
   CHECK_THROWS_WITH(LaunchPeerAllReduceSum(g, d.get(), 7, ElemType::kBF16, group.streams[0]), "16-byte");
 }
 

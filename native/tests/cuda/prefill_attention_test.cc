@@ -50,33 +50,6 @@ void Expect(const std::string& what, double err, double tol) {
 const ElemType kTypes[] = {ElemType::kBF16, ElemType::kF16};
 
 
-// A sequence of a step: `rows` new tokens after `position` cached ones, at rows
-// [row_start, row_start + rows) of q/out, blocks drawn without replacement from a shuffled pool.
-struct TestSeq {
-  int64_t position, rows, row_start;
-  std::vector<int32_t> blocks;
-};
-
-std::vector<TestSeq> MakeSeqs(const std::vector<std::pair<int64_t, int64_t>>& shape, int64_t block_size,
-                              int64_t* num_blocks, int64_t* total_rows) {
-  int64_t needed = 1;  // block 0 stays unused, as the router reserves it
-  for (auto& [pos, rows] : shape) needed += (pos + rows + block_size - 1) / block_size;
-  std::vector<int32_t> pool(needed - 1);
-  std::iota(pool.begin(), pool.end(), 1);
-  std::shuffle(pool.begin(), pool.end(), Rng());
-  std::vector<TestSeq> seqs;
-  size_t next = 0;
-  int64_t row = 0;
-  for (auto& [pos, rows] : shape) {
-    TestSeq s{pos, rows, row, {}};
-    for (int64_t b = 0; b < (pos + rows + block_size - 1) / block_size; ++b) s.blocks.push_back(pool[next++]);
-    seqs.push_back(s);
-    row += rows;
-  }
-  *num_blocks = needed;
-  *total_rows = row;
-  return seqs;
-}
 
 // A HostPrefillBatch packed into one int32 buffer and copied once, as the model packs its step.
 struct DevicePrefill {

@@ -16,8 +16,7 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void AddRmsNormKernel(float* residual, const T* delta, const float* weight, const int32_t* row_index,
                                  int64_t hidden, float eps, bool write_residual, T* out) {
-  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
-  PdlWaitForPrevious();
+  PdlStartShortKernel();
   const int64_t i = blockIdx.x;
   const int64_t r = row_index ? row_index[i] : i;
   float* x = residual + r * hidden;

@@ -1,7 +1,6 @@
 // See cublaslt_shim.h.
 #include "backend/cuda/cublaslt_shim.h"
 
-#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -12,7 +11,7 @@ namespace cuda {
 namespace lt {
 namespace {
 
-Api LoadOnce() {
+Api Load() {
   const SharedLibrary lib("TEXT_GEN_CUBLASLT", {"libcublasLt.so.13", "libcublasLt.so.12"});
   if (!lib.handle) {
     throw std::runtime_error("cannot load cuBLASLt (tried " + lib.tried +
@@ -37,13 +36,7 @@ Api LoadOnce() {
 
 }  // namespace
 
-const Api& LoadApi() {
-  // A failed load is retried on the next call (call_once rethrows and stays unset).
-  static std::once_flag once;
-  static Api api;
-  std::call_once(once, [] { api = LoadOnce(); });
-  return api;
-}
+const Api& LoadApi() { return LoadedOncePerProcess(Load); }
 
 void Check(Status status, const char* what) {
   if (status != kStatusSuccess) {

@@ -37,6 +37,7 @@
 #include <string>
 #include <type_traits>
 
+#include "backend/cuda/attention_item.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
@@ -96,26 +97,9 @@ __device__ __forceinline__ void Store8(T* dst, const float (&v)[8], float scale)
   *reinterpret_cast<uint4*>(dst) = raw;
 }
 
-// One work item: its queries and the keys they can see, [key_begin, key_end).
-struct Item {
-  int seq, first_query, queries, row_start, position, key_begin, key_end;
-};
-
-__device__ __forceinline__ Item ItemAt(const AttentionBatch& batch, const Shape& sh, int item) {
-  Item it;
-  it.seq = batch.items[2 * item];
-  it.first_query = batch.items[2 * item + 1];
-  it.row_start = batch.seq_row_start[it.seq];
-  it.position = batch.seq_position[it.seq];
-  it.queries = min(kQueries, batch.seq_rows[it.seq] * sh.group - it.first_query);
-  const int first_row = it.first_query / sh.group, last_row = (it.first_query + it.queries - 1) / sh.group;
-  it.key_end = it.position + last_row + 1;
-  it.key_begin = sh.window > 0 ? max(0, it.position + first_row - sh.window + 1) : 0;
-  return it;
-}
 
 // Output row of local query lq of the item, [D] elements at the returned offset.
-__device__ __forceinline__ int64_t QueryOffset(const Item& it, const Shape& sh, int kvh, int lq, int d) {
+__device__ __forceinline__ int64_t QueryOffset(const AttentionItem& it, const Shape& sh, int kvh, int lq, int d) {
   const int qi = it.first_query + lq, row = qi / sh.group, head = kvh * sh.group + qi % sh.group;
   return (static_cast<int64_t>(it.row_start + row) * sh.q_heads + head) * d;
 }
@@ -154,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
 
   const int item = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const Item it = ItemAt(batch, sh, item);
+  const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
   const int32_t* blocks = batch.block_tables + batch.seq_block_start[it.seq];
 
   // This CTA's share of the keys: whole multiples of kCtaKeys, the last split the rest.
@@ -386,10 +370,9 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
     MergeKernel(AttentionBatch batch, Shape sh, const float* __restrict__ partial, T* __restrict__ out) {
   constexpr int kChunks = D / 8;
-  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
-  PdlWaitForPrevious();
+  PdlStartShortKernel();
   const int item = blockIdx.x, kvh = blockIdx.y;
-  const Item it = ItemAt(batch, sh, item);
+  const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
   const float* states = partial + PartialCount(batch, sh) * D;
   for (int u = threadIdx.x; u < it.queries * kChunks; u += kThreads) {
     const int lq = u / kChunks, c = (u % kChunks) * 8;

@@ -15,8 +15,7 @@ namespace {
 template <typename T>
 __global__ void EmbeddingKernel(const T* table, const int32_t* tokens, int64_t vocab_begin, int64_t vocab_rows,
                                 int64_t hidden, float* x) {
-  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
-  PdlWaitForPrevious();
+  PdlStartShortKernel();
   const int64_t r = blockIdx.x;
   const int64_t row = static_cast<int64_t>(tokens[r]) - vocab_begin;
   float* dst = x + r * hidden;

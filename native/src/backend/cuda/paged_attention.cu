@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cuda/attention_item.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
@@ -41,24 +42,6 @@ struct Shape {
   int num_splits;
 };
 
-// The item's queries and the keys they can see, [key_begin, key_end).
-struct ItemRange {
-  int seq, first_query, queries, row_start;
-  int64_t position, key_begin, key_end;
-};
-
-__device__ ItemRange ItemOf(const AttentionBatch& batch, const Shape& sh, int item) {
-  ItemRange r;
-  r.seq = batch.items[2 * item];
-  r.first_query = batch.items[2 * item + 1];
-  r.row_start = batch.seq_row_start[r.seq];
-  r.position = batch.seq_position[r.seq];
-  r.queries = min(kAttentionItemQueries, batch.seq_rows[r.seq] * sh.group - r.first_query);
-  const int64_t first_row = r.first_query / sh.group, last_row = (r.first_query + r.queries - 1) / sh.group;
-  r.key_end = r.position + last_row + 1;
-  r.key_begin = sh.window > 0 ? max(static_cast<int64_t>(0), r.position + first_row - sh.window + 1) : 0;
-  return r;
-}
 
 // First of the four output dims a lane accumulates in its h-th group (d is a multiple of 4).
 __device__ __forceinline__ int OwnedDim(int lane, int h) { return 4 * lane + 128 * h; }
@@ -85,17 +68,17 @@ __global__ void PagedAttentionKernel(const T* q, const T* k_cache, const T* v_ca
   float* p_s = v_s + kTile * d;                  // [kWarps][kTile]
 
   const int item = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
-  const ItemRange it = ItemOf(batch, sh, item);
+  const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
   const int32_t* blocks = batch.block_tables + batch.seq_block_start[it.seq];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
   // This CTA's share of the keys: whole tiles, the last split taking the remainder.
   int64_t begin = it.key_begin, end = it.key_end;
   if (sh.num_splits > 1) {
-    const int64_t span = it.key_end - it.key_begin;
-    const int64_t chunk = ((span + sh.num_splits - 1) / sh.num_splits + kTile - 1) / kTile * kTile;
-    begin = min(it.key_end, it.key_begin + split * chunk);
-    end = min(it.key_end, begin + chunk);
+    const int64_t key_end = end;
+    const int64_t chunk = ((key_end - begin + sh.num_splits - 1) / sh.num_splits + kTile - 1) / kTile * kTile;
+    begin = min(key_end, begin + split * chunk);
+    end = min(key_end, begin + chunk);
   }
 
   // Queries of the item, widened to f32: local query lq is (row, g) = divmod(first_query + lq, group).
@@ -147,7 +130,7 @@ __global__ void PagedAttentionKernel(const T* q, const T* k_cache, const T* v_ca
     for (int c = 0; c < kQueriesPerWarp; ++c) {
       const int lq = warp + c * kWarps;
       if (lq >= it.queries) break;  // warp-uniform
-      const int64_t qpos = it.position + (it.first_query + lq) / sh.group;
+      const int64_t qpos = static_cast<int64_t>(it.position) + (it.first_query + lq) / sh.group;
       const int64_t p = tile + lane;
       const int64_t lowest = sh.window > 0 ? qpos - sh.window + 1 : 0;
       const bool visible = p <= qpos && p >= lowest && p < end;
@@ -235,7 +218,7 @@ __global__ void PagedAttentionKernel(const T* q, const T* k_cache, const T* v_ca
 template <typename T>
 __global__ void MergeSplitsKernel(AttentionBatch batch, Shape sh, const float* partial, T* out) {
   const int item = blockIdx.x, kvh = blockIdx.y;
-  const ItemRange it = ItemOf(batch, sh, item);
+  const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, d = sh.head_dim;
   for (int lq = warp; lq < it.queries; lq += kWarps) {
     auto state = [&](int split) {

@@ -37,6 +37,14 @@ __device__ __forceinline__ void PdlLaunchNext() {
 // The kernels that keep the contract, by the names TEXT_GEN_PDL uses.
 enum class PdlKernel { kGemv, kNorm, kRope, kAttention, kSilu, kEmbedding };
 
+// The start of a kernel that makes one short pass: its dependents may be scheduled at
+// once (they take the SMs it leaves free and wait for its end), then it waits for its own
+// predecessor.
+__device__ __forceinline__ void PdlStartShortKernel() {
+  PdlLaunchNext();
+  PdlWaitForPrevious();
+}
+
 // True when `which` launches with PDL on the current device: compute capability 9 or later,
 // kernels compiled for it (pdl.cu), and TEXT_GEN_PDL allowing it. Cached per device; safe
 // while the stream captures a CUDA graph.

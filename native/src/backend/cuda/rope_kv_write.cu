@@ -21,8 +21,7 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
                                   const int32_t* freq_index, const int32_t* slot_block, const int32_t* slot_offset,
                                   int q_heads, int kv_heads, int head_dim, T* q_out, T* k_cache, T* v_cache,
                                   int64_t block_size) {
-  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
-  PdlWaitForPrevious();
+  PdlStartShortKernel();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t r = blockIdx.x;
   const int half = head_dim / 2;

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -49,6 +50,16 @@ struct SharedLibrary {
     return false;
   }
 };
+
+// The API table `load` fills, loaded on the first call in the process and kept. A failed
+// load is retried on the next call (call_once rethrows and stays unset). One table per type.
+template <typename Api>
+const Api& LoadedOncePerProcess(Api (*load)()) {
+  static std::once_flag once;
+  static Api api;
+  std::call_once(once, [load] { api = load(); });
+  return api;
+}
 
 }  // namespace cuda
 }  // namespace tg

@@ -12,8 +12,7 @@ namespace {
 
 template <typename T>
 __global__ void SiluMulKernel(const T* gate_up, int64_t inter, T* out) {
-  PdlLaunchNext();  // one short pass: the next kernel may take the SMs it leaves free
-  PdlWaitForPrevious();
+  PdlStartShortKernel();
   const int64_t r = blockIdx.y;
   const T* g = gate_up + r * 2 * inter;
   const T* u = g + inter;

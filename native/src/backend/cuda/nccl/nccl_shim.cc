@@ -1,7 +1,6 @@
 // See nccl_shim.h.
 #include "backend/cuda/nccl/nccl_shim.h"
 
-#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -12,7 +11,7 @@ namespace cuda {
 namespace nccl {
 namespace {
 
-Api LoadOnce() {
+Api Load() {
   const SharedLibrary lib("TEXT_GEN_NCCL_LIBRARY", {"libnccl.so.2", "libnccl.so"});
   if (!lib.handle) {
     throw std::runtime_error("NCCL is needed for --num-shard > 1 on GPUs and was not found: tried " + lib.tried +
@@ -34,13 +33,7 @@ Api LoadOnce() {
 
 }  // namespace
 
-const Api& LoadApi() {
-  // A failed load is retried on the next call (call_once rethrows and stays unset).
-  static std::once_flag once;
-  static Api api;
-  std::call_once(once, [] { api = LoadOnce(); });
-  return api;
-}
+const Api& LoadApi() { return LoadedOncePerProcess(Load); }
 
 std::string VersionString(int code) {
   const int major_unit = code < 10000 ? 1000 : 10000;  // NCCL_VERSION() changed its layout after 2.8

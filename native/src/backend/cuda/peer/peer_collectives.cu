@@ -164,26 +164,40 @@ __global__ void __launch_bounds__(kThreads) PeerAllGatherKernel(PeerGroup g, con
   FinishCall(g, call);
 }
 
-void CheckGroup(const PeerGroup& g, size_t count, ElemType type) {
-  if (!PeerCollectiveFits(g, count, type)) {
+void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
+  if (!PeerCollectiveFits(g, count, type, a, b)) {
     throw std::invalid_argument("peer collective cannot move " + std::to_string(count) +
-                                " elements (needs whole 16-byte vectors within the staging buffer)");
+                                " elements (needs whole 16-byte vectors within the staging buffer, 16-byte aligned)");
   }
 }
 
 }  // namespace
 
-size_t PeerRegionBytes(size_t staging_bytes) { return kFlagBytes + 2 * staging_bytes; }
+PeerBuffers::PeerBuffers(size_t staging)
+    : staging_bytes(staging), region(kFlagBytes + 2 * staging), counters(kPeerCtas * sizeof(uint32_t)) {
+  TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
+  TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+}
 
-bool PeerCollectiveFits(const PeerGroup& g, size_t count, ElemType type) {
+PeerGroup PeerBuffers::Group(int rank, int world_size) const {
+  PeerGroup g;
+  g.rank = rank;
+  g.world_size = world_size;
+  g.regions[rank] = region.as<char>();
+  g.counters = counters.as<uint32_t>();
+  g.staging_bytes = staging_bytes;
+  return g;
+}
+
+bool PeerCollectiveFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
   const size_t bytes = count * ElemSize(type);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return g.world_size >= 1 && g.world_size <= kPeerMaxRanks && g.counters != nullptr && bytes % 16 == 0 &&
-         bytes <= g.staging_bytes && g.staging_bytes % 16 == 0;
+         bytes <= g.staging_bytes && g.staging_bytes % 16 == 0 && aligned(a) && aligned(b);
 }
 
 void LaunchPeerAllReduceSum(const PeerGroup& g, void* data, size_t count, ElemType type, cudaStream_t stream) {
-  CheckGroup(g, count, type);
-  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) throw std::invalid_argument("peer all-reduce: data not 16-byte aligned");
+  CheckFits(g, count, type, data, data);
   const size_t vecs = count * ElemSize(type) / 16;
   auto* v = static_cast<uint4*>(data);
   switch (type) {
@@ -196,10 +210,7 @@ void LaunchPeerAllReduceSum(const PeerGroup& g, void* data, size_t count, ElemTy
 
 void LaunchPeerAllGather(const PeerGroup& g, const void* in, size_t count, ElemType type, void* out,
                          cudaStream_t stream) {
-  CheckGroup(g, count, type);
-  if (reinterpret_cast<uintptr_t>(in) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) {
-    throw std::invalid_argument("peer all-gather: buffers not 16-byte aligned");
-  }
+  CheckFits(g, count, type, in, out);
   PeerAllGatherKernel<<<kPeerCtas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(in),
                                                           count * ElemSize(type) / 16, static_cast<uint4*>(out));
   TG_CUDA_CHECK_LAUNCH("peer all-gather");

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cuda/device_buffer.h"
 #include "backend/cuda/elem_type.h"
 
 namespace tg {
@@ -27,25 +28,33 @@ constexpr int kPeerMaxRanks = 8;
 // same calls on every rank.
 constexpr int kPeerCtas = 48;
 
-// Bytes of the region each rank shares: the barrier flags, then two staging buffers of
-// `staging_bytes` each (consecutive calls alternate between them).
-size_t PeerRegionBytes(size_t staging_bytes);
-
 // One rank's view of the group.
 struct PeerGroup {
   int rank = 0;
   int world_size = 0;
-  char* regions[kPeerMaxRanks] = {};  // every rank's region (of PeerRegionBytes), as this process maps it
+  char* regions[kPeerMaxRanks] = {};  // every rank's region (PeerBuffers::region), as this process maps it
   uint32_t* counters = nullptr;       // this rank's kPeerCtas barrier counters: device memory, zeroed once
   size_t staging_bytes = 0;
 };
 
-// True when the peer kernels can move `count` elements of `type` per rank: a whole
-// number of 16-byte vectors, at most staging_bytes.
-bool PeerCollectiveFits(const PeerGroup& group, size_t count, ElemType type);
+// One rank's own state, zeroed: the region it shares (the barrier flags, then two staging
+// buffers of `staging_bytes` each, which consecutive calls alternate between) and its
+// per-CTA barrier counters. The region is one cudaMalloc allocation, as CUDA IPC exports.
+struct PeerBuffers {
+  explicit PeerBuffers(size_t staging_bytes);
+  // The group as this rank sees it, with its own region in place; the caller adds the peers'.
+  PeerGroup Group(int rank, int world_size) const;
+  size_t staging_bytes;
+  DeviceBuffer region, counters;
+};
+
+// True when the peer kernels can move `count` elements of `type` per rank between these
+// buffers: a whole number of 16-byte vectors, at most staging_bytes, 16-byte aligned.
+bool PeerCollectiveFits(const PeerGroup& group, size_t count, ElemType type, const void* a, const void* b);
 
 // In place: data[i] = sum over ranks of data[i], summed in rank order in f32 on every
-// rank (so every rank gets the same bits). `data` is 16-byte aligned.
+// rank (so every rank gets the same bits). Both launchers throw std::invalid_argument
+// unless PeerCollectiveFits.
 void LaunchPeerAllReduceSum(const PeerGroup& group, void* data, size_t count, ElemType type, cudaStream_t stream);
 
 // out = each rank's `count` elements of `in`, concatenated in rank order.

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/device_buffer.h"
 #include "backend/cuda/peer/peer_collectives.h"
 
 namespace tg {
@@ -26,13 +25,9 @@ constexpr size_t kPeerReadLimit = size_t{2} << 20;
 
 class PeerCommunicator final : public DeviceCommunicator {
  public:
-  PeerCommunicator(std::unique_ptr<DeviceCommunicator> base, DeviceBuffer region, DeviceBuffer counters,
-                   const PeerGroup& group, std::vector<void*> mapped)
-      : base_(std::move(base)),
-        region_(std::move(region)),
-        counters_(std::move(counters)),
-        group_(group),
-        mapped_(std::move(mapped)) {}
+  PeerCommunicator(std::unique_ptr<DeviceCommunicator> base, PeerBuffers own, const PeerGroup& group,
+                   std::vector<void*> mapped)
+      : base_(std::move(base)), own_(std::move(own)), group_(group), mapped_(std::move(mapped)) {}
 
   ~PeerCommunicator() override {
     for (void* p : mapped_) cudaIpcCloseMemHandle(p);
@@ -45,7 +40,7 @@ class PeerCommunicator final : public DeviceCommunicator {
   int world_size() const override { return base_->world_size(); }
 
   void AllReduceSum(void* data, size_t count, ElemType type, cudaStream_t stream) override {
-    if (TakesPeerPath(count, type) && reinterpret_cast<uintptr_t>(data) % 16 == 0) {
+    if (TakesPeerPath(count, type, data, data)) {
       LaunchPeerAllReduceSum(group_, data, count, type, stream);
     } else {
       base_->AllReduceSum(data, count, type, stream);
@@ -53,8 +48,7 @@ class PeerCommunicator final : public DeviceCommunicator {
   }
 
   void AllGather(const void* in, size_t count, ElemType type, void* out, cudaStream_t stream) override {
-    if (TakesPeerPath(count, type) && reinterpret_cast<uintptr_t>(in) % 16 == 0 &&
-        reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+    if (TakesPeerPath(count, type, in, out)) {
       LaunchPeerAllGather(group_, in, count, type, out, stream);
     } else {
       base_->AllGather(in, count, type, out, stream);
@@ -63,13 +57,13 @@ class PeerCommunicator final : public DeviceCommunicator {
 
  private:
   // Depends only on sizes and addresses every rank has alike, so all ranks take the same path.
-  bool TakesPeerPath(size_t count, ElemType type) const {
-    return PeerCollectiveFits(group_, count, type) &&
+  bool TakesPeerPath(size_t count, ElemType type, const void* a, const void* b) const {
+    return PeerCollectiveFits(group_, count, type, a, b) &&
            static_cast<size_t>(group_.world_size - 1) * count * ElemSize(type) <= kPeerReadLimit;
   }
 
   std::unique_ptr<DeviceCommunicator> base_;
-  DeviceBuffer region_, counters_;
+  PeerBuffers own_;
   PeerGroup group_;
   std::vector<void*> mapped_;  // the peers' regions, opened from their IPC handles
 };
@@ -138,14 +132,12 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   SetupStream stream;
 
   // Zeroed before the handles travel: no peer writes a flag before it has this rank's handle.
-  DeviceBuffer region(PeerRegionBytes(kStagingBytes)), counters(kPeerCtas * sizeof(uint32_t));
-  TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
-  TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+  PeerBuffers own(kStagingBytes);
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 
   HandleRecord mine{};
   std::string problem;
-  if (cudaIpcGetMemHandle(&mine.handle, region.get()) == cudaSuccess) {
+  if (cudaIpcGetMemHandle(&mine.handle, own.region.get()) == cudaSuccess) {
     mine.exported = 1;
   } else {
     problem = std::string("rank ") + std::to_string(rank) + " cannot export memory: " +
@@ -154,17 +146,10 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   // Every rank makes the same two collectives whatever happened, so none waits alone.
   const std::vector<HandleRecord> all = TradeHandles(*base, mine, stream);
 
-  PeerGroup group;
-  group.rank = rank;
-  group.world_size = world;
-  group.counters = counters.as<uint32_t>();
-  group.staging_bytes = kStagingBytes;
+  PeerGroup group = own.Group(rank, world);
   std::vector<void*> mapped;
   for (int r = 0; r < world && problem.empty(); ++r) {
-    if (r == rank) {
-      group.regions[r] = region.as<char>();
-      continue;
-    }
+    if (r == rank) continue;
     if (!all[static_cast<size_t>(r)].exported) {
       problem = "rank " + std::to_string(r) + " cannot export memory";
       break;
@@ -187,8 +172,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
     return decline(problem.empty() ? std::to_string(world - agreeing) + " other rank(s) cannot map their peers"
                                    : problem);
   }
-  return std::make_unique<PeerCommunicator>(std::move(base), std::move(region), std::move(counters), group,
-                                            std::move(mapped));
+  return std::make_unique<PeerCommunicator>(std::move(base), std::move(own), group, std::move(mapped));
 }
 
 }  // namespace cuda

@@ -1,0 +1,36 @@
+// One work item of an AttentionBatch (kernels.h) on the device: which sequence and queries
+// it holds and which keys they see. Both decode attention kernels (decode_attention.cu,
+// paged_attention.cu) cut their work this way.
+#pragma once
+#include <cstdint>
+
+#include "backend/cuda/kernels.h"
+
+namespace tg {
+namespace cuda {
+
+// The item's queries and the keys they can see, [key_begin, key_end).
+struct AttentionItem {
+  int seq, first_query, queries, row_start, position, key_begin, key_end;
+};
+
+// Item `item` of `batch`, for `group` query heads per KV head and a sliding window of
+// `window` keys (0: none).
+__device__ __forceinline__ AttentionItem AttentionItemAt(const AttentionBatch& batch, int group, int64_t window,
+                                                         int item) {
+  AttentionItem it;
+  it.seq = batch.items[2 * item];
+  it.first_query = batch.items[2 * item + 1];
+  it.row_start = batch.seq_row_start[it.seq];
+  it.position = batch.seq_position[it.seq];
+  it.queries = min(kAttentionItemQueries, batch.seq_rows[it.seq] * group - it.first_query);
+  const int first_row = it.first_query / group, last_row = (it.first_query + it.queries - 1) / group;
+  it.key_end = it.position + last_row + 1;
+  // The window's first key is at or after 0 and at most the item's last position: it fits an int.
+  it.key_begin =
+      window > 0 ? static_cast<int>(max(int64_t{0}, static_cast<int64_t>(it.position) + first_row - window + 1)) : 0;
+  return it;
+}
+
+}  // namespace cuda
+}  // namespace tg
