@@ -25,9 +25,13 @@
 #             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
 #   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
 #   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
-#             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick)
+#             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
+#             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with)
 #   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
 #             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
+#   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
+#             steps at batch 1 and 16 on one GPU (e2e.mjs bench), then batch 1 through the launcher at
+#             --num-shard 2 (and 4 with 4+ GPUs); the per-op tables in profile-*.txt
 #   gpubench  the serving benchmark through the launcher with HF in the same call
 #             (bench/gpu/run.sh), results into $OUT
 #   parity    HF transformers against the engine (scripts/device-parity.sh): the small
@@ -168,6 +172,21 @@ if has pdlsets; then
   done
 fi
 
+if has profile; then
+  gen_8b
+  step profile-tp1 profile-tp1.txt timeout "$(budget 90)" env TEXT_GEN_STEP_PROFILE=16 E2E_BENCH=decode \
+    E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  for n in 2 4; do
+    [ "$(nvidia-smi -L | wc -l)" -ge "$n" ] || continue
+    step "profile-tp$n" "profile-tp$n-run.txt" timeout "$(budget 150)" env TEXT_GEN_STEP_PROFILE=300 bash bench/gpu/run.sh \
+      --shape llama3-8b --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
+      --results-dir "/tmp/profile-tp$n" --run-dir "/tmp/profile-tp$n-run"
+    # The shards' stderr reaches the launcher's log as pino lines: their messages.
+    grep -h "step profile" "/tmp/profile-tp$n-run/launcher.log" | sed -E 's/.*"msg":"([^"]*)".*/\1/' \
+      > "$LOGS/profile-tp$n.txt"
+  done
+fi
+
 if has gpubench; then
   gen_8b
   step gpubench gpubench.txt timeout "$(budget 330)" bash bench/gpu/run.sh --shape llama3-8b --model-dir /tmp/llama3-8b \
@@ -182,8 +201,10 @@ fi
 
 if has tp70b; then
   step gen-70b gen-70b-wait.txt wait "$gen70b"
+  # TP70B_FULL=1: the ShareGPT-like scenario at its full 500 prompts (the anchor's count), not --quick's 200.
   step tp70b tp70b.txt timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b --model-dir /tmp/llama3-70b \
-    --num-shard 4 --skip-hf --quick --only batch1,sharegpt --results-dir "$OUT" --run-dir /tmp/tp70b-run
+    --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) --only batch1,sharegpt --results-dir "$OUT" \
+    --run-dir /tmp/tp70b-run
 fi
 
 if has parity; then

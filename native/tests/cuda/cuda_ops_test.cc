@@ -114,7 +114,7 @@ TG_TEST(gather_vocab_shards_interleaves_ranks) {
 
 TG_TEST(add_rms_norm_matches_cpu) {
   for (ElemType t : kTypes) {
-    for (int64_t hidden : {8, 64, 1000, 4096}) {
+    for (int64_t hidden : {8, 64, 1000, 1001, 4096, 8192, 40000}) {
       for (int mode = 0; mode < 3; ++mode) {  // 0: no delta, 1: add + write residual, 2: gathered rows, no write
         const int64_t rows = RandomInt(1, 33);
         auto residual = RandomFloats(rows * hidden, -4.0f, 4.0f);

@@ -28,6 +28,7 @@
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/kernels.h"
 #include "core/dtype.h"
 #include "../test_util.h"
 #include "cuda_test_util.h"
@@ -174,6 +175,67 @@ TG_TEST(gemm_matches_cpu_with_gemv_forced_off_and_auto) {
       }
     }
   }
+}
+
+// The down projection with SiLU-mul folded into the GEMV's loads (GemvInput::kSiluOfGateUp,
+// Gemm::RunSiluDown) against SiLU-mul then the plain product: the same bits, whether the
+// fused kernel runs (GEMV forced on) or the two-kernel fallback does (forced off); and the
+// CPU's SiLU-mul and Matmul within the usual tolerance.
+TG_TEST(gemv_silu_input_equals_silu_then_gemv) {
+  auto forced = MakeGemm("1"), off = MakeGemm("0");
+  struct Shape { int64_t n, k; };
+  const Shape shapes[] = {{16, 8}, {33, 72}, {129, 520}, {1001, 4096}, {64, 14336}, {4096, 264}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const Weight w = MakeWeight(s.n, s.k, t);
+      for (int64_t m : {1, 2, 5, 8}) {
+        const Rounded gate_up = Round(RandomFloats(static_cast<size_t>(m * 2 * s.k), -6.0f, 6.0f), t);
+        DeviceBuffer d_gate_up = ToDevice(gate_up.bits);
+        const size_t out_bytes = static_cast<size_t>(m * s.n) * ElemSize(t);
+        DeviceBuffer act = Poisoned(static_cast<size_t>(m * s.k) * ElemSize(t)), two_kernels = Poisoned(out_bytes);
+        LaunchSiluMul(nullptr, t, d_gate_up.get(), m, s.k, act.get());
+        LaunchGemv(nullptr, act.get(), w.dev.get(), two_kernels.get(), m, s.n, s.k, t, t);
+        const std::vector<float> want_bits = ToHost(two_kernels, static_cast<size_t>(m * s.n), t);
+        const std::string name = std::string(Name(t)) + " m " + std::to_string(m) + " n " + std::to_string(s.n) +
+                                 " k " + std::to_string(s.k);
+        auto same_bits = [&](const std::string& path, const DeviceBuffer& got) {
+          ++cases_run;
+          const std::vector<float> g = ToHost(got, static_cast<size_t>(m * s.n), t);
+          if (g != want_bits) {
+            std::printf("  FAIL %s %s: differs from SiLU-mul then the GEMV\n", path.c_str(), name.c_str());
+            ++tgtest::Failures();
+          }
+        };
+        DeviceBuffer fused = Poisoned(out_bytes);
+        LaunchGemv(nullptr, d_gate_up.get(), w.dev.get(), fused.get(), m, s.n, s.k, t, t, GemvInput::kSiluOfGateUp);
+        same_bits("gemv(silu input)", fused);
+        DeviceBuffer via_gemm = Poisoned(out_bytes), scratch = Poisoned(static_cast<size_t>(m * s.k) * ElemSize(t));
+        forced->RunSiluDown(nullptr, d_gate_up.get(), scratch.get(), w.dev.get(), via_gemm.get(), m, s.n, s.k, t, t);
+        same_bits("gemm.RunSiluDown(gemv=1)", via_gemm);
+
+        // The CPU's answer, for the cuBLASLt fallback (whose sums run in another order).
+        Problem p{m, s.n, s.k, t, t, Rounded{}, &w.host, {}, &w.dev, {}};
+        p.x = Round([&] {
+          std::vector<float> a(static_cast<size_t>(m * s.k));
+          for (int64_t r = 0; r < m; ++r) {
+            for (int64_t i = 0; i < s.k; ++i) {
+              const float g = gate_up.values[r * 2 * s.k + i], u = gate_up.values[r * 2 * s.k + s.k + i];
+              a[r * s.k + i] = g / (1.0f + std::exp(-g)) * u;
+            }
+          }
+          return a;
+        }(), t);
+        p.want.resize(static_cast<size_t>(m * s.n));
+        cpu::Matmul(Pool(), p.x.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, p.want.data());
+        Expect("gemm.RunSiluDown(gemv=0)", p, [&](void* o) {
+          off->RunSiluDown(nullptr, d_gate_up.get(), scratch.get(), w.dev.get(), o, m, s.n, s.k, t, t);
+        });
+      }
+    }
+  }
+  CHECK_THROWS_WITH(LaunchGemv(nullptr, nullptr, nullptr, nullptr, 1, 16, 64, ElemType::kBF16, ElemType::kF32,
+                               GemvInput::kSiluOfGateUp),
+                    "SiLU input with f32 output");
 }
 
 TG_TEST(gemm_prepare_settles_a_shape) {

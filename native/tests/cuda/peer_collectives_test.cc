@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/ops.h"
 #include "backend/cuda/peer/peer_collectives.h"
 #include "cuda_test_util.h"
 
@@ -249,6 +250,97 @@ TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
     }
     TG_CUDA_CHECK(cudaGraphExecDestroy(execs[static_cast<size_t>(r)]));
   }
+}
+
+// The fused all-reduce + residual add + RMSNorm (LaunchPeerAllReduceAddRmsNorm) on its own
+// group, in a queue of calls with no host wait whose row counts change from call to call
+// (so its CTAs' barrier counters advance unevenly), with plain all-reduces on the other
+// group in between: every rank's residual must be exactly the f32 residual plus the
+// rank-order sum (rounded to the type, as the all-reduce leaves it), every rank's output the
+// same bits, and the output the CPU's RMSNorm of that residual within the type's rounding.
+TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
+  Group group(g_world), rows_group(g_world);
+  struct Call { int64_t rows, hidden; };
+  const Call calls[] = {{1, 4096}, {16, 4096}, {1, 4096}, {49, 4096}, {3, 8}, {1, 8192},
+                        {100, 5120}, {2, 16384}, {48, 64}, {1, 4096}};
+  for (ElemType t : {ElemType::kBF16, ElemType::kF16}) {
+    struct Pending {
+      Call call;
+      std::vector<float> residual, weight;
+      std::vector<std::vector<float>> deltas;
+      std::vector<DeviceBuffer> d_residual, d_out;
+    };
+    std::vector<Pending> pending;
+    std::vector<DeviceBuffer> keep;  // the deltas and weights, alive until the queue is done
+    for (const Call& c : calls) {
+      Pending p{c, RandomFloats(static_cast<size_t>(c.rows * c.hidden), -2.0f, 2.0f),
+                RandomFloats(static_cast<size_t>(c.hidden), 0.5f, 1.5f), {}, {}, {}};
+      for (int r = 0; r < group.world; ++r) {
+        TG_CUDA_CHECK(cudaSetDevice(r));
+        p.deltas.push_back(RandomFloats(static_cast<size_t>(c.rows * c.hidden)));
+        const std::vector<uint8_t> bytes = Encode(p.deltas.back(), t);
+        keep.push_back(ToDevice(bytes.data(), bytes.size()));
+        const void* delta = keep.back().get();
+        keep.push_back(ToDevice(p.weight));
+        const float* weight = keep.back().as<float>();
+        p.d_residual.push_back(ToDevice(p.residual));
+        p.d_out.push_back(Poisoned(static_cast<size_t>(c.rows * c.hidden) * ElemSize(t)));
+        LaunchPeerAllReduceAddRmsNorm(rows_group.views[static_cast<size_t>(r)], delta, p.d_residual.back().as<float>(),
+                                      weight, c.rows, c.hidden, 1e-5f, t, p.d_out.back().get(),
+                                      group.streams[static_cast<size_t>(r)]);
+        // A plain all-reduce on the other group, queued between the fused calls.
+        keep.push_back(ToDevice(RandomFloats(1024)));
+        LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], keep.back().get(), 1024, ElemType::kF32,
+                               group.streams[static_cast<size_t>(r)]);
+      }
+      pending.push_back(std::move(p));
+    }
+    group.Sync();
+    for (Pending& p : pending) {
+      const int64_t rows = p.call.rows, hidden = p.call.hidden;
+      const std::vector<float> reduced = Decode(RankOrderSum(p.deltas, t), t);
+      std::vector<float> residual(p.residual);
+      for (size_t i = 0; i < residual.size(); ++i) residual[i] += reduced[i];
+      std::vector<float> want(residual.size());
+      tg::cpu::RmsNorm(residual.data(), p.weight.data(), rows, hidden, 1e-5, want.data());
+      const std::string what = std::string(Name(t)) + " rows " + std::to_string(rows) + " hidden " +
+                               std::to_string(hidden);
+      ++cases_run;
+      std::vector<uint8_t> rank0_out;
+      for (int r = 0; r < group.world; ++r) {
+        TG_CUDA_CHECK(cudaSetDevice(r));
+        const size_t i = static_cast<size_t>(r);
+        if (Download(p.d_residual[i], residual.size() * 4) != Encode(residual, ElemType::kF32)) {
+          std::printf("  fused all-reduce + norm %s: rank %d's residual is not residual + the rank-order sum\n",
+                      what.c_str(), r);
+          ++tgtest::Failures();
+        }
+        const std::vector<uint8_t> out = Download(p.d_out[i], want.size() * ElemSize(t));
+        if (r == 0) rank0_out = out;
+        if (out != rank0_out) {
+          std::printf("  fused all-reduce + norm %s: rank %d's output differs from rank 0's\n", what.c_str(), r);
+          ++tgtest::Failures();
+        }
+        const double err = RelError(Decode(out, t), want);
+        if (!(err <= Tolerance(t))) {
+          std::printf("  fused all-reduce + norm %s: rank %d relative error %.3g\n", what.c_str(), r, err);
+          ++tgtest::Failures();
+        }
+      }
+    }
+  }
+  const PeerGroup& g = rows_group.views[0];
+  TG_CUDA_CHECK(cudaSetDevice(0));
+  DeviceBuffer d(1 << 20);
+  float* f = d.as<float>();
+  CHECK(PeerAllReduceAddRmsNormFits(g, 1, 4096, ElemType::kBF16, f, f, f, f));
+  CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4096, ElemType::kF32, f, f, f, f));   // bf16/fp16 only
+  CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4100, ElemType::kBF16, f, f, f, f));  // not whole vectors
+  CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 16392, ElemType::kBF16, f, f, f, f)); // wider than the register path
+  CHECK(!PeerAllReduceAddRmsNormFits(g, 1024, 4096, ElemType::kBF16, f, f, f, f)); // past the staging buffer
+  CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4096, ElemType::kBF16, f, f + 1, f, f)); // residual misaligned
+  CHECK_THROWS_WITH(LaunchPeerAllReduceAddRmsNorm(g, f, f, f, 1, 4100, 1e-5f, ElemType::kBF16, f, group.streams[0]),
+                    "RMSNorm cannot take");
 }
 
 TG_TEST(peer_collectives_refuse_what_they_cannot_move) {

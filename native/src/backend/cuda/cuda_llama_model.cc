@@ -40,6 +40,7 @@
 #include "backend/cuda/peer/peer_communicator.h"
 #include "backend/cuda/prefill_attention.h"
 #include "backend/cuda/sampling/gpu_sampler.h"
+#include "backend/cuda/step_profiler.h"
 #include "core/dtype.h"
 #include "engine/engine.h"
 
@@ -126,8 +127,9 @@ class CudaLlamaModel : public ModelRunner {
   // for every bucket and step.
   StepLayout Pack(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
                   const std::vector<DeviceSample>& samples, int32_t pad_to, StepPlan* plan) const;
-  // Enqueues the forward from the packed inputs at `in` to a.logits ([logit rows, vocab] f32).
-  void EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a);
+  // Enqueues the forward from the packed inputs at `in` to a.logits ([logit rows, vocab] f32);
+  // `kind` is the step's kind for the profiler (StepProfiler).
+  void EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a, int kind);
   void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, size_t workspace_bytes);
   int GraphSplits(int32_t bucket) const;
   int64_t GraphMaxKeys() const;
@@ -157,13 +159,15 @@ class CudaLlamaModel : public ModelRunner {
   DecodeGraphs graphs_;
   DeviceBuffer graph_in_;  // decode graphs' inputs (fixed address)
   Activations graph_act_;
+  StepProfiler profiler_;
 };
 
 CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
     : config_(o.config),
       slice_(MakeTpSlice(o.config, o.rank, o.world_size)),
       type_(ParseComputeDtype(o.dtype)),
-      graphs_(o.cuda_graphs.value_or(DefaultGraphBuckets())) {
+      graphs_(o.cuda_graphs.value_or(DefaultGraphBuckets())),
+      profiler_("rank " + std::to_string(o.rank)) {
   if (config_.head_dim % 8 != 0 || config_.head_dim > 256) {
     throw std::runtime_error("device cuda supports head_dim multiples of 8 up to 256, this model has " +
                              std::to_string(config_.head_dim));
@@ -357,7 +361,7 @@ StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const 
   return L;
 }
 
-void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a) {
+void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a, int kind) {
   const ModelConfig& c = config_;
   const int64_t hidden = c.hidden_size, d = c.head_dim, qh = slice_.q_heads, kvh = slice_.kv_heads;
   const int64_t inter = slice_.inter_size, t = L.rows, r = L.logit_row_count;
@@ -383,51 +387,76 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float* inv_freq = reinterpret_cast<const float*>(at(L.inv_freq));
+  auto mark = [&](const char* op) { profiler_.Mark(stream_, op); };
   auto all_reduce = [&](void* data, size_t count, ElemType type) {
-    if (comm_) comm_->AllReduceSum(data, count, type, stream_);
+    if (!comm_) return;
+    comm_->AllReduceSum(data, count, type, stream_);
+    mark("all_reduce");
   };
+  profiler_.BeginRecording(kind, stream_);
 
   LaunchEmbedding(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t, hidden,
                   a.x.as<float>());
+  mark("embedding");
   all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
+  // The residual add and RMSNorm after a row-parallel projection (o, down), with its
+  // all-reduce folded in under tensor parallelism (one kernel with the peer collectives).
+  auto add_norm = [&](void* delta, const float* weight) {
+    if (comm_ && delta) {
+      comm_->AllReduceAddRmsNorm(delta, a.x.as<float>(), weight, t, hidden, eps, type_, a.h.get(), stream_);
+      mark("all_reduce_norm");
+    } else {
+      LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), delta, weight, nullptr, t, hidden, eps, true, a.h.get());
+      mark("add_rms_norm");
+    }
+  };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
-    LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>(),
-                     nullptr, t, hidden, eps, true, a.h.get());
+    add_norm(l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>());
     gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
+    mark("qkv");
     LaunchRopeKvWrite(stream_, type_, a.qkv.get(), W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr,
                       at(L.positions), inv_freq, dynamic_rope_ ? at(L.freq_index) : nullptr, at(L.slot_block),
                       at(L.slot_offset), t, qh, kvh, d, a.q.get(), CacheLayer(l));
+    mark("rope_kv_write");
     LaunchPagedAttention(stream_, type_, a.q.get(), CacheLayer(l), batch, qh, kvh, d, c.sliding_window, scale, splits,
                          a.attn_workspace.as<float>(), a.attn.get());
+    mark("attention");
     if (prefill.num_items > 0) {
       LaunchPrefillAttention(stream_, type_, a.q.get(), CacheLayer(l), prefill, qh, kvh, d, c.sliding_window, scale,
                              a.attn.get());
+      mark("prefill_attention");
     }
     gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
-    all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
-    LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), a.proj.get(), W.post_norm.as<float>(), nullptr, t, hidden, eps,
-                     true, a.h.get());
+    mark("o");
+    add_norm(a.proj.get(), W.post_norm.as<float>());
     gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
-    LaunchSiluMul(stream_, type_, a.gate_up.get(), t, inter, a.act.get());
-    gemm_->Run(stream_, a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_, type_);
-    all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
+    mark("gate_up");
+    gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
+                       type_);
+    mark("silu_down");
   }
   if (r == 0) return;
   // Only the rows that need logits: the last residual add and the final norm, gathered.
+  all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
   LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), a.proj.get(), weights_.final_norm.as<float>(), at(L.logit_rows), r,
                    hidden, eps, false, a.normed.get());
+  mark("final_norm");
   if (!comm_) {
     gemm_->Run(stream_, a.normed.get(), weights_.head(), a.logits.get(), r, c.vocab_size, hidden, type_, ElemType::kF32);
+    mark("lm_head");
     return;
   }
   gemm_->Run(stream_, a.normed.get(), weights_.head(), a.shard_logits.get(), r, slice_.vocab_size, hidden, type_,
              ElemType::kF32);
+  mark("lm_head");
   comm_->AllGather(a.shard_logits.get(), static_cast<size_t>(r * slice_.vocab_size), ElemType::kF32,
                    a.gathered.get(), stream_);
+  mark("all_gather");
   LaunchGatherVocabShards(stream_, a.gathered.as<float>(), slice_.world_size, r, slice_.vocab_size, c.vocab_size,
                           a.logits.as<float>());
+  mark("gather_vocab");
 }
 
 void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
@@ -448,6 +477,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
                       logit_rows.size() == seqs.size();
   const int32_t bucket = decode && !dynamic_rope_ ? graphs_.BucketFor(static_cast<int64_t>(seqs.size())) : 0;
 
+  const int profile_kind = bucket > 0 ? bucket : decode ? StepProfiler::kEagerDecode : StepProfiler::kPrefill;
   StepPlan plan;
   const StepLayout L = Pack(seqs, logit_rows, samples, bucket, &plan);
   const size_t in_bytes = plan.words.size() * sizeof(int32_t);
@@ -467,14 +497,14 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
     TG_CUDA_CHECK(cudaMemcpyAsync(graph_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
     act = &graph_act_;
     const int32_t* in = graph_in_.as<int32_t>();
-    graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_); });
+    graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_, bucket); });
   } else {
     dev_in_.Reserve(in_bytes);
     TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
     const int splits = AttentionSplits(L.num_items, slice_.kv_heads, L.max_keys, sm_count_);
     ReserveActivations(eager_, L.rows, L.logit_row_count,
                        AttentionWorkspaceBytes(L.num_items, slice_.kv_heads, config_.head_dim, splits));
-    EnqueueForward(dev_in_.as<int32_t>(), L, splits, eager_);
+    EnqueueForward(dev_in_.as<int32_t>(), L, splits, eager_, profile_kind);
   }
   const int32_t* in = bucket > 0 ? graph_in_.as<int32_t>() : dev_in_.as<int32_t>();
 
@@ -513,6 +543,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
                                   cudaMemcpyDeviceToHost, stream_));
   }
   TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  profiler_.Collect(profile_kind);
   if (host_rows > 0) std::memcpy(logits->data(), host_logits_.as<float>(), host_rows * vocab * 4);
   if (ns > 0) {
     const int32_t* tokens_out = host_sampled_.as<int32_t>();

@@ -15,7 +15,8 @@
 // step a step ahead, so the block-table read is off the critical path. At the end the
 // four warps' states merge through shared memory; with split-KV the CTA writes its
 // partial state (unnormalised O, max in log2 units, sum) and MergeKernel combines the
-// splits. An empty split writes the neutral state (max -inf, sum 0).
+// splits that hold keys. An empty split (graphs size the split count for the longest
+// context) returns at once and is never read.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 .row.col, 16-bit inputs), g = lane / 4, t = lane % 4:
 //   A (16x16) a0: (g, 2t..2t+1)  a1: (g+8, 2t..)  a2: (g, 2t+8..)  a3: (g+8, 2t+8..)
@@ -98,6 +99,28 @@ __device__ __forceinline__ void Store8(T* dst, const float (&v)[8], float scale)
 }
 
 
+// The split's keys, [begin, end): whole multiples of kCtaKeys, the last split the rest. An
+// item's keys fill its first BusySplits splits; the others are empty (graphs fix the split
+// count for the longest context, so at short contexts most are).
+struct KeyRange {
+  int begin, end;
+};
+__device__ __forceinline__ int SplitKeys(const AttentionItem& it, int num_splits) {
+  const int span = it.key_end - it.key_begin;
+  return ((span + num_splits - 1) / num_splits + kCtaKeys - 1) / kCtaKeys * kCtaKeys;
+}
+__device__ __forceinline__ KeyRange SplitRange(const AttentionItem& it, int num_splits, int split) {
+  if (num_splits == 1) return {it.key_begin, it.key_end};
+  const int chunk = SplitKeys(it, num_splits);
+  const int begin = static_cast<int>(min(static_cast<int64_t>(it.key_end),
+                                         it.key_begin + static_cast<int64_t>(split) * chunk));
+  return {begin, min(it.key_end, begin + chunk)};
+}
+__device__ __forceinline__ int BusySplits(const AttentionItem& it, int num_splits) {
+  const int chunk = SplitKeys(it, num_splits);
+  return min(num_splits, (it.key_end - it.key_begin + chunk - 1) / chunk);
+}
+
 // Output row of local query lq of the item, [D] elements at the returned offset.
 __device__ __forceinline__ int64_t QueryOffset(const AttentionItem& it, const Shape& sh, int kvh, int lq, int d) {
   const int qi = it.first_query + lq, row = qi / sh.group, head = kvh * sh.group + qi % sh.group;
@@ -141,15 +164,10 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
   const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
   const int32_t* blocks = batch.block_tables + batch.seq_block_start[it.seq];
 
-  // This CTA's share of the keys: whole multiples of kCtaKeys, the last split the rest.
-  int begin = it.key_begin, end = it.key_end;
-  if (sh.num_splits > 1) {
-    const int span = it.key_end - it.key_begin;
-    const int chunk = ((span + sh.num_splits - 1) / sh.num_splits + kCtaKeys - 1) / kCtaKeys * kCtaKeys;
-    begin = static_cast<int>(min(static_cast<int64_t>(it.key_end),
-                                 it.key_begin + static_cast<int64_t>(split) * chunk));
-    end = min(it.key_end, begin + chunk);
-  }
+  const KeyRange keys = SplitRange(it, sh.num_splits, split);
+  const int begin = keys.begin, end = keys.end;
+  // An empty split has nothing to add: MergeKernel reads only the busy ones.
+  if (sh.num_splits > 1 && begin >= end) return;
 
   // The keys rows g and g + 8 of the tile see: [lo, hi] (none for padding rows).
   int lo[2], hi[2];
@@ -373,16 +391,17 @@ __global__ void __launch_bounds__(kThreads)
   PdlStartShortKernel();
   const int item = blockIdx.x, kvh = blockIdx.y;
   const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
+  const int busy = BusySplits(it, sh.num_splits);
   const float* states = partial + PartialCount(batch, sh) * D;
   for (int u = threadIdx.x; u < it.queries * kChunks; u += kThreads) {
     const int lq = u / kChunks, c = (u % kChunks) * 8;
     const int64_t at0 = PartialIndex(batch, sh, item, kvh, 0, lq);  // split s at at0 + 16 s
     float row_max = -INFINITY;
 #pragma unroll 4
-    for (int s = 0; s < sh.num_splits; ++s) row_max = fmaxf(row_max, states[(at0 + s * kQueries) * 2]);
+    for (int s = 0; s < busy; ++s) row_max = fmaxf(row_max, states[(at0 + s * kQueries) * 2]);
     float sum = 0.0f, acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll 4
-    for (int s = 0; s < sh.num_splits; ++s) {
+    for (int s = 0; s < busy; ++s) {
       const int64_t at = at0 + s * kQueries;
       const float ms = states[at * 2];
       const float w = ms == -INFINITY ? 0.0f : Exp2(ms - row_max);  // an empty split weighs 0

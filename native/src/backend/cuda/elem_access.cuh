@@ -15,6 +15,12 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { ret
 template <>
 __device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
 
+// SiLU(gate) · up in f32, the one formula of silu_mul.cu and the GEMV's fused input, with the
+// fast exp and division (a few ulp of f32, far below the bf16/fp16 rounding that follows): the
+// fused GEMV evaluates it in every CTA, where the precise versions cost more than its loads.
+// For gate < -88, exp overflows to inf and the quotient is -0, as SiLU's limit is.
+__device__ __forceinline__ float SiluMul(float gate, float up) { return __fdividef(gate, 1.0f + __expf(-gate)) * up; }
+
 }  // namespace cuda
 }  // namespace tg
 

@@ -13,6 +13,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/kernels.h"
 
 namespace tg {
 namespace cuda {
@@ -234,29 +235,73 @@ bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const 
   return use;
 }
 
+bool Gemm::UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
+  const auto& [m, n, k, in, out_type] = key;
+  if (gemv_mode_ == GemvMode::kOff ||
+      !GemvSupports(x, w, m, n, k, static_cast<ElemType>(in), static_cast<ElemType>(out_type))) {
+    return false;
+  }
+  if (gemv_mode_ == GemvMode::kOn) return true;
+  auto it = use_gemv_.find(key);
+  if (it != use_gemv_.end()) return it->second;
+  // Timed on the caller's operands: a W that fits in L2 is timed from L2 (Prepare avoids that).
+  // A capture of an undecided shape takes the GEMV kernel, which needs no tuning; the first
+  // uncaptured call, or Prepare, decides.
+  return IsCapturing(stream) ? true : DecideGemv(stream, key, x, {w}, out);
+}
+
 void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
                ElemType in, ElemType out_type) {
   if (m <= 0) return;
   const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
-  if (gemv_mode_ != GemvMode::kOff && GemvSupports(x, w, m, n, k, in, out_type)) {
-    bool use = true;
-    if (gemv_mode_ == GemvMode::kAuto) {
-      auto it = use_gemv_.find(key);
-      if (it != use_gemv_.end()) {
-        use = it->second;
-      } else if (!IsCapturing(stream)) {
-        // Timed on the caller's operands: a W that fits in L2 is timed from L2 (Prepare avoids that).
-        use = DecideGemv(stream, key, x, {w}, out);
-      }
-      // A capture of an undecided shape takes the GEMV kernel, which needs no tuning;
-      // the first uncaptured call, or Prepare, decides.
-    }
-    if (use) {
-      LaunchGemv(stream, x, w, out, m, n, k, in, out_type);
-      return;
-    }
+  if (UseGemv(stream, key, x, w, out)) {
+    LaunchGemv(stream, x, w, out, m, n, k, in, out_type);
+    return;
   }
   RunLt(stream, key, x, w, out);
+}
+
+void Gemm::RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, const void* w, void* out, int64_t m,
+                       int64_t n, int64_t k, ElemType in, ElemType out_type) {
+  if (m <= 0) return;
+  const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
+  auto separate = [&] {
+    LaunchSiluMul(stream, in, gate_up, m, k, act);
+    Run(stream, act, w, out, m, n, k, in, out_type);
+  };
+  auto fused = [&] { LaunchGemv(stream, gate_up, w, out, m, n, k, in, out_type, GemvInput::kSiluOfGateUp); };
+  if (out_type != in || !GemvSupports(gate_up, w, m, n, k, in, out_type) || !UseGemv(stream, key, act, w, out)) {
+    separate();
+    return;
+  }
+  // Every CTA of the fused kernel computes SiLU over the whole of k, which costs more than
+  // the separate kernel saves when n is short or the SMs are busy: time both once per shape
+  // (outside a capture; a capture of an undecided shape takes the separate kernels).
+  auto it = fuse_silu_.find(key);
+  if (it == fuse_silu_.end()) {
+    if (IsCapturing(stream)) {
+      separate();
+      return;
+    }
+    fused();
+    separate();
+    Stopwatch watch;
+    float fused_ms = std::numeric_limits<float>::infinity(), separate_ms = fused_ms;
+    for (int round = 0; round < 2; ++round) {
+      fused_ms = std::min(fused_ms, watch.Time(stream, [&] {
+        for (int r = 0; r < kDecideReps; ++r) fused();
+      }));
+      separate_ms = std::min(separate_ms, watch.Time(stream, [&] {
+        for (int r = 0; r < kDecideReps; ++r) separate();
+      }));
+    }
+    it = fuse_silu_.emplace(key, fused_ms < separate_ms).first;
+  }
+  if (it->second) {
+    fused();
+  } else {
+    separate();
+  }
 }
 
 bool Gemm::Prepare(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out_type,

@@ -40,6 +40,13 @@ class Gemm {
   void Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, ElemType in,
            ElemType out_type);
 
+  // The MLP's down projection from its gate/up projection `gate_up` ([m, 2k], gate then up
+  // in each row): out = (SiLU(gate) · up) · wᵀ. Where Run would take the GEMV kernel for
+  // (m, n, k), SiLU-mul may be folded into its loads (if that timed faster for this shape, once);
+  // otherwise it is written to `act` ([m, k]) first. Either way the result is the same bits.
+  void RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, const void* w, void* out, int64_t m, int64_t n,
+                   int64_t k, ElemType in, ElemType out_type);
+
   // Settles how Run computes this shape, ahead of a CUDA graph capture: tunes cuBLASLt's
   // algorithm for its m bucket and, for m ≤ 8, times the GEMV kernel against cuBLASLt with W
   // read from memory rather than L2 (over extra scratch copies of W when W fits in L2).
@@ -60,6 +67,8 @@ class Gemm {
   lt::Status Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t stream, const void* x, const void* w,
                     void* out);
   void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
+  // Whether Run takes the GEMV kernel for `key` with these operands (deciding it now if undecided).
+  bool UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
   // Times the GEMV kernel against cuBLASLt, W taken in turn from `ws`, and records the faster.
   bool DecideGemv(cudaStream_t stream, const Key& key, const void* x, const std::vector<const void*>& ws, void* out);
 
@@ -71,6 +80,7 @@ class Gemm {
   std::map<Key, std::unique_ptr<Plan>> plans_;        // exact shapes
   std::map<Key, lt::MatmulAlgo> algos_;               // by m bucket
   std::map<Key, bool> use_gemv_;                      // exact shapes, m ≤ 8: GEMV kernel (true) or cuBLASLt
+  std::map<Key, bool> fuse_silu_;                     // RunSiluDown's shapes: SiLU in the GEMV (true) or apart
 };
 
 }  // namespace cuda

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace tg {
@@ -86,8 +87,25 @@ __device__ __forceinline__ OutT FromAccumulator(float v) {
 // Grid: one CTA per 16 rows of W; blockDim.x = 32 × warps, warps ≤ kMaxWarps.
 // Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills
 // at 64); without the bound it picked 80 with a spill.
-template <typename T, typename OutT>
-__global__ void __launch_bounds__(kMaxWarps * 32, 3)
+// Eight elements of SiLU(gate) · up, rounded to T as silu_mul.cu rounds them (so the fused
+// product equals SiLU-mul followed by the plain GEMV bit for bit).
+template <typename T>
+__device__ __forceinline__ uint4 SiluMul8(const uint4& gate, const uint4& up) {
+  const T* g = reinterpret_cast<const T*>(&gate);
+  const T* u = reinterpret_cast<const T*>(&up);
+  uint4 r;
+  T* o = reinterpret_cast<T*>(&r);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) o[e] = FromFloat<T>(SiluMul(ToFloat(g[e]), ToFloat(u[e])));
+  return r;
+}
+
+// kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
+// the product is taken with SiLU(gate) · up, computed as the pieces are loaded. Its twice
+// as many x registers spill at three CTAs per SM, so it is bound to two (still the ~64 KB
+// of W in flight per SM that the loads need).
+template <typename T, typename OutT, bool kSiluInput>
+__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k) {
   __shared__ float4 partial[kMaxWarps][32];  // each warp's accumulators, for the sum over warps
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -102,7 +120,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 3)
   const uint4* w_hi = reinterpret_cast<const uint4*>(w) + row_hi * pieces + t;
   // Lanes of x rows past m read row 0 again (the same sectors, so no extra traffic, and no
   // branch): they feed only output columns ≥ m, which are never stored.
-  const uint4* x_row = reinterpret_cast<const uint4*>(x) + (g < m ? g : 0) * pieces + t;
+  const uint4* x_row = reinterpret_cast<const uint4*>(x) + (g < m ? g : 0) * (kSiluInput ? 2 * pieces : pieces) + t;
+  auto load_x = [&](int64_t at) {
+    if constexpr (kSiluInput) {
+      return SiluMul8<T>(__ldg(x_row + at), __ldg(x_row + pieces + at));
+    } else {
+      return __ldg(x_row + at);
+    }
+  };
 
   // Two accumulator sets halve the chain of dependent mma's per iteration.
   float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -128,7 +153,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 3)
   for (; s + kStepsPerLoad <= full_steps; s += stride) {
     uint4 xv[kStepsPerLoad];
 #pragma unroll
-    for (int u = 0; u < kStepsPerLoad; ++u) xv[u] = __ldg(x_row + (s + u) * 4);
+    for (int u = 0; u < kStepsPerLoad; ++u) xv[u] = load_x((s + u) * 4);
 #pragma unroll
     for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
     if (s + stride + kStepsPerLoad <= full_steps) load_w(s + stride);
@@ -145,7 +170,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 3)
       const int64_t at = inside ? piece : pieces - 1 - t;
       lo[u] = LoadStreaming(w_lo + at);
       hi[u] = LoadStreaming(w_hi + at);
-      xv[u] = __ldg(x_row + at);
+      xv[u] = load_x(at);
       if (!inside) lo[u] = hi[u] = xv[u] = make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
@@ -170,24 +195,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 3)
   }
 }
 
-template <typename T, typename OutT>
+template <typename T, typename OutT, bool kSiluInput>
 void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k) {
   const int64_t steps = (k / 8 + 3) / 4;
   // Up to kMaxWarps warps, each with at least one full block of steps.
   const int warps = static_cast<int>(
       std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
   const unsigned blocks = static_cast<unsigned>((n + kTileRows - 1) / kTileRows);
-  LaunchWithPdl(PdlKernel::kGemv, GemvKernel<T, OutT>, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
+  LaunchWithPdl(PdlKernel::kGemv, GemvKernel<T, OutT, kSiluInput>, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
                 static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k);
 }
 
 template <typename T>
 void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType out_type) {
-  if (out_type == ElemType::kF32) {
-    Launch<T, float>(stream, x, w, out, m, n, k);
+               ElemType out_type, bool silu_input) {
+  if (silu_input) {
+    // The MLP's down projection: its output has the activations' type.
+    if (out_type == ElemType::kF32) throw std::invalid_argument("gemv: SiLU input with f32 output is not built");
+    Launch<T, T, true>(stream, x, w, out, m, n, k);
+  } else if (out_type == ElemType::kF32) {
+    Launch<T, float, false>(stream, x, w, out, m, n, k);
   } else {
-    Launch<T, T>(stream, x, w, out, m, n, k);
+    Launch<T, T, false>(stream, x, w, out, m, n, k);
   }
 }
 
@@ -202,16 +231,17 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-                ElemType in, ElemType out_type) {
+                ElemType in, ElemType out_type, GemvInput input) {
   if (!GemvSupports(x, w, m, n, k, in, out_type)) {
     throw std::invalid_argument("GEMV kernel cannot compute m " + std::to_string(m) + " n " + std::to_string(n) +
                                 " k " + std::to_string(k) +
                                 " (needs m <= 8, k a multiple of 8, 16-byte aligned operands, bf16/fp16 in)");
   }
+  const bool silu = input == GemvInput::kSiluOfGateUp;
   if (in == ElemType::kBF16) {
-    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type);
+    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu);
   } else {
-    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type);
+    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu);
   }
   TG_CUDA_CHECK_LAUNCH("gemv");
 }

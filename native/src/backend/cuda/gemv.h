@@ -19,11 +19,16 @@ constexpr int64_t kGemvMaxRows = 8;
 // x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, `out` `in` or f32.
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out);
 
+// What x holds: the product's input itself, or the MLP's gate/up projection ([m, 2k], gate
+// then up in each row), whose SiLU(gate) · up (as silu_mul.cu rounds it) is the input. The
+// second folds SiLU-mul into the down projection's loads: one kernel less per layer.
+enum class GemvInput { kPlain, kSiluOfGateUp };
+
 // out (row-major [m, n], in `out_type`) = x ([m, k], `in`) · w ([n, k], `in`)ᵀ.
-// Throws std::invalid_argument when !GemvSupports. Allocates nothing and never
-// synchronises, so it may run while `stream` captures a CUDA graph.
+// Throws std::invalid_argument when !GemvSupports (or for kSiluOfGateUp with f32 out).
+// Allocates nothing and never synchronises, so it may run while `stream` captures a CUDA graph.
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-                ElemType in, ElemType out_type);
+                ElemType in, ElemType out_type, GemvInput input = GemvInput::kPlain);
 
 }  // namespace cuda
 }  // namespace tg

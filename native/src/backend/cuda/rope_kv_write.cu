@@ -1,7 +1,9 @@
-// RoPE fused with the KV-cache write: one CTA per token row. cos/sin of each
-// frequency are computed once per row (from the f32 angle, in double, as the CPU
-// backend does), then q is rotated into q_out and k (rotated) and v go straight
-// into their paged slots.
+// RoPE fused with the KV-cache write. A CTA takes one token row and kHeadsPerCta of its
+// heads (query, key or value), so that a decode row is spread over several SMs: the
+// kernel is latency-bound at batch 1, and one CTA looping over all heads of a row made it
+// several times slower. cos/sin of each frequency are computed per CTA (from the f32
+// angle, in double, as the CPU backend does); q is rotated into q_out, and k (rotated)
+// and v go straight into their paged slots.
 #include <stdexcept>
 
 #include "backend/cuda/cuda_check.h"
@@ -14,6 +16,7 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int kHeadsPerCta = 4;
 constexpr int kMaxHalf = 256;  // head_dim <= 512
 
 template <typename T>
@@ -25,15 +28,20 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t r = blockIdx.x;
   const int half = head_dim / 2;
-  const float* freqs = inv_freq + (freq_index ? static_cast<int64_t>(freq_index[r]) * half : 0);
-  const float pos = static_cast<float>(positions[r]);
-  for (int i = threadIdx.x; i < half; i += kThreads) {
-    double s, c;
-    sincos(static_cast<double>(pos * freqs[i]), &s, &c);
-    cos_s[i] = static_cast<float>(c);
-    sin_s[i] = static_cast<float>(s);
+  const int rot_heads = q_heads + kv_heads;
+  const int head_begin = blockIdx.y * kHeadsPerCta;
+  const int head_end = min(head_begin + kHeadsPerCta, rot_heads + kv_heads);
+  if (head_begin < rot_heads) {
+    const float* freqs = inv_freq + (freq_index ? static_cast<int64_t>(freq_index[r]) * half : 0);
+    const float pos = static_cast<float>(positions[r]);
+    for (int i = threadIdx.x; i < half; i += kThreads) {
+      double s, c;
+      sincos(static_cast<double>(pos * freqs[i]), &s, &c);
+      cos_s[i] = static_cast<float>(c);
+      sin_s[i] = static_cast<float>(s);
+    }
+    __syncthreads();
   }
-  __syncthreads();
   const int width = (q_heads + 2 * kv_heads) * head_dim;
   const T* row = qkv + r * width;
   auto value = [&](int col) { return ToFloat(row[col]) + (bias ? bias[col] : 0.0f); };
@@ -41,28 +49,23 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
   const int64_t block = slot_block[r], offset = slot_offset[r];
   auto slot = [&](int h) { return ((block * kv_heads + h) * block_size + offset) * head_dim; };
 
-  // Rotated pairs (i, i + half) of the q and k heads.
-  const int rot_heads = q_heads + kv_heads;
-  for (int idx = threadIdx.x; idx < rot_heads * half; idx += kThreads) {
-    const int h = idx / half, i = idx % half;
+  // Rotated pairs (i, i + half) of this CTA's q and k heads.
+  const int rot_end = min(head_end, rot_heads);
+  for (int idx = threadIdx.x; idx < (rot_end - head_begin) * half; idx += kThreads) {
+    const int h = head_begin + idx / half, i = idx % half;
     const int col = h * head_dim + i;
     const float a = value(col), b = value(col + half);
     const float c = cos_s[i], s = sin_s[i];
     const T lo = FromFloat<T>(a * c - b * s), hi = FromFloat<T>(b * c + a * s);
-    if (h < q_heads) {
-      T* dst = q_out + r * q_heads * head_dim + col;
-      dst[0] = lo;
-      dst[half] = hi;
-    } else {
-      T* dst = k_cache + slot(h - q_heads) + i;
-      dst[0] = lo;
-      dst[half] = hi;
-    }
+    T* dst = h < q_heads ? q_out + r * q_heads * head_dim + col : k_cache + slot(h - q_heads) + i;
+    dst[0] = lo;
+    dst[half] = hi;
   }
-  const int v_begin = rot_heads * head_dim;
-  for (int idx = threadIdx.x; idx < kv_heads * head_dim; idx += kThreads) {
-    const int h = idx / head_dim, i = idx % head_dim;
-    v_cache[slot(h) + i] = FromFloat<T>(value(v_begin + idx));
+  // Its v heads, copied.
+  const int v_begin = max(head_begin, rot_heads);
+  for (int idx = threadIdx.x; idx < (head_end - v_begin) * head_dim; idx += kThreads) {
+    const int h = v_begin + idx / head_dim, i = idx % head_dim;
+    v_cache[slot(h - rot_heads) + i] = FromFloat<T>(value(h * head_dim + i));
   }
 }
 
@@ -70,8 +73,9 @@ template <typename T>
 void Launch(cudaStream_t stream, const void* qkv, const float* bias, const int32_t* positions, const float* inv_freq,
             const int32_t* freq_index, const int32_t* slot_block, const int32_t* slot_offset, int64_t rows,
             int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* q_out, KvLayer cache) {
-  LaunchWithPdl(PdlKernel::kRope, RopeKvWriteKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, stream,
-                static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
+  const unsigned head_groups = static_cast<unsigned>((q_heads + 2 * kv_heads + kHeadsPerCta - 1) / kHeadsPerCta);
+  LaunchWithPdl(PdlKernel::kRope, RopeKvWriteKernel<T>, dim3(static_cast<unsigned>(rows), head_groups), dim3(kThreads),
+                0, stream, static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
                 static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),
                 static_cast<T*>(q_out), static_cast<T*>(cache.k), static_cast<T*>(cache.v), cache.block_size);
 }

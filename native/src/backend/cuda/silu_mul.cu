@@ -17,8 +17,7 @@ __global__ void SiluMulKernel(const T* gate_up, int64_t inter, T* out) {
   const T* g = gate_up + r * 2 * inter;
   const T* u = g + inter;
   for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < inter; i += gridDim.x * blockDim.x) {
-    float gv = ToFloat(g[i]);
-    out[r * inter + i] = FromFloat<T>(gv / (1.0f + expf(-gv)) * ToFloat(u[i]));
+    out[r * inter + i] = FromFloat<T>(SiluMul(ToFloat(g[i]), ToFloat(u[i])));
   }
 }
 

@@ -7,10 +7,12 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "backend/cuda/elem_type.h"
+#include "backend/cuda/kernels.h"
 
 namespace tg {
 namespace cuda {
@@ -24,6 +26,15 @@ class DeviceCommunicator {
   virtual void AllReduceSum(void* data, size_t count, ElemType type, cudaStream_t stream) = 0;
   // out = concat over ranks, in rank order, of each rank's `count` elements of `in`.
   virtual void AllGather(const void* in, size_t count, ElemType type, void* out, cudaStream_t stream) = 0;
+  // The all-reduce of a row-parallel layer's output `delta` ([rows, hidden] of `type`) and the
+  // residual add and RMSNorm after it: residual += sum over ranks of delta, then out =
+  // RMSNorm(residual) · weight, as LaunchAddRmsNorm (kernels.h) computes them; `delta` is
+  // left reduced or as it was. This default makes the two calls; a communicator may fuse them.
+  virtual void AllReduceAddRmsNorm(void* delta, float* residual, const float* weight, int64_t rows, int64_t hidden,
+                                   float eps, ElemType type, void* out, cudaStream_t stream) {
+    AllReduceSum(delta, static_cast<size_t>(rows * hidden), type, stream);
+    LaunchAddRmsNorm(stream, type, residual, delta, weight, nullptr, rows, hidden, eps, true, out);
+  }
 };
 
 // The 128 bytes of a fresh ncclUniqueId, made by rank 0 and handed to every rank.

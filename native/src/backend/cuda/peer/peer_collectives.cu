@@ -6,11 +6,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <type_traits>
 #include <stdexcept>
 #include <string>
 
+#include "backend/cuda/cta_sum.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/peer/peer_collectives.h"
@@ -164,6 +166,81 @@ __global__ void __launch_bounds__(kThreads) PeerAllGatherKernel(PeerGroup g, con
   FinishCall(g, call);
 }
 
+// The all-reduce of a row-parallel layer's output fused with the residual add and RMSNorm
+// that follow it. Row r belongs to CTA r % gridDim.x (gridDim.x = min(rows, kPeerCtas), so
+// a row always meets the same CTA, whose barrier counter orders its staging positions).
+// Each CTA stages its rows, meets its peers, then for each row sums the ranks' copies in
+// rank order in f32 and rounds to T (the bits PeerAllReduceKernel leaves), adds them to the
+// f32 residual, and writes the normalised row, all from registers: kVecs 16-byte vectors
+// (kVecElems<T> elements) per thread.
+template <typename T, int kVecs>
+__global__ void __launch_bounds__(kThreads)
+    PeerAllReduceAddRmsNormKernel(PeerGroup g, const uint4* __restrict__ delta, float* __restrict__ residual,
+                                  const float* __restrict__ weight, int rows, int row_vecs, float eps,
+                                  uint4* __restrict__ out) {
+  constexpr int kE = kVecElems<T>;
+  const uint32_t call = StartCall(g);
+  uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
+  }
+  MeetPeers(g, call);
+  const int hidden = row_vecs * kE;
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    float v[kVecs][kE];
+    float squares = 0.0f;
+    float* x = residual + static_cast<int64_t>(r) * hidden;
+#pragma unroll
+    for (int u = 0; u < kVecs; ++u) {
+      const int i = threadIdx.x + u * kThreads;
+      if (i >= row_vecs) continue;
+      uint4 parts[kPeerMaxRanks];
+#pragma unroll
+      for (int p = 0; p < kPeerMaxRanks; ++p) {
+        if (p < g.world_size) parts[p] = LoadFresh(Staging(g.regions[p], call, g.staging_bytes) + r * row_vecs + i);
+      }
+      float sum[kE] = {};
+#pragma unroll
+      for (int p = 0; p < kPeerMaxRanks; ++p) {
+        if (p < g.world_size) AddVector<T>(sum, parts[p]);
+      }
+      const uint4 reduced = PackVector<T>(sum);
+      const T* e = reinterpret_cast<const T*>(&reduced);
+      float4* xv = reinterpret_cast<float4*>(x + i * kE);
+#pragma unroll
+      for (int h = 0; h < kE / 4; ++h) {
+        float4 f = xv[h];
+        f.x += ToFloat(e[4 * h]);
+        f.y += ToFloat(e[4 * h + 1]);
+        f.z += ToFloat(e[4 * h + 2]);
+        f.w += ToFloat(e[4 * h + 3]);
+        xv[h] = f;
+        v[u][4 * h] = f.x, v[u][4 * h + 1] = f.y, v[u][4 * h + 2] = f.z, v[u][4 * h + 3] = f.w;
+        squares += f.x * f.x + f.y * f.y + f.z * f.z + f.w * f.w;
+      }
+    }
+    const float inv = rsqrtf(CtaSum<kThreads>(squares) / static_cast<float>(hidden) + eps);
+#pragma unroll
+    for (int u = 0; u < kVecs; ++u) {
+      const int i = threadIdx.x + u * kThreads;
+      if (i >= row_vecs) continue;
+      const float4* w = reinterpret_cast<const float4*>(weight + i * kE);
+      float normed[kE];
+#pragma unroll
+      for (int h = 0; h < kE / 4; ++h) {
+        const float4 wv = w[h];
+        normed[4 * h] = wv.x * (v[u][4 * h] * inv);
+        normed[4 * h + 1] = wv.y * (v[u][4 * h + 1] * inv);
+        normed[4 * h + 2] = wv.z * (v[u][4 * h + 2] * inv);
+        normed[4 * h + 3] = wv.w * (v[u][4 * h + 3] * inv);
+      }
+      out[r * row_vecs + i] = PackVector<T>(normed);
+    }
+    __syncthreads();  // CtaSum's shared array is reused by the next row
+  }
+  FinishCall(g, call);
+}
+
 void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
   if (!PeerCollectiveFits(g, count, type, a, b)) {
     throw std::invalid_argument("peer collective cannot move " + std::to_string(count) +
@@ -214,6 +291,49 @@ void LaunchPeerAllGather(const PeerGroup& g, const void* in, size_t count, ElemT
   PeerAllGatherKernel<<<kPeerCtas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(in),
                                                           count * ElemSize(type) / 16, static_cast<uint4*>(out));
   TG_CUDA_CHECK_LAUNCH("peer all-gather");
+}
+
+}  // namespace cuda
+}  // namespace tg
+
+namespace tg {
+namespace cuda {
+
+bool PeerAllReduceAddRmsNormFits(const PeerGroup& g, int64_t rows, int64_t hidden, ElemType type, const void* delta,
+                                 const float* residual, const float* weight, const void* out) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool half = type == ElemType::kBF16 || type == ElemType::kF16;
+  const int64_t row_bytes = hidden * 2;
+  return half && rows >= 1 && hidden >= 8 && hidden % 8 == 0 && row_bytes / 16 <= kPeerRowMaxVecs &&
+         PeerCollectiveFits(g, static_cast<size_t>(rows * hidden), type, delta, out) && aligned(residual) &&
+         aligned(weight);
+}
+
+void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& g, const void* delta, float* residual, const float* weight,
+                                   int64_t rows, int64_t hidden, float eps, ElemType type, void* out,
+                                   cudaStream_t stream) {
+  if (!PeerAllReduceAddRmsNormFits(g, rows, hidden, type, delta, residual, weight, out)) {
+    throw std::invalid_argument("peer all-reduce + RMSNorm cannot take " + std::to_string(rows) + " rows of " +
+                                std::to_string(hidden) + " (bf16/fp16, hidden a multiple of 8 up to " +
+                                std::to_string(kPeerRowMaxVecs * 8) + ", rows within the staging buffer, aligned)");
+  }
+  const int row_vecs = static_cast<int>(hidden / 8);
+  const unsigned ctas = static_cast<unsigned>(std::min<int64_t>(rows, kPeerCtas));
+  const int vecs = (row_vecs + kThreads - 1) / kThreads;
+  auto launch = [&](auto kernel) {
+    kernel<<<ctas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(delta), residual, weight, static_cast<int>(rows),
+                                          row_vecs, eps, static_cast<uint4*>(out));
+  };
+  if (type == ElemType::kBF16) {
+    if (vecs == 1) launch(PeerAllReduceAddRmsNormKernel<__nv_bfloat16, 1>);
+    else if (vecs == 2) launch(PeerAllReduceAddRmsNormKernel<__nv_bfloat16, 2>);
+    else launch(PeerAllReduceAddRmsNormKernel<__nv_bfloat16, kPeerRowMaxVecs / kThreads>);
+  } else {
+    if (vecs == 1) launch(PeerAllReduceAddRmsNormKernel<__half, 1>);
+    else if (vecs == 2) launch(PeerAllReduceAddRmsNormKernel<__half, 2>);
+    else launch(PeerAllReduceAddRmsNormKernel<__half, kPeerRowMaxVecs / kThreads>);
+  }
+  TG_CUDA_CHECK_LAUNCH("peer all-reduce + RMSNorm");
 }
 
 }  // namespace cuda

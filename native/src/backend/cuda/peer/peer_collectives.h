@@ -57,6 +57,28 @@ bool PeerCollectiveFits(const PeerGroup& group, size_t count, ElemType type, con
 // unless PeerCollectiveFits.
 void LaunchPeerAllReduceSum(const PeerGroup& group, void* data, size_t count, ElemType type, cudaStream_t stream);
 
+// The widest row the fused all-reduce + RMSNorm takes, in 16-byte vectors (16,384 bf16/fp16
+// elements: 4 vectors per thread of its 512).
+constexpr int64_t kPeerRowMaxVecs = 2048;
+
+// True when LaunchPeerAllReduceAddRmsNorm can take these rows: bf16/fp16, hidden a multiple
+// of 8 and at most kPeerRowMaxVecs · 8, rows · hidden within the staging buffer, 16-byte
+// aligned operands.
+bool PeerAllReduceAddRmsNormFits(const PeerGroup& group, int64_t rows, int64_t hidden, ElemType type,
+                                 const void* delta, const float* residual, const float* weight, const void* out);
+
+// The all-reduce of a row-parallel layer's output `delta` ([rows, hidden], `type`) fused with
+// the residual add and RMSNorm after it, as LaunchAddRmsNorm (kernels.h) computes them:
+// d = the rank-order f32 sum of every rank's delta, rounded to `type` (LaunchPeerAllReduceSum's
+// bits); residual += d (f32); out = residual / sqrt(mean(residual²) + eps) · weight, in `type`.
+// One kernel and one barrier instead of two kernels. `delta` is left as it was. Every rank gets
+// the same bits. Throws std::invalid_argument unless PeerAllReduceAddRmsNormFits. The group
+// must be its own (a PeerBuffers that no other peer collective uses: its rows sit at other
+// staging positions than the all-reduce's slices).
+void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& group, const void* delta, float* residual, const float* weight,
+                                   int64_t rows, int64_t hidden, float eps, ElemType type, void* out,
+                                   cudaStream_t stream);
+
 // out = each rank's `count` elements of `in`, concatenated in rank order.
 void LaunchPeerAllGather(const PeerGroup& group, const void* in, size_t count, ElemType type, void* out,
                          cudaStream_t stream);

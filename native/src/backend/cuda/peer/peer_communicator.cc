@@ -26,8 +26,16 @@ constexpr size_t kPeerReadLimit = size_t{2} << 20;
 class PeerCommunicator final : public DeviceCommunicator {
  public:
   PeerCommunicator(std::unique_ptr<DeviceCommunicator> base, PeerBuffers own, const PeerGroup& group,
-                   std::vector<void*> mapped)
-      : base_(std::move(base)), own_(std::move(own)), group_(group), mapped_(std::move(mapped)) {}
+                   PeerBuffers own_rows, const PeerGroup& rows_group, std::vector<void*> mapped)
+      : base_(std::move(base)),
+        own_(std::move(own)),
+        group_(group),
+        own_rows_(std::move(own_rows)),
+        rows_group_(rows_group),
+        mapped_(std::move(mapped)) {
+    const char* env = std::getenv("TEXT_GEN_FUSED_ALL_REDUCE");
+    fuse_norm_ = !(env && std::string(env) == "0");
+  }
 
   ~PeerCommunicator() override {
     for (void* p : mapped_) cudaIpcCloseMemHandle(p);
@@ -44,6 +52,16 @@ class PeerCommunicator final : public DeviceCommunicator {
       LaunchPeerAllReduceSum(group_, data, count, type, stream);
     } else {
       base_->AllReduceSum(data, count, type, stream);
+    }
+  }
+
+  void AllReduceAddRmsNorm(void* delta, float* residual, const float* weight, int64_t rows, int64_t hidden, float eps,
+                           ElemType type, void* out, cudaStream_t stream) override {
+    if (fuse_norm_ && TakesPeerPath(static_cast<size_t>(rows * hidden), type, delta, out) &&
+        PeerAllReduceAddRmsNormFits(rows_group_, rows, hidden, type, delta, residual, weight, out)) {
+      LaunchPeerAllReduceAddRmsNorm(rows_group_, delta, residual, weight, rows, hidden, eps, type, out, stream);
+    } else {
+      DeviceCommunicator::AllReduceAddRmsNorm(delta, residual, weight, rows, hidden, eps, type, out, stream);
     }
   }
 
@@ -65,17 +83,23 @@ class PeerCommunicator final : public DeviceCommunicator {
   std::unique_ptr<DeviceCommunicator> base_;
   PeerBuffers own_;
   PeerGroup group_;
+  // The fused all-reduce + RMSNorm's own flags, counters and staging (its rows sit at other
+  // staging positions than the all-reduce's per-CTA slices, so they cannot share a region).
+  PeerBuffers own_rows_;
+  PeerGroup rows_group_;
+  bool fuse_norm_ = true;      // TEXT_GEN_FUSED_ALL_REDUCE=0: the two calls (for A/B timings)
   std::vector<void*> mapped_;  // the peers' regions, opened from their IPC handles
 };
 
-// What each rank tells the others: its region's IPC handle and whether it has one.
-// 128 bytes, traded as 32 f32 values (an all-gather copies their bits unchanged).
+// What each rank tells the others: its two regions' IPC handles (the all-reduce's and the
+// fused all-reduce + RMSNorm's) and whether it has them. 256 bytes, traded as 64 f32 values
+// (an all-gather copies their bits unchanged).
 struct HandleRecord {
-  cudaIpcMemHandle_t handle;
+  cudaIpcMemHandle_t handles[2];
   int32_t exported;
-  char pad[128 - sizeof(cudaIpcMemHandle_t) - sizeof(int32_t)];
+  char pad[256 - 2 * sizeof(cudaIpcMemHandle_t) - sizeof(int32_t)];
 };
-static_assert(sizeof(HandleRecord) == 128, "HandleRecord travels as 32 floats");
+static_assert(sizeof(HandleRecord) == 256, "HandleRecord travels as 64 floats");
 
 // A collective through `base` on a private stream, waited for.
 class SetupStream {
@@ -132,12 +156,13 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   SetupStream stream;
 
   // Zeroed before the handles travel: no peer writes a flag before it has this rank's handle.
-  PeerBuffers own(kStagingBytes);
+  PeerBuffers own(kStagingBytes), own_rows(kStagingBytes);
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 
   HandleRecord mine{};
   std::string problem;
-  if (cudaIpcGetMemHandle(&mine.handle, own.region.get()) == cudaSuccess) {
+  if (cudaIpcGetMemHandle(&mine.handles[0], own.region.get()) == cudaSuccess &&
+      cudaIpcGetMemHandle(&mine.handles[1], own_rows.region.get()) == cudaSuccess) {
     mine.exported = 1;
   } else {
     problem = std::string("rank ") + std::to_string(rank) + " cannot export memory: " +
@@ -146,7 +171,8 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   // Every rank makes the same two collectives whatever happened, so none waits alone.
   const std::vector<HandleRecord> all = TradeHandles(*base, mine, stream);
 
-  PeerGroup group = own.Group(rank, world);
+  PeerGroup group = own.Group(rank, world), rows_group = own_rows.Group(rank, world);
+  PeerGroup* groups[2] = {&group, &rows_group};
   std::vector<void*> mapped;
   for (int r = 0; r < world && problem.empty(); ++r) {
     if (r == rank) continue;
@@ -154,17 +180,19 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
       problem = "rank " + std::to_string(r) + " cannot export memory";
       break;
     }
-    void* peer = nullptr;
-    const cudaError_t status =
-        cudaIpcOpenMemHandle(&peer, all[static_cast<size_t>(r)].handle, cudaIpcMemLazyEnablePeerAccess);
-    if (status != cudaSuccess) {
-      cudaGetLastError();  // not sticky: clear it so later calls don't report it
-      problem = "rank " + std::to_string(rank) + " cannot map rank " + std::to_string(r) +
-                "'s memory: " + cudaGetErrorString(status);
-      break;
+    for (int h = 0; h < 2 && problem.empty(); ++h) {
+      void* peer = nullptr;
+      const cudaError_t status =
+          cudaIpcOpenMemHandle(&peer, all[static_cast<size_t>(r)].handles[h], cudaIpcMemLazyEnablePeerAccess);
+      if (status != cudaSuccess) {
+        cudaGetLastError();  // not sticky: clear it so later calls don't report it
+        problem = "rank " + std::to_string(rank) + " cannot map rank " + std::to_string(r) +
+                  "'s memory: " + cudaGetErrorString(status);
+        break;
+      }
+      mapped.push_back(peer);
+      groups[h]->regions[r] = static_cast<char*>(peer);
     }
-    mapped.push_back(peer);
-    group.regions[r] = static_cast<char*>(peer);
   }
   const int agreeing = CountAgreeing(*base, problem.empty(), stream);
   if (agreeing != world) {
@@ -172,7 +200,8 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
     return decline(problem.empty() ? std::to_string(world - agreeing) + " other rank(s) cannot map their peers"
                                    : problem);
   }
-  return std::make_unique<PeerCommunicator>(std::move(base), std::move(own), group, std::move(mapped));
+  return std::make_unique<PeerCommunicator>(std::move(base), std::move(own), group, std::move(own_rows), rows_group,
+                                            std::move(mapped));
 }
 
 }  // namespace cuda

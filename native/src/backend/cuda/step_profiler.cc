@@ -1,0 +1,102 @@
+// See step_profiler.h.
+#include "backend/cuda/step_profiler.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace tg {
+namespace cuda {
+
+StepProfiler::StepProfiler(std::string name) : name_(std::move(name)) {
+  if (const char* env = std::getenv("TEXT_GEN_STEP_PROFILE")) every_ = std::max(0, std::atoi(env));
+}
+
+StepProfiler::~StepProfiler() {
+  for (auto& [kind, t] : timelines_) DropEvents(t);
+}
+
+void StepProfiler::DropEvents(Timeline& t) {
+  if (t.start) cudaEventDestroy(t.start);
+  for (auto& [op, event] : t.marks) cudaEventDestroy(event);
+  t.start = nullptr;
+  t.marks.clear();
+}
+
+cudaEvent_t StepProfiler::NewEvent() {
+  cudaEvent_t event = nullptr;
+  TG_CUDA_CHECK(cudaEventCreate(&event));
+  return event;
+}
+
+void StepProfiler::Record(cudaEvent_t event, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TG_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  // In a capture, an external event becomes an event-record node that each replay runs.
+  TG_CUDA_CHECK(cudaEventRecordWithFlags(
+      event, stream, capture == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : cudaEventRecordDefault));
+}
+
+void StepProfiler::BeginRecording(int kind, cudaStream_t stream) {
+  if (!enabled()) return;
+  recording_ = &timelines_[kind];
+  DropEvents(*recording_);
+  // Totals restart with each recording, so that a graph's are its replays' alone.
+  recording_->total_ms_and_calls.clear();
+  recording_->steps = 0;
+  recording_->start = NewEvent();
+  Record(recording_->start, stream);
+}
+
+void StepProfiler::Mark(cudaStream_t stream, const char* op) {
+  if (!enabled() || !recording_) return;
+  cudaEvent_t event = NewEvent();
+  recording_->marks.emplace_back(op, event);
+  Record(event, stream);
+}
+
+void StepProfiler::Collect(int kind) {
+  if (!enabled()) return;
+  recording_ = nullptr;
+  auto it = timelines_.find(kind);
+  if (it == timelines_.end() || !it->second.start) return;
+  Timeline& t = it->second;
+  cudaEvent_t before = t.start;
+  for (auto& [op, event] : t.marks) {
+    float ms = 0.0f;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, before, event));
+    auto& [total, calls] = t.total_ms_and_calls[op];
+    total += ms;
+    ++calls;
+    before = event;
+  }
+  if (++t.steps >= every_) Report(kind, t);
+}
+
+void StepProfiler::Report(int kind, Timeline& t) {
+  const std::string what = kind > 0 ? "decode graph, bucket " + std::to_string(kind)
+                                    : kind == kEagerDecode ? std::string("eager decode") : std::string("with prefill");
+  std::vector<std::pair<double, std::string>> rows;
+  double step_ms = 0.0;
+  for (auto& [op, tc] : t.total_ms_and_calls) {
+    rows.emplace_back(tc.first / t.steps, op);
+    step_ms += tc.first / t.steps;
+  }
+  std::sort(rows.rbegin(), rows.rend());
+  std::fprintf(stderr, "text-gen step profile %s (%s, %d steps): %.3f ms per step between the first and last op\n",
+               name_.c_str(), what.c_str(), t.steps, step_ms);
+  for (auto& [ms, op] : rows) {
+    const auto& tc = t.total_ms_and_calls[op];
+    const double calls = static_cast<double>(tc.second) / t.steps;
+    std::fprintf(stderr, "text-gen step profile %s   %-18s %8.1f us/step %5.1f%%  %4.0f calls  %7.2f us/call\n",
+                 name_.c_str(), op.c_str(), ms * 1e3, step_ms > 0 ? 100.0 * ms / step_ms : 0.0, calls,
+                 calls > 0 ? ms * 1e3 / calls : 0.0);
+  }
+  t.total_ms_and_calls.clear();
+  t.steps = 0;
+}
+
+}  // namespace cuda
+}  // namespace tg

@@ -1,0 +1,60 @@
+// StepProfiler: where a forward's GPU time goes, op by op, inside the decode CUDA graphs
+// too (the GPU machines have no nsys). TEXT_GEN_STEP_PROFILE=N turns it on: the forward
+// records an event after each op (captured into a graph as event-record nodes, so every
+// replay re-records them), and after every N steps of one kind (a graph bucket, eager
+// decode, or a step with prefill rows) the mean time of each op per step goes to stderr.
+//
+// An op's time is from the end of the op before it to its own end: its kernels, the gap
+// before them, and the event node's own small cost. Off (the default), every call is a
+// no-op and no event exists.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tg {
+namespace cuda {
+
+class StepProfiler {
+ public:
+  // Reads TEXT_GEN_STEP_PROFILE; `name` prefixes the report (e.g. the rank).
+  explicit StepProfiler(std::string name);
+  ~StepProfiler();
+  StepProfiler(const StepProfiler&) = delete;
+  StepProfiler& operator=(const StepProfiler&) = delete;
+
+  bool enabled() const { return every_ > 0; }
+  // The kind of a step: a graph bucket (> 0), kEagerDecode or kPrefill.
+  static constexpr int kEagerDecode = 0, kPrefill = -1;
+
+  // Starts recording the ops of a step of kind `kind` on `stream` (an eager step, or the
+  // capture of the graph that later replays them): the kind's earlier events are dropped.
+  void BeginRecording(int kind, cudaStream_t stream);
+  // The op that has just been enqueued on `stream` ends here.
+  void Mark(cudaStream_t stream, const char* op);
+  // After the stream synchronisation of a step of kind `kind`: adds its op times, and
+  // prints and resets the kind's totals every N steps.
+  void Collect(int kind);
+
+ private:
+  struct Timeline {
+    cudaEvent_t start = nullptr;
+    std::vector<std::pair<std::string, cudaEvent_t>> marks;
+    std::map<std::string, std::pair<double, int>> total_ms_and_calls;  // summed over steps
+    int steps = 0;
+  };
+  void Report(int kind, Timeline& t);
+  cudaEvent_t NewEvent();
+  void Record(cudaEvent_t event, cudaStream_t stream);
+  static void DropEvents(Timeline& t);
+
+  std::string name_;
+  int every_ = 0;
+  std::map<int, Timeline> timelines_;
+  Timeline* recording_ = nullptr;
+};
+
+}  // namespace cuda
+}  // namespace tg
