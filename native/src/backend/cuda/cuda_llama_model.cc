@@ -15,9 +15,11 @@
 // back as f32 logits.
 //
 // Tensor parallelism: each rank holds its query heads (with their KV heads), its
-// share of the MLP and of the vocabulary; the embedding, the attention output and
-// the MLP output are all-reduced, and the vocab-parallel logits all-gathered, so
-// every rank samples the same tokens from the same logits.
+// share of the MLP and of the vocabulary; the embedding is all-reduced, the attention
+// and MLP outputs are all-reduced together with the residual add and RMSNorm after
+// them (DeviceCommunicator::AllReduceAddRmsNorm: one kernel with the peer collectives),
+// and the vocab-parallel logits all-gathered, so every rank samples the same tokens
+// from the same logits. TEXT_GEN_STEP_PROFILE times each op (step_profiler.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
