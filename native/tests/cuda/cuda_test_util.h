@@ -100,9 +100,10 @@ inline double RelError(const std::vector<float>& got, const std::vector<float>& 
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
-// Median milliseconds of `reps` runs of `fn` on the default stream, after two warm-up runs.
+// Median milliseconds of `reps` runs of `fn`, which enqueues on `stream` (the default
+// stream unless given), after two warm-up runs.
 template <typename Fn>
-double TimeMs(int reps, Fn fn) {
+double TimeMs(int reps, Fn fn, cudaStream_t stream = nullptr) {
   cudaEvent_t start, stop;
   TG_CUDA_CHECK(cudaEventCreate(&start));
   TG_CUDA_CHECK(cudaEventCreate(&stop));
@@ -110,9 +111,9 @@ double TimeMs(int reps, Fn fn) {
   fn();
   std::vector<float> ms;
   for (int i = 0; i < reps; ++i) {
-    TG_CUDA_CHECK(cudaEventRecord(start));
+    TG_CUDA_CHECK(cudaEventRecord(start, stream));
     fn();
-    TG_CUDA_CHECK(cudaEventRecord(stop));
+    TG_CUDA_CHECK(cudaEventRecord(stop, stream));
     TG_CUDA_CHECK(cudaEventSynchronize(stop));
     float t = 0;
     TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));

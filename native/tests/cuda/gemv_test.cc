@@ -316,7 +316,7 @@ namespace {
 
 // Microseconds per call of `enqueue(i)`, i = 0..reps-1, captured into one CUDA graph (so
 // host launch overhead is out of the picture, as in a captured decode step); the median
-// of 7 launches of the graph after one warm-up.
+// of 7 launches of the graph (TimeMs).
 template <typename Fn>
 double GraphUs(cudaStream_t stream, int reps, Fn enqueue) {
   cudaGraph_t graph = nullptr;
@@ -325,26 +325,10 @@ double GraphUs(cudaStream_t stream, int reps, Fn enqueue) {
   for (int i = 0; i < reps; ++i) enqueue(i);
   TG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  cudaEvent_t start, stop;
-  TG_CUDA_CHECK(cudaEventCreate(&start));
-  TG_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int r = 0; r < 7; ++r) {
-    TG_CUDA_CHECK(cudaEventRecord(start, stream));
-    TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    TG_CUDA_CHECK(cudaEventRecord(stop, stream));
-    TG_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0.0f;
-    TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  const double ms = TimeMs(7, [&] { TG_CUDA_CHECK(cudaGraphLaunch(exec, stream)); }, stream);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1000.0 / reps;
+  return ms * 1000.0 / reps;
 }
 
 // Fills `bytes` of device memory with random bf16 bits in (-0.1, 0.1), by copying one random block.

@@ -58,7 +58,6 @@ static_assert(kQueries == 16, "an item's queries are the 16 rows of one mma tile
 constexpr int kStepKeys = 16;                 // keys per warp step: the k of one P·V mma
 constexpr int kCtaKeys = kWarps * kStepKeys;  // split ranges are whole multiples of this
 constexpr int kMinStages = 2, kMaxStages = 4;
-constexpr float kLog2e = 1.4426950408889634f;
 
 struct Shape {
   int q_heads, kv_heads, group, block_size, window;  // window 0: none
@@ -75,17 +74,17 @@ constexpr size_t SharedBytes(int d, int stages) {
   return PipelineBytes(d, stages) > MergeBytes(d) ? PipelineBytes(d, stages) : MergeBytes(d);
 }
 
-// Waits until at most `pending` (1..3, warp-uniform) of this thread's newest groups are in flight.
-__device__ __forceinline__ void CpAsyncWait(int pending) {
+// mma.cuh's CpAsyncWait for a pipeline depth known only at run time: at most `pending`
+// (1..3, warp-uniform) of this thread's newest groups stay in flight.
+__device__ __forceinline__ void CpAsyncWaitFor(int pending) {
   if (pending <= 1) {
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    CpAsyncWait<1>();
   } else if (pending == 2) {
-    asm volatile("cp.async.wait_group 2;\n" ::: "memory");
+    CpAsyncWait<2>();
   } else {
-    asm volatile("cp.async.wait_group 3;\n" ::: "memory");
+    CpAsyncWait<3>();
   }
 }
-__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // Eight f32 values rounded to T, stored as 16 bytes.
 template <typename T>
@@ -239,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
   for (int n = 0; n < steps; ++n) {
     if (n + sh.stages - 1 < steps) issue(write_stage);
     CpAsyncCommit();
-    CpAsyncWait(sh.stages - 1);  // step n's group is done
+    CpAsyncWaitFor(sh.stages - 1);  // step n's group is done
     __syncwarp();                // and visible to every lane
     const uint32_t tile = warp_smem + static_cast<uint32_t>(read_stage * StepBytes(D));
 
@@ -311,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
     read_stage = read_stage + 1 == sh.stages ? 0 : read_stage + 1;
     write_stage = write_stage + 1 == sh.stages ? 0 : write_stage + 1;
   }
-  CpAsyncWaitAll();  // only empty groups can remain; the buffers are reused below
+  CpAsyncWait<0>();  // only empty groups can remain; the buffers are reused below
   // Only the short merge is left: the next kernel may be scheduled (it waits for our end).
   PdlLaunchNext();
 

@@ -85,6 +85,19 @@ class Stopwatch {
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
+// Whether the work `a` enqueues runs no slower than `b`'s: each timed twice, alternated so
+// that clock changes hit both alike, the best time of each compared.
+template <typename A, typename B>
+bool FirstIsFaster(cudaStream_t stream, A&& a, B&& b) {
+  Stopwatch watch;
+  float a_ms = std::numeric_limits<float>::infinity(), b_ms = a_ms;
+  for (int round = 0; round < 2; ++round) {
+    a_ms = std::min(a_ms, watch.Time(stream, a));
+    b_ms = std::min(b_ms, watch.Time(stream, b));
+  }
+  return a_ms <= b_ms;
+}
+
 }  // namespace
 
 struct Gemm::Plan {
@@ -220,17 +233,14 @@ bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const 
   LaunchGemv(stream, x, ws[0], out, m, n, k, in, out_elem);
   const size_t reps = std::max<size_t>(kDecideReps, ws.size());
   size_t next = 0;
-  Stopwatch watch;
-  float gemv_ms = std::numeric_limits<float>::infinity(), lt_ms = gemv_ms;
-  for (int round = 0; round < 2; ++round) {  // alternated, so clock changes hit both alike
-    gemv_ms = std::min(gemv_ms, watch.Time(stream, [&] {
-      for (size_t r = 0; r < reps; ++r) LaunchGemv(stream, x, ws[next++ % ws.size()], out, m, n, k, in, out_elem);
-    }));
-    lt_ms = std::min(lt_ms, watch.Time(stream, [&] {
-      for (size_t r = 0; r < reps; ++r) RunLt(stream, key, x, ws[next++ % ws.size()], out);
-    }));
-  }
-  const bool use = gemv_ms <= lt_ms;
+  const bool use = FirstIsFaster(
+      stream,
+      [&] {
+        for (size_t r = 0; r < reps; ++r) LaunchGemv(stream, x, ws[next++ % ws.size()], out, m, n, k, in, out_elem);
+      },
+      [&] {
+        for (size_t r = 0; r < reps; ++r) RunLt(stream, key, x, ws[next++ % ws.size()], out);
+      });
   use_gemv_[key] = use;
   return use;
 }
@@ -283,19 +293,12 @@ void Gemm::RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, cons
       separate();
       return;
     }
-    fused();
+    fused();  // each once untimed, to warm up
     separate();
-    Stopwatch watch;
-    float fused_ms = std::numeric_limits<float>::infinity(), separate_ms = fused_ms;
-    for (int round = 0; round < 2; ++round) {
-      fused_ms = std::min(fused_ms, watch.Time(stream, [&] {
-        for (int r = 0; r < kDecideReps; ++r) fused();
-      }));
-      separate_ms = std::min(separate_ms, watch.Time(stream, [&] {
-        for (int r = 0; r < kDecideReps; ++r) separate();
-      }));
-    }
-    it = fuse_silu_.emplace(key, fused_ms < separate_ms).first;
+    const bool fuse = FirstIsFaster(
+        stream, [&] { for (int r = 0; r < kDecideReps; ++r) fused(); },
+        [&] { for (int r = 0; r < kDecideReps; ++r) separate(); });
+    it = fuse_silu_.emplace(key, fuse).first;
   }
   if (it->second) {
     fused();

@@ -71,6 +71,9 @@ __device__ __forceinline__ uint32_t Pack2(float lo, float hi) {
   return r;
 }
 
+// log2(e): the kernels scale scores by softmax scale × this and take Exp2.
+constexpr float kLog2e = 1.4426950408889634f;
+
 // 2^x; 2^-inf = +0, which masked scores and empty running maxima rely on.
 __device__ __forceinline__ float Exp2(float x) {
   float y;

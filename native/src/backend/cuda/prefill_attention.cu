@@ -46,7 +46,6 @@ using namespace mma;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kBlockN = 64;  // keys per K/V tile
-constexpr float kLog2e = 1.4426950408889634f;
 
 struct Shape {
   int q_heads, kv_heads, group, block_size, window;

@@ -131,25 +131,30 @@ __device__ __forceinline__ uint4 PackVector(const float (&sum)[kVecElems<T>]) {
   return v;
 }
 
+// Vector `i` of call `call`'s staging summed over the ranks in rank order in f32 and rounded
+// to T: the same bits on every rank. Every rank's load is issued before the first add.
+template <typename T>
+__device__ __forceinline__ uint4 RankOrderSum(const PeerGroup& g, uint32_t call, size_t i) {
+  uint4 parts[kPeerMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kPeerMaxRanks; ++r) {
+    if (r < g.world_size) parts[r] = LoadFresh(Staging(g.regions[r], call, g.staging_bytes) + i);
+  }
+  float sum[kVecElems<T>] = {};
+#pragma unroll
+  for (int r = 0; r < kPeerMaxRanks; ++r) {
+    if (r < g.world_size) AddVector<T>(sum, parts[r]);
+  }
+  return PackVector<T>(sum);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) PeerAllReduceKernel(PeerGroup g, uint4* data, size_t vecs) {
   const uint32_t call = StartCall(g);
   const Slice s = CtaSlice(vecs);
   Stage(g, call, data, s);
   MeetPeers(g, call);
-  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) {
-    uint4 parts[kPeerMaxRanks];
-#pragma unroll
-    for (int r = 0; r < kPeerMaxRanks; ++r) {
-      if (r < g.world_size) parts[r] = LoadFresh(Staging(g.regions[r], call, g.staging_bytes) + i);
-    }
-    float sum[kVecElems<T>] = {};
-#pragma unroll
-    for (int r = 0; r < kPeerMaxRanks; ++r) {
-      if (r < g.world_size) AddVector<T>(sum, parts[r]);
-    }
-    data[i] = PackVector<T>(sum);
-  }
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) data[i] = RankOrderSum<T>(g, call, i);
   FinishCall(g, call);
 }
 
@@ -194,17 +199,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int u = 0; u < kVecs; ++u) {
       const int i = threadIdx.x + u * kThreads;
       if (i >= row_vecs) continue;
-      uint4 parts[kPeerMaxRanks];
-#pragma unroll
-      for (int p = 0; p < kPeerMaxRanks; ++p) {
-        if (p < g.world_size) parts[p] = LoadFresh(Staging(g.regions[p], call, g.staging_bytes) + r * row_vecs + i);
-      }
-      float sum[kE] = {};
-#pragma unroll
-      for (int p = 0; p < kPeerMaxRanks; ++p) {
-        if (p < g.world_size) AddVector<T>(sum, parts[p]);
-      }
-      const uint4 reduced = PackVector<T>(sum);
+      const uint4 reduced = RankOrderSum<T>(g, call, static_cast<size_t>(r) * row_vecs + i);
       const T* e = reinterpret_cast<const T*>(&reduced);
       float4* xv = reinterpret_cast<float4*>(x + i * kE);
 #pragma unroll
@@ -239,6 +234,18 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // CtaSum's shared array is reused by the next row
   }
   FinishCall(g, call);
+}
+
+// The fused kernel with the fewest vectors per thread that hold a row.
+template <typename T>
+void LaunchRows(const PeerGroup& g, const uint4* delta, float* residual, const float* weight, int rows, int row_vecs,
+                float eps, uint4* out, unsigned ctas, cudaStream_t stream) {
+  constexpr int kMaxVecs = static_cast<int>(kPeerRowMaxVecs / kThreads);
+  const int vecs = (row_vecs + kThreads - 1) / kThreads;
+  auto kernel = vecs == 1 ? PeerAllReduceAddRmsNormKernel<T, 1>
+                : vecs == 2 ? PeerAllReduceAddRmsNormKernel<T, 2>
+                            : PeerAllReduceAddRmsNormKernel<T, kMaxVecs>;
+  kernel<<<ctas, kThreads, 0, stream>>>(g, delta, residual, weight, rows, row_vecs, eps, out);
 }
 
 void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
@@ -293,12 +300,6 @@ void LaunchPeerAllGather(const PeerGroup& g, const void* in, size_t count, ElemT
   TG_CUDA_CHECK_LAUNCH("peer all-gather");
 }
 
-}  // namespace cuda
-}  // namespace tg
-
-namespace tg {
-namespace cuda {
-
 bool PeerAllReduceAddRmsNormFits(const PeerGroup& g, int64_t rows, int64_t hidden, ElemType type, const void* delta,
                                  const float* residual, const float* weight, const void* out) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
@@ -319,20 +320,8 @@ void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& g, const void* delta, float*
   }
   const int row_vecs = static_cast<int>(hidden / 8);
   const unsigned ctas = static_cast<unsigned>(std::min<int64_t>(rows, kPeerCtas));
-  const int vecs = (row_vecs + kThreads - 1) / kThreads;
-  auto launch = [&](auto kernel) {
-    kernel<<<ctas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(delta), residual, weight, static_cast<int>(rows),
-                                          row_vecs, eps, static_cast<uint4*>(out));
-  };
-  if (type == ElemType::kBF16) {
-    if (vecs == 1) launch(PeerAllReduceAddRmsNormKernel<__nv_bfloat16, 1>);
-    else if (vecs == 2) launch(PeerAllReduceAddRmsNormKernel<__nv_bfloat16, 2>);
-    else launch(PeerAllReduceAddRmsNormKernel<__nv_bfloat16, kPeerRowMaxVecs / kThreads>);
-  } else {
-    if (vecs == 1) launch(PeerAllReduceAddRmsNormKernel<__half, 1>);
-    else if (vecs == 2) launch(PeerAllReduceAddRmsNormKernel<__half, 2>);
-    else launch(PeerAllReduceAddRmsNormKernel<__half, kPeerRowMaxVecs / kThreads>);
-  }
+  TG_DISPATCH_HALF(type, LaunchRows, g, static_cast<const uint4*>(delta), residual, weight, static_cast<int>(rows),
+                   row_vecs, eps, static_cast<uint4*>(out), ctas, stream);
   TG_CUDA_CHECK_LAUNCH("peer all-reduce + RMSNorm");
 }
 
