@@ -29,6 +29,10 @@
 #             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with)
 #   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
 #             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
+#   envsets   A/B of environment switches: the 8B's graph decode steps (batches $E2E_BATCHES, default
+#             1,16) once per entry of $ENV_SETS ("K=V K=V;K=V;..."), e.g. TEXT_GEN_STEP_SKIP ablations
+#   tpsets    the same entries at --num-shard 2 (and 4 with TPSETS_SHARDS=4) through the launcher:
+#             batch-1 TPOT (bench/gpu/run.sh --only batch1)
 #   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
 #             steps at batch 1 and 16 on one GPU (e2e.mjs bench), then batch 1 through the launcher at
 #             --num-shard 2 (and 4 with 4+ GPUs); the per-op tables in profile-*.txt
@@ -169,6 +173,32 @@ if has pdlsets; then
   for set in ${PDL_SETS:-0 all gemv norm,rope,attention,silu,embedding attention}; do
     step "pdl=$set" "pdl-$(echo "$set" | tr ',' '+').txt" timeout "$(budget 60)" env TEXT_GEN_PDL="$set" E2E_BENCH=decode \
       E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  done
+fi
+
+# ENV_SETS entries, split at ';' (each entry's words are K=V assignments for env).
+IFS=';' read -ra env_sets <<< "${ENV_SETS:-TEXT_GEN_L2_PREFETCH=0}"
+if has envsets; then
+  gen_8b
+  for i in "${!env_sets[@]}"; do
+    set=${env_sets[$i]}
+    # shellcheck disable=SC2086 # the entry's words are separate assignments
+    step "env#$i" "envset-$i.txt" timeout "$(budget 70)" env $set E2E_LABEL="$set" E2E_BENCH=decode \
+      E2E_BATCHES="${E2E_BATCHES:-1,16}" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  done
+fi
+
+if has tpsets; then
+  gen_8b
+  for i in "${!env_sets[@]}"; do
+    set=${env_sets[$i]}
+    n=${TPSETS_SHARDS:-2}
+    # shellcheck disable=SC2086
+    step "tp$n#$i" "tpset-$i.txt" timeout "$(budget 120)" env $set bash bench/gpu/run.sh --shape llama3-8b \
+      --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
+      --results-dir "/tmp/tpset-$i" --run-dir "/tmp/tpset-$i-run"
+    echo "RESULT tp$n [$set] $(grep -h '^| batch1' /tmp/tpset-$i/*.md | cut -d'|' -f9 | head -n 1) TPOT p50/p99 ms" \
+      >> "$LOGS/tpset-$i.txt"
   done
 fi
 

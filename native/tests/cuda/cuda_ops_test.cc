@@ -355,15 +355,35 @@ TG_TEST(paged_attention_matches_cpu) {
       const int64_t items_n = db.num_items;
       int64_t max_keys = 0;
       for (auto& [p, n] : cs.seqs) max_keys = std::max(max_keys, p + n);
+      // With split-KV, the splits are merged by a second kernel (no counters) and in the
+      // attention kernel itself (counters); the counters are used twice in a row and must be
+      // zero after each call, as the next one needs them.
+      const int64_t counters_n = AttentionCounterCount(items_n, cs.kv_heads);
+      DeviceBuffer d_counters(counters_n * sizeof(int32_t));
+      TG_CUDA_CHECK(cudaMemset(d_counters.get(), 0, d_counters.bytes()));
       for (int splits : {1, AttentionSplits(items_n, cs.kv_heads, max_keys, 132), 3, 7, 33, 64}) {
-        auto d_out = Poisoned(rows * cs.q_heads * d * 2);
-        auto d_ws = Poisoned(std::max<size_t>(AttentionWorkspaceBytes(items_n, cs.kv_heads, d, splits), 4));
-        LaunchPagedAttention(nullptr, t, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size}, batch, cs.q_heads,
-                             cs.kv_heads, d, cs.window, scale, splits, d_ws.as<float>(), d_out.get());
-        Expect(std::string("paged_attention ") + Name(t) + " heads " + std::to_string(cs.q_heads) + "/" +
-                   std::to_string(cs.kv_heads) + " d " + std::to_string(d) + " bs " + std::to_string(cs.block_size) +
-                   " window " + std::to_string(cs.window) + " splits " + std::to_string(splits) + shape,
-               ToHost(d_out, rows * cs.q_heads * d, t), want, Tolerance(t));
+        for (int pass = 0; pass < (splits > 1 ? 3 : 1); ++pass) {
+          const bool counted = pass > 0;
+          AttentionBatch view = batch;
+          view.split_counters = counted ? d_counters.as<int32_t>() : nullptr;
+          auto d_out = Poisoned(rows * cs.q_heads * d * 2);
+          auto d_ws = Poisoned(std::max<size_t>(AttentionWorkspaceBytes(items_n, cs.kv_heads, d, splits), 4));
+          LaunchPagedAttention(nullptr, t, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size}, view, cs.q_heads,
+                               cs.kv_heads, d, cs.window, scale, splits, d_ws.as<float>(), d_out.get());
+          const std::string name = std::string("paged_attention ") + Name(t) + " heads " +
+                                   std::to_string(cs.q_heads) + "/" + std::to_string(cs.kv_heads) + " d " +
+                                   std::to_string(d) + " bs " + std::to_string(cs.block_size) + " window " +
+                                   std::to_string(cs.window) + " splits " + std::to_string(splits) +
+                                   (counted ? " merged in-kernel (call " + std::to_string(pass) + ")" : "") + shape;
+          Expect(name, ToHost(d_out, rows * cs.q_heads * d, t), want, Tolerance(t));
+          if (counted) {
+            std::vector<int32_t> left(static_cast<size_t>(counters_n));
+            TG_CUDA_CHECK(cudaMemcpy(left.data(), d_counters.get(), d_counters.bytes(), cudaMemcpyDeviceToHost));
+            const int64_t nonzero = std::count_if(left.begin(), left.end(), [](int32_t c) { return c != 0; });
+            if (nonzero != 0) std::printf("  FAIL %s: %lld split counters left non-zero\n", name.c_str(), static_cast<long long>(nonzero));
+            CHECK(nonzero == 0);
+          }
+        }
       }
     }
   }

@@ -249,7 +249,7 @@ async function bench(modelDir) {
   const stepOf = (s, tokens, position, sample) => ({ id: s.id, tokens: Int32Array.from(tokens), position, blocks: s.blocks, sample, topN: 0, promptLogprobs: false, init: position === 0 ? { params: greedy, prefix: new Int32Array(0) } : undefined });
 
   // E2E_BENCH=decode: graph decode steps only (for quick A/B runs of a switch such as TEXT_GEN_PDL);
-  // E2E_BATCHES=1,16: those batch sizes only.
+  // E2E_BATCHES=1,16: those batch sizes only; E2E_STEPS: decode steps per batch size (default 20).
   const decodeOnly = process.env.E2E_BENCH === "decode";
   for (const n of decodeOnly ? [] : [1024, 4096, 8192]) {
     const times = [];
@@ -271,6 +271,7 @@ async function bench(modelDir) {
   // size are left out (the eager first use and the capture).
   const decode = async (label) => {
     const batches = process.env.E2E_BATCHES ? process.env.E2E_BATCHES.split(",").map(Number) : [1, 16, 64, 256];
+    const steps = Number(process.env.E2E_STEPS ?? 20);  // timed steps per batch size (the first two are left out)
     for (const batch of batches) {
       const seqs = Array.from({ length: batch }, (_, i) => seqOf(tokens(1024, i), 1 + i * contextBlocks));
       const last = new Map();
@@ -281,7 +282,7 @@ async function bench(modelDir) {
       }
       let position = 1024;
       const times = [];
-      for (let k = 0; k < 20; ++k) {
+      for (let k = 0; k < steps; ++k) {
         const t = performance.now();
         const outs = await engine.step(seqs.map((s) => stepOf(s, [last.get(s.id)], position, true)));
         times.push(performance.now() - t);
@@ -295,7 +296,9 @@ async function bench(modelDir) {
       console.log(`RESULT bench decode ${label} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
     }
   };
-  await decode(process.env.TEXT_GEN_PDL === undefined ? "graphs" : `graphs, TEXT_GEN_PDL=${process.env.TEXT_GEN_PDL},`);
+  // E2E_LABEL names the run's switches in its result lines (envsets mode of device-run.sh).
+  const label = process.env.E2E_LABEL ?? (process.env.TEXT_GEN_PDL === undefined ? "" : `TEXT_GEN_PDL=${process.env.TEXT_GEN_PDL}`);
+  await decode(label ? `graphs, ${label},` : "graphs");
   engine.close();
   if (decodeOnly) return;
   ({ engine } = await open(false));

@@ -126,7 +126,8 @@ TG_TEST(gemv_supports_only_what_it_computes) {
   CHECK(GemvSupports(b, b, 1, 16, 64, bf, bf));
   CHECK(GemvSupports(b, b, 8, 1, 8, f16, f32));
   CHECK(GemvSupports(b, b, 3, 7, 40, bf, f32));
-  CHECK(!GemvSupports(b, b, 9, 16, 64, bf, bf));   // m > 8
+  CHECK(GemvSupports(b, b, 16, 7, 40, f16, f16));
+  CHECK(!GemvSupports(b, b, 17, 16, 64, bf, bf));  // m > kGemvMaxRows
   CHECK(!GemvSupports(b, b, 0, 16, 64, bf, bf));
   CHECK(!GemvSupports(b, b, 1, 16, 12, bf, bf));   // k not a multiple of 8
   CHECK(!GemvSupports(b, b, 1, 0, 64, bf, bf));
@@ -134,7 +135,7 @@ TG_TEST(gemv_supports_only_what_it_computes) {
   CHECK(!GemvSupports(b, b + 8, 1, 16, 64, bf, bf));  // w not 16-byte aligned
   CHECK(!GemvSupports(b, b, 1, 16, 64, f32, f32));
   CHECK(!GemvSupports(b, b, 1, 16, 64, bf, f16));
-  CHECK_THROWS_WITH(LaunchGemv(nullptr, b, b, buf.get(), 9, 16, 64, bf, bf), "GEMV kernel cannot");
+  CHECK_THROWS_WITH(LaunchGemv(nullptr, b, b, buf.get(), kGemvMaxRows + 1, 16, 64, bf, bf), "GEMV kernel cannot");
 }
 
 TG_TEST(gemv_kernel_matches_cpu) {
@@ -164,7 +165,7 @@ TG_TEST(gemm_matches_cpu_with_gemv_forced_off_and_auto) {
   for (ElemType t : kTypes) {
     for (const Shape& s : shapes) {
       const Weight w = MakeWeight(s.n, s.k, t);
-      for (int64_t m : {1, 2, 3, 5, 8, 9, 16}) {  // 9 and 16: cuBLASLt in every mode
+      for (int64_t m : {1, 2, 3, 5, 8, 9, 16, 17, 24}) {  // 17 and 24: cuBLASLt in every mode
         for (ElemType out : {t, ElemType::kF32}) {
           const Problem p = MakeProblem(m, w, t, out);
           Expect("gemm(gemv=1)", p, [&](void* o) { RunGemm(*forced, nullptr, p, o); });
@@ -188,7 +189,7 @@ TG_TEST(gemv_silu_input_equals_silu_then_gemv) {
   for (ElemType t : kTypes) {
     for (const Shape& s : shapes) {
       const Weight w = MakeWeight(s.n, s.k, t);
-      for (int64_t m : {1, 2, 5, 8}) {
+      for (int64_t m : {1, 2, 5, 8, 9, 16}) {
         const Rounded gate_up = Round(RandomFloats(static_cast<size_t>(m * 2 * s.k), -6.0f, 6.0f), t);
         DeviceBuffer d_gate_up = ToDevice(gate_up.bits);
         const size_t out_bytes = static_cast<size_t>(m * s.n) * ElemSize(t);
@@ -267,7 +268,7 @@ TG_TEST(gemm_runs_inside_graph_capture) {
   const Weight w_a = MakeWeight(200, 264, bf), w_b = MakeWeight(96, 128, bf), w_c = MakeWeight(300, 512, f16),
                w_d = MakeWeight(64, 100, f16);
   std::vector<Problem> problems;
-  problems.push_back(MakeProblem(3, w_a, bf, bf));    // undecided, m ≤ 8: the GEMV kernel
+  problems.push_back(MakeProblem(3, w_a, bf, bf));    // undecided, m ≤ 16: the GEMV kernel
   problems.push_back(MakeProblem(24, w_b, bf, ElemType::kF32));  // untuned bucket: cuBLASLt's heuristic pick
   problems.push_back(MakeProblem(2, w_c, f16, f16));  // prepared before the capture
   problems.push_back(MakeProblem(5, w_d, f16, f16));  // k % 8 != 0: untuned cuBLASLt
@@ -362,7 +363,7 @@ void Perf() {
   const Shape shapes[] = {{"qkv", 6144 / tp, 4096, 32, t},     {"o", 4096, 4096 / tp, 32, t},
                           {"gate_up", 28672 / tp, 4096, 32, t}, {"down", 4096, 14336 / tp, 32, t},
                           {"lm_head", 128256 / tp, 4096, 1, ElemType::kF32}};
-  const int64_t ms[] = {1, 2, 4, 8};
+  const int64_t ms[] = {1, 2, 4, 8, 12, 16};
   std::map<int64_t, double> step_gemv, step_lt, step_auto;  // cold µs per decode step's GEMMs
   constexpr int kReps = 20;
   for (const Shape& s : shapes) {

@@ -60,6 +60,7 @@ constexpr int32_t kPenaltySlots = 64;
 // its buffers' addresses.
 struct Activations {
   DeviceBuffer x, h, qkv, q, attn, proj, gate_up, act, normed, logits, shard_logits, gathered, attn_workspace;
+  DeviceBuffer attn_counters;  // AttentionBatch::split_counters: zeroed when allocated, left zero by every call
 };
 
 // The host-side plan of one step, packed as int32 words for one copy.
@@ -132,7 +133,9 @@ class CudaLlamaModel : public ModelRunner {
   // Enqueues the forward from the packed inputs at `in` to a.logits ([logit rows, vocab] f32);
   // `kind` is the step's kind for the profiler (StepProfiler).
   void EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a, int kind);
-  void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, size_t workspace_bytes);
+  // `attention_items`: the most attention work items of a step these activations serve.
+  void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, int64_t attention_items,
+                          size_t workspace_bytes);
   int GraphSplits(int32_t bucket) const;
   int64_t GraphMaxKeys() const;
 
@@ -148,6 +151,8 @@ class CudaLlamaModel : public ModelRunner {
   std::vector<float> inv_freq_;  // for RoPE that doesn't depend on length
   bool dynamic_rope_ = false;
   bool prefill_kernel_ = false;  // long prefill rows to the tensor-core kernel
+  // TEXT_GEN_ATTENTION_MERGE=kernel: split-KV merged by a second kernel (A/B timings).
+  bool merge_in_kernel_ = true;
 
   DeviceBuffer kv_;
   int64_t num_blocks_ = 0, block_size_ = 0;  // kv_ holds one more block: the padding rows' scratch
@@ -189,6 +194,8 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
   // TEXT_GEN_PREFILL_ATTENTION=0 keeps every row on the paged kernel (for A/B timings).
   const char* prefill_env = std::getenv("TEXT_GEN_PREFILL_ATTENTION");
   prefill_kernel_ = PrefillAttentionSupports(config_.head_dim) && !(prefill_env && std::string(prefill_env) == "0");
+  const char* merge_env = std::getenv("TEXT_GEN_ATTENTION_MERGE");
+  merge_in_kernel_ = !(merge_env && std::string(merge_env) == "kernel");
   inv_freq_ = cpu::RopeInvFreq(config_.rope, config_.head_dim, config_.max_position_embeddings,
                                config_.max_position_embeddings);
   weights_ = UploadLlamaWeights(o.model_dir, config_, slice_, type_);
@@ -201,7 +208,8 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
       workspace = std::max(workspace, AttentionWorkspaceBytes(b * items_per_seq, slice_.kv_heads, config_.head_dim,
                                                               GraphSplits(b)));
     }
-    ReserveActivations(graph_act_, graphs_.max_bucket(), graphs_.max_bucket(), workspace);
+    ReserveActivations(graph_act_, graphs_.max_bucket(), graphs_.max_bucket(), graphs_.max_bucket() * items_per_seq,
+                       workspace);
   }
   TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -255,7 +263,8 @@ int CudaLlamaModel::GraphSplits(int32_t bucket) const {
   return AttentionSplits(bucket * items_per_seq, slice_.kv_heads, GraphMaxKeys(), sm_count_);
 }
 
-void CudaLlamaModel::ReserveActivations(Activations& a, int64_t t, int64_t r, size_t workspace_bytes) {
+void CudaLlamaModel::ReserveActivations(Activations& a, int64_t t, int64_t r, int64_t attention_items,
+                                        size_t workspace_bytes) {
   const ModelConfig& c = config_;
   const size_t es = ElemSize(type_);
   const int64_t hidden = c.hidden_size, d = c.head_dim, qh = slice_.q_heads, kvh = slice_.kv_heads;
@@ -275,6 +284,11 @@ void CudaLlamaModel::ReserveActivations(Activations& a, int64_t t, int64_t r, si
     a.gathered.Reserve(rr * slice_.vocab_size * slice_.world_size * 4);
   }
   a.attn_workspace.Reserve(workspace_bytes);
+  const size_t counter_bytes = sizeof(int32_t) * static_cast<size_t>(AttentionCounterCount(attention_items, kvh));
+  if (counter_bytes > a.attn_counters.bytes()) {
+    a.attn_counters.Resize(counter_bytes);
+    TG_CUDA_CHECK(cudaMemsetAsync(a.attn_counters.get(), 0, counter_bytes, stream_));
+  }
 }
 
 StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
@@ -377,6 +391,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   batch.block_tables = at(L.block_tables);
   batch.items = at(L.items);
   batch.num_items = L.num_items;
+  batch.split_counters = merge_in_kernel_ ? a.attn_counters.as<int32_t>() : nullptr;
   PrefillBatch prefill;
   prefill.seq_row_start = at(L.p_seq_row_start);
   prefill.seq_rows = at(L.p_seq_rows);
@@ -404,7 +419,8 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   // The residual add and RMSNorm after a row-parallel projection (o, down), with its
   // all-reduce folded in under tensor parallelism (one kernel with the peer collectives).
   auto add_norm = [&](void* delta, const float* weight) {
-    if (comm_ && delta) {
+    if (profiler_.Skips("add_rms_norm")) return;
+    if (comm_ && delta && !profiler_.Skips("all_reduce")) {
       comm_->AllReduceAddRmsNorm(delta, a.x.as<float>(), weight, t, hidden, eps, type_, a.h.get(), stream_);
       mark("all_reduce_norm");
     } else {
@@ -418,13 +434,17 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     add_norm(l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>());
     gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
     mark("qkv");
-    LaunchRopeKvWrite(stream_, type_, a.qkv.get(), W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr,
-                      at(L.positions), inv_freq, dynamic_rope_ ? at(L.freq_index) : nullptr, at(L.slot_block),
-                      at(L.slot_offset), t, qh, kvh, d, a.q.get(), CacheLayer(l));
-    mark("rope_kv_write");
-    LaunchPagedAttention(stream_, type_, a.q.get(), CacheLayer(l), batch, qh, kvh, d, c.sliding_window, scale, splits,
-                         a.attn_workspace.as<float>(), a.attn.get());
-    mark("attention");
+    if (!profiler_.Skips("rope_kv_write")) {
+      LaunchRopeKvWrite(stream_, type_, a.qkv.get(), W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr,
+                        at(L.positions), inv_freq, dynamic_rope_ ? at(L.freq_index) : nullptr, at(L.slot_block),
+                        at(L.slot_offset), t, qh, kvh, d, a.q.get(), CacheLayer(l));
+      mark("rope_kv_write");
+    }
+    if (!profiler_.Skips("attention")) {
+      LaunchPagedAttention(stream_, type_, a.q.get(), CacheLayer(l), batch, qh, kvh, d, c.sliding_window, scale,
+                           splits, a.attn_workspace.as<float>(), a.attn.get());
+      mark("attention");
+    }
     if (prefill.num_items > 0) {
       LaunchPrefillAttention(stream_, type_, a.q.get(), CacheLayer(l), prefill, qh, kvh, d, c.sliding_window, scale,
                              a.attn.get());
@@ -504,7 +524,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
     dev_in_.Reserve(in_bytes);
     TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
     const int splits = AttentionSplits(L.num_items, slice_.kv_heads, L.max_keys, sm_count_);
-    ReserveActivations(eager_, L.rows, L.logit_row_count,
+    ReserveActivations(eager_, L.rows, L.logit_row_count, L.num_items,
                        AttentionWorkspaceBytes(L.num_items, slice_.kv_heads, config_.head_dim, splits));
     EnqueueForward(dev_in_.as<int32_t>(), L, splits, eager_, profile_kind);
   }

@@ -14,9 +14,10 @@
 // its own step has landed. Each lane looks up the block of one key of the warp's next
 // step a step ahead, so the block-table read is off the critical path. At the end the
 // four warps' states merge through shared memory; with split-KV the CTA writes its
-// partial state (unnormalised O, max in log2 units, sum) and MergeKernel combines the
-// splits that hold keys. An empty split (graphs size the split count for the longest
-// context) returns at once and is never read.
+// partial state (unnormalised O, max in log2 units, sum), and the splits that hold keys
+// are combined by the last of their CTAs to finish (counted in batch.split_counters: no
+// second kernel per layer) or, without counters, by MergeKernel. An empty split (graphs
+// size the split count for the longest context) returns at once and is never read.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 .row.col, 16-bit inputs), g = lane / 4, t = lane % 4:
 //   A (16x16) a0: (g, 2t..2t+1)  a1: (g+8, 2t..)  a2: (g, 2t+8..)  a3: (g+8, 2t+8..)
@@ -134,6 +135,38 @@ __device__ __forceinline__ int64_t PartialIndex(const AttentionBatch& batch, con
 }
 __device__ __forceinline__ int64_t PartialCount(const AttentionBatch& batch, const Shape& sh) {
   return batch.num_items * sh.kv_heads * sh.num_splits * kQueries;
+}
+
+// Combines the busy splits of (item, kv head) into `out`: one thread per (query, 8 dims).
+// The partial states may come from other CTAs of the running kernel, so they are read
+// past L1 (which is not coherent across SMs).
+template <typename T, int D>
+__device__ __forceinline__ void MergeSplits(const AttentionBatch& batch, const Shape& sh,
+                                            const float* __restrict__ partial, const AttentionItem& it, int item,
+                                            int kvh, T* __restrict__ out) {
+  constexpr int kChunks = D / 8;
+  const int busy = BusySplits(it, sh.num_splits);
+  const float* states = partial + PartialCount(batch, sh) * D;
+  for (int u = threadIdx.x; u < it.queries * kChunks; u += blockDim.x) {
+    const int lq = u / kChunks, c = (u % kChunks) * 8;
+    const int64_t at0 = PartialIndex(batch, sh, item, kvh, 0, lq);  // split s at at0 + 16 s
+    float row_max = -INFINITY;
+#pragma unroll 4
+    for (int s = 0; s < busy; ++s) row_max = fmaxf(row_max, __ldcg(states + (at0 + s * kQueries) * 2));
+    float sum = 0.0f, acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 4
+    for (int s = 0; s < busy; ++s) {
+      const int64_t at = at0 + s * kQueries;
+      const float2 state = __ldcg(reinterpret_cast<const float2*>(states + at * 2));
+      const float w = state.x == -INFINITY ? 0.0f : Exp2(state.x - row_max);  // an empty split weighs 0
+      sum += state.y * w;
+      const float4* src = reinterpret_cast<const float4*>(partial + at * D + c);
+      const float4 a = __ldcg(src), b = __ldcg(src + 1);
+      acc[0] += w * a.x, acc[1] += w * a.y, acc[2] += w * a.z, acc[3] += w * a.w;
+      acc[4] += w * b.x, acc[5] += w * b.y, acc[6] += w * b.z, acc[7] += w * b.w;
+    }
+    Store8(out + QueryOffset(it, sh, kvh, lq, D) + c, acc, sum > 0.0f ? 1.0f / sum : 0.0f);
+  }
 }
 
 // CTAs per SM the kernel is compiled for: registers <= 65536 / (128 · this).
@@ -372,11 +405,24 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
       float4* dst = reinterpret_cast<float4*>(partial + at * D + c);
       dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
       dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-      if (c == 0) {
-        float* state = partial + PartialCount(batch, sh) * D + at * 2;
-        state[0] = row_max;
-        state[1] = sum;
-      }
+      if (c == 0) *reinterpret_cast<float2*>(partial + PartialCount(batch, sh) * D + at * 2) = make_float2(row_max, sum);
+    }
+  }
+  if (sh.num_splits > 1 && batch.split_counters) {
+    // Count this split in; the last busy split of the (item, KV head) to arrive merges them
+    // all and zeroes the count for the next call.
+    __shared__ bool merge_here;
+    __threadfence();  // this thread's partial stores are visible device-wide before the count
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int32_t* counter = batch.split_counters + static_cast<int64_t>(item) * sh.kv_heads + kvh;
+      merge_here = atomicAdd(counter, 1) == BusySplits(it, sh.num_splits) - 1;
+      if (merge_here) *counter = 0;  // every busy split has arrived
+    }
+    __syncthreads();
+    if (merge_here) {
+      __threadfence();  // the other splits' partials, counted before ours, are read after the count
+      MergeSplits<T, D>(batch, sh, partial, it, item, kvh, out);
     }
   }
 #endif
@@ -386,32 +432,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
     MergeKernel(AttentionBatch batch, Shape sh, const float* __restrict__ partial, T* __restrict__ out) {
-  constexpr int kChunks = D / 8;
   PdlStartShortKernel();
   const int item = blockIdx.x, kvh = blockIdx.y;
-  const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
-  const int busy = BusySplits(it, sh.num_splits);
-  const float* states = partial + PartialCount(batch, sh) * D;
-  for (int u = threadIdx.x; u < it.queries * kChunks; u += kThreads) {
-    const int lq = u / kChunks, c = (u % kChunks) * 8;
-    const int64_t at0 = PartialIndex(batch, sh, item, kvh, 0, lq);  // split s at at0 + 16 s
-    float row_max = -INFINITY;
-#pragma unroll 4
-    for (int s = 0; s < busy; ++s) row_max = fmaxf(row_max, states[(at0 + s * kQueries) * 2]);
-    float sum = 0.0f, acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll 4
-    for (int s = 0; s < busy; ++s) {
-      const int64_t at = at0 + s * kQueries;
-      const float ms = states[at * 2];
-      const float w = ms == -INFINITY ? 0.0f : Exp2(ms - row_max);  // an empty split weighs 0
-      sum += states[at * 2 + 1] * w;
-      const float4* src = reinterpret_cast<const float4*>(partial + at * D + c);
-      const float4 a = src[0], b = src[1];
-      acc[0] += w * a.x, acc[1] += w * a.y, acc[2] += w * a.z, acc[3] += w * a.w;
-      acc[4] += w * b.x, acc[5] += w * b.y, acc[6] += w * b.z, acc[7] += w * b.w;
-    }
-    Store8(out + QueryOffset(it, sh, kvh, lq, D) + c, acc, sum > 0.0f ? 1.0f / sum : 0.0f);
-  }
+  MergeSplits<T, D>(batch, sh, partial, AttentionItemAt(batch, sh.group, sh.window, item), item, kvh, out);
 }
 
 // Pipeline depth per head dim on one device, and the one-time shared-memory opt-in of
@@ -477,7 +500,7 @@ void LaunchDim(cudaStream_t stream, const void* q, KvLayer cache, const Attentio
   LaunchWithPdl(PdlKernel::kAttention, DecodeAttentionKernel<T, D>, grid, dim3(kThreads), SharedBytes(D, sh.stages), stream,
                 static_cast<const T*>(q), static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), batch, sh,
                 workspace, static_cast<T*>(out));
-  if (sh.num_splits > 1) {
+  if (sh.num_splits > 1 && !batch.split_counters) {
     TG_CUDA_CHECK_LAUNCH("decode_attention");
     const dim3 merge_grid(static_cast<unsigned>(batch.num_items), static_cast<unsigned>(sh.kv_heads));
     LaunchWithPdl(PdlKernel::kAttention, MergeKernel<T, D>, merge_grid, dim3(kThreads), 0, stream, batch, sh, workspace,

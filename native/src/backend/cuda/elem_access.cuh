@@ -3,8 +3,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 namespace tg {
 namespace cuda {
+
+// Whether a kernel may move 16-byte runs at p (the launchers' check for their vector paths).
+inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 __device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
@@ -20,6 +25,19 @@ __device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2ha
 // fused GEMV evaluates it in every CTA, where the precise versions cost more than its loads.
 // For gate < -88, exp overflows to inf and the quotient is -0, as SiLU's limit is.
 __device__ __forceinline__ float SiluMul(float gate, float up) { return __fdividef(gate, 1.0f + __expf(-gate)) * up; }
+
+// Eight elements (16 bytes) of SiLU(gate) · up, each rounded to T: silu_mul.cu's runs and
+// the GEMV's fused input, so the fused product equals SiLU-mul then the plain GEMV bit for bit.
+template <typename T>
+__device__ __forceinline__ uint4 SiluMul8(const uint4& gate, const uint4& up) {
+  const T* g = reinterpret_cast<const T*>(&gate);
+  const T* u = reinterpret_cast<const T*>(&up);
+  uint4 r;
+  T* o = reinterpret_cast<T*>(&r);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) o[e] = FromFloat<T>(SiluMul(ToFloat(g[e]), ToFloat(u[e])));
+  return r;
+}
 
 }  // namespace cuda
 }  // namespace tg

@@ -4,12 +4,12 @@
 //   the first GEMM of a bucket times cuBLASLt's top heuristic candidates on its own
 //   operands and keeps the fastest (so the first step of each shape is slower; warm-up
 //   absorbs it). Descriptors are cached per exact shape.
-// - the GEMV kernel (gemv.h) for decode batches of m ≤ 8 rows, which streams W at close
+// - the GEMV kernel (gemv.h) for decode batches of m ≤ 16 rows, which streams W at close
 //   to memory bandwidth. Per exact (m, n, k, types) the first call times it against
 //   cuBLASLt and keeps the faster. TEXT_GEN_GEMV=0 turns it off, =1 uses it wherever it
 //   applies (for A/B runs); unset, it is chosen by that timing.
 // CUDA graphs: while `stream` captures, Run allocates, synchronises and times nothing.
-// An undecided m ≤ 8 shape then takes the GEMV kernel, and an untuned bucket cuBLASLt's
+// An undecided m ≤ 16 shape then takes the GEMV kernel, and an untuned bucket cuBLASLt's
 // first heuristic algorithm (for that launch only: the next uncaptured call tunes it).
 // Prepare() settles a shape before capture.
 #pragma once
@@ -48,7 +48,7 @@ class Gemm {
                    int64_t k, ElemType in, ElemType out_type);
 
   // Settles how Run computes this shape, ahead of a CUDA graph capture: tunes cuBLASLt's
-  // algorithm for its m bucket and, for m ≤ 8, times the GEMV kernel against cuBLASLt with W
+  // algorithm for its m bucket and, for m ≤ 16, times the GEMV kernel against cuBLASLt with W
   // read from memory rather than L2 (over extra scratch copies of W when W fits in L2).
   // `w` is the real weight if given (then nothing weight-sized is allocated unless W fits
   // in L2), else a scratch one is allocated; x and out are always scratch. Synchronises
@@ -79,7 +79,7 @@ class Gemm {
   int64_t l2_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;        // exact shapes
   std::map<Key, lt::MatmulAlgo> algos_;               // by m bucket
-  std::map<Key, bool> use_gemv_;                      // exact shapes, m ≤ 8: GEMV kernel (true) or cuBLASLt
+  std::map<Key, bool> use_gemv_;                      // exact shapes, m ≤ 16: GEMV kernel (true) or cuBLASLt
   std::map<Key, bool> fuse_silu_;                     // RunSiluDown's shapes: SiLU in the GEMV (true) or apart
 };
 

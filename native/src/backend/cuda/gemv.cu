@@ -1,8 +1,8 @@
 // See gemv.h. One CTA owns 16 rows of W and its warps split k between them; each
 // lane streams 16-byte pieces of two W rows and multiplies them on the tensor cores
-// (mma.m16n8k16: W's 16 rows are the M side, x's ≤ 8 rows the N side), so there are
-// no per-element conversions or FMAs, and x needs no reuse trick: every piece of x
-// a CTA loads is used exactly once, for 16 rows of W at a time.
+// (mma.m16n8k16: W's 16 rows are the M side, x's rows the N side, 8 per mma, so up to
+// 16 rows take two), so there are no per-element conversions or FMAs, and x needs no
+// reuse trick: every piece of x a CTA loads is used exactly once, for 16 rows of W at a time.
 //
 // The k permutation that makes plain 16-byte loads feed the mma: a dot product may
 // visit k in any order as long as W and x visit it in the same order. Lane (g, t)
@@ -87,27 +87,15 @@ __device__ __forceinline__ OutT FromAccumulator(float v) {
 // Grid: one CTA per 16 rows of W; blockDim.x = 32 × warps, warps ≤ kMaxWarps.
 // Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills
 // at 64); without the bound it picked 80 with a spill.
-// Eight elements of SiLU(gate) · up, rounded to T as silu_mul.cu rounds them (so the fused
-// product equals SiLU-mul followed by the plain GEMV bit for bit).
-template <typename T>
-__device__ __forceinline__ uint4 SiluMul8(const uint4& gate, const uint4& up) {
-  const T* g = reinterpret_cast<const T*>(&gate);
-  const T* u = reinterpret_cast<const T*>(&up);
-  uint4 r;
-  T* o = reinterpret_cast<T*>(&r);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) o[e] = FromFloat<T>(SiluMul(ToFloat(g[e]), ToFloat(u[e])));
-  return r;
-}
-
 // kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
-// the product is taken with SiLU(gate) · up, computed as the pieces are loaded. Its twice
-// as many x registers spill at three CTAs per SM, so it is bound to two (still the ~64 KB
-// of W in flight per SM that the loads need).
-template <typename T, typename OutT, bool kSiluInput>
-__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput ? 2 : 3)
+// the product is taken with SiLU(gate) · up, computed as the pieces are loaded.
+// kXTiles: x's rows in tiles of 8 (1 for m ≤ 8, 2 for m ≤ 16), one mma pair per tile.
+// Twice as many x registers (either way) spill at three CTAs per SM, so those variants
+// are bound to two (still the ~64 KB of W in flight per SM that the loads need).
+template <typename T, typename OutT, bool kSiluInput, int kXTiles>
+__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k) {
-  __shared__ float4 partial[kMaxWarps][32];  // each warp's accumulators, for the sum over warps
+  __shared__ float4 partial[kMaxWarps][kXTiles][32];  // each warp's accumulators, for the sum over warps
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kTileRows;
@@ -118,19 +106,25 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput ? 2 : 3)
   const int64_t row_hi = first_row + g + 8 < n ? first_row + g + 8 : n - 1;
   const uint4* w_lo = reinterpret_cast<const uint4*>(w) + row_lo * pieces + t;
   const uint4* w_hi = reinterpret_cast<const uint4*>(w) + row_hi * pieces + t;
-  // Lanes of x rows past m read row 0 again (the same sectors, so no extra traffic, and no
-  // branch): they feed only output columns ≥ m, which are never stored.
-  const uint4* x_row = reinterpret_cast<const uint4*>(x) + (g < m ? g : 0) * (kSiluInput ? 2 * pieces : pieces) + t;
-  auto load_x = [&](int64_t at) {
+  // Lane g reads x row g + 8·j for tile j. Lanes of x rows past m read row 0 again (the
+  // same sectors, so no extra traffic, and no branch): they feed only output columns ≥ m,
+  // which are never stored.
+  const uint4* x_row[kXTiles];
+#pragma unroll
+  for (int j = 0; j < kXTiles; ++j) {
+    const int row = g + 8 * j;
+    x_row[j] = reinterpret_cast<const uint4*>(x) + (row < m ? row : 0) * (kSiluInput ? 2 * pieces : pieces) + t;
+  }
+  auto load_x = [&](int j, int64_t at) {
     if constexpr (kSiluInput) {
-      return SiluMul8<T>(__ldg(x_row + at), __ldg(x_row + pieces + at));
+      return SiluMul8<T>(__ldg(x_row[j] + at), __ldg(x_row[j] + pieces + at));
     } else {
-      return __ldg(x_row + at);
+      return __ldg(x_row[j] + at);
     }
   };
 
-  // Two accumulator sets halve the chain of dependent mma's per iteration.
-  float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // Two accumulator sets per x tile halve the chain of dependent mma's per iteration.
+  float c0[kXTiles][4] = {}, c1[kXTiles][4] = {};
   // A k-step is 32 elements (4 pieces, one per t). Warp w takes steps [s, s + kStepsPerLoad)
   // for s = w·kStepsPerLoad, then every warps·kStepsPerLoad steps: the CTA's loads of a row
   // at one time are contiguous, kMaxWarps·kStepsPerLoad·64 bytes.
@@ -151,18 +145,24 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput ? 2 : 3)
   if (s + kStepsPerLoad <= full_steps) load_w(s);
   PdlWaitForPrevious();
   for (; s + kStepsPerLoad <= full_steps; s += stride) {
-    uint4 xv[kStepsPerLoad];
+    uint4 xv[kXTiles][kStepsPerLoad];
 #pragma unroll
-    for (int u = 0; u < kStepsPerLoad; ++u) xv[u] = load_x((s + u) * 4);
+    for (int j = 0; j < kXTiles; ++j) {
 #pragma unroll
-    for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
+      for (int u = 0; u < kStepsPerLoad; ++u) xv[j][u] = load_x(j, (s + u) * 4);
+    }
+#pragma unroll
+    for (int u = 0; u < kStepsPerLoad; ++u) {
+#pragma unroll
+      for (int j = 0; j < kXTiles; ++j) MmaPiece<T>(c0[j], c1[j], lo[u], hi[u], xv[j][u]);
+    }
     if (s + stride + kStepsPerLoad <= full_steps) load_w(s + stride);
   }
   // The warp's block that reaches past the last full step (at most one: the next starts
   // at ≥ s + kStepsPerLoad > full_steps ≥ steps - 1). Pieces past k load the row's last
   // piece (a valid address) and are zeroed.
   if (s < steps) {
-    uint4 xv[kStepsPerLoad];
+    uint4 xv[kXTiles][kStepsPerLoad];
 #pragma unroll
     for (int u = 0; u < kStepsPerLoad; ++u) {
       const int64_t piece = (s + u) * 4;
@@ -170,39 +170,48 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput ? 2 : 3)
       const int64_t at = inside ? piece : pieces - 1 - t;
       lo[u] = LoadStreaming(w_lo + at);
       hi[u] = LoadStreaming(w_hi + at);
-      xv[u] = load_x(at);
-      if (!inside) lo[u] = hi[u] = xv[u] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int j = 0; j < kXTiles; ++j) xv[j][u] = inside ? load_x(j, at) : make_uint4(0, 0, 0, 0);
+      if (!inside) lo[u] = hi[u] = make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int u = 0; u < kStepsPerLoad; ++u) MmaPiece<T>(c0, c1, lo[u], hi[u], xv[u]);
+    for (int u = 0; u < kStepsPerLoad; ++u) {
+#pragma unroll
+      for (int j = 0; j < kXTiles; ++j) MmaPiece<T>(c0[j], c1[j], lo[u], hi[u], xv[j][u]);
+    }
   }
   // Only the sum over warps is left: the next kernel may be scheduled (it waits for our end).
   PdlLaunchNext();
 
-  partial[warp][lane] = make_float4(c0[0] + c1[0], c0[1] + c1[1], c0[2] + c1[2], c0[3] + c1[3]);
+#pragma unroll
+  for (int j = 0; j < kXTiles; ++j) {
+    partial[warp][j][lane] = make_float4(c0[j][0] + c1[j][0], c0[j][1] + c1[j][1], c0[j][2] + c1[j][2],
+                                         c0[j][3] + c1[j][3]);
+  }
   __syncthreads();
   // Output (row first_row + r, x row col) for j = col·16 + r, so 16 consecutive threads
-  // store 16 consecutive outputs. The mma left it in lane (r % 8)·4 + col / 2, element
-  // (r / 8)·2 + col % 2.
+  // store 16 consecutive outputs. The mma of x tile col / 8 left it in lane
+  // (r % 8)·4 + (col % 8) / 2, element (r / 8)·2 + col % 2.
   for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
     const int col = j >> 4, r = j & 15;
     const int64_t row = first_row + r;
     if (row >= n) continue;
-    const int src_lane = (r & 7) * 4 + (col >> 1), element = (r >> 3) * 2 + (col & 1);
+    const int tile = col >> 3, src_lane = (r & 7) * 4 + ((col & 7) >> 1), element = (r >> 3) * 2 + (col & 1);
     float sum = 0.0f;
-    for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][src_lane])[element];
+    for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][tile][src_lane])[element];
     out[col * n + row] = FromAccumulator<OutT>(sum);
   }
 }
 
 template <typename T, typename OutT, bool kSiluInput>
 void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k) {
+  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, 2> : GemvKernel<T, OutT, kSiluInput, 1>;
   const int64_t steps = (k / 8 + 3) / 4;
   // Up to kMaxWarps warps, each with at least one full block of steps.
   const int warps = static_cast<int>(
       std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
   const unsigned blocks = static_cast<unsigned>((n + kTileRows - 1) / kTileRows);
-  LaunchWithPdl(PdlKernel::kGemv, GemvKernel<T, OutT, kSiluInput>, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
+  LaunchWithPdl(PdlKernel::kGemv, kernel, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
                 static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k);
 }
 
@@ -220,8 +229,6 @@ void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int
   }
 }
 
-bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 }  // namespace
 
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out) {
@@ -235,7 +242,8 @@ void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, in
   if (!GemvSupports(x, w, m, n, k, in, out_type)) {
     throw std::invalid_argument("GEMV kernel cannot compute m " + std::to_string(m) + " n " + std::to_string(n) +
                                 " k " + std::to_string(k) +
-                                " (needs m <= 8, k a multiple of 8, 16-byte aligned operands, bf16/fp16 in)");
+                                " (needs m <= " + std::to_string(kGemvMaxRows) +
+                                ", k a multiple of 8, 16-byte aligned operands, bf16/fp16 in)");
   }
   const bool silu = input == GemvInput::kSiluOfGateUp;
   if (in == ElemType::kBF16) {

@@ -1,4 +1,4 @@
-// The GEMV kernel for decode batches: out[m, n] = x[m, k] · w[n, k]ᵀ for m ≤ 8 rows,
+// The GEMV kernel for decode batches: out[m, n] = x[m, k] · w[n, k]ᵀ for m ≤ 16 rows,
 // W stored [N, K] like Hugging Face Linear layers, f32 accumulation. A decode step
 // reads every weight once and does almost no arithmetic per byte, so this kernel is
 // built to stream W at memory bandwidth; Gemm (gemm.h) picks it or cuBLASLt per shape.
@@ -12,8 +12,8 @@
 namespace tg {
 namespace cuda {
 
-// The most rows of x one launch handles (the N of the tensor-core tile it uses).
-constexpr int64_t kGemvMaxRows = 8;
+// The most rows of x one launch handles (two N tiles of the tensor-core mma it uses).
+constexpr int64_t kGemvMaxRows = 16;
 
 // True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
 // x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, `out` `in` or f32.

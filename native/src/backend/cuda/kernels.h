@@ -58,7 +58,14 @@ struct AttentionBatch {
   const int32_t* block_tables = nullptr;
   const int32_t* items = nullptr;  // [num_items][2]: sequence, first query of the item (see below)
   int64_t num_items = 0;
+  // Split-KV's arrival counts, [num_items][kv_heads] (AttentionCounterCount), zero before the
+  // call and left zero by it: with them the decode attention kernel (head dims 64 and 128)
+  // merges the splits itself, in the last CTA of each item and KV head to finish, instead of
+  // in a second kernel. Null, or the CUDA-core kernel of other head dims: a second kernel.
+  int32_t* split_counters = nullptr;
 };
+
+inline int64_t AttentionCounterCount(int64_t num_items, int64_t kv_heads) { return num_items * kv_heads; }
 
 // Queries of one work item: a sequence's (row, head-in-group) pairs in row-major order,
 // kAttentionItemQueries of them from the item's first; one item serves one KV head.

@@ -12,6 +12,10 @@ namespace cuda {
 
 StepProfiler::StepProfiler(std::string name) : name_(std::move(name)) {
   if (const char* env = std::getenv("TEXT_GEN_STEP_PROFILE")) every_ = std::max(0, std::atoi(env));
+  if (const char* env = std::getenv("TEXT_GEN_STEP_SKIP")) {
+    skip_ = std::string(",") + env + ",";
+    std::fprintf(stderr, "text-gen %s: TEXT_GEN_STEP_SKIP=%s leaves those ops out: outputs are wrong\n", name_.c_str(), env);
+  }
 }
 
 StepProfiler::~StepProfiler() {

@@ -7,6 +7,12 @@
 // An op's time is from the end of the op before it to its own end: its kernels, the gap
 // before them, and the event node's own small cost. Off (the default), every call is a
 // no-op and no event exists.
+//
+// TEXT_GEN_STEP_SKIP=op,op,... (measurement only: the tokens are garbage) leaves those ops
+// out of the forward, so a timed step shows what each costs where it sits, with
+// Programmatic Dependent Launch and graph replay as they really run, which the event nodes
+// above disturb. The ops: add_rms_norm (TP 1's norms, or at TP > 1 the fused all-reduce
+// and norm), all_reduce (TP > 1: the norm without its all-reduce), rope_kv_write, attention.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -26,6 +32,8 @@ class StepProfiler {
   StepProfiler& operator=(const StepProfiler&) = delete;
 
   bool enabled() const { return every_ > 0; }
+  // Whether TEXT_GEN_STEP_SKIP names `op`.
+  bool Skips(const char* op) const { return skip_.find("," + std::string(op) + ",") != std::string::npos; }
   // The kind of a step: a graph bucket (> 0), kEagerDecode or kPrefill.
   static constexpr int kEagerDecode = 0, kPrefill = -1;
 
@@ -52,6 +60,7 @@ class StepProfiler {
 
   std::string name_;
   int every_ = 0;
+  std::string skip_;  // ",op,op,"
   std::map<int, Timeline> timelines_;
   Timeline* recording_ = nullptr;
 };
