@@ -26,7 +26,8 @@
 #   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
 #   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
 #             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
-#             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with)
+#             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with;
+#             TP70B_PREFILL_TOKENS: the server's --max-batch-prefill-tokens, default 8192)
 #   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
 #             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
 #   envsets   A/B of environment switches: the 8B's graph decode steps (batches $E2E_BATCHES, default
@@ -234,6 +235,7 @@ if has tp70b; then
   # TP70B_FULL=1: the ShareGPT-like scenario at its full 500 prompts (the anchor's count), not --quick's 200.
   step tp70b tp70b.txt timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b --model-dir /tmp/llama3-70b \
     --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) --only batch1,sharegpt --results-dir "$OUT" \
+    --max-batch-prefill-tokens "${TP70B_PREFILL_TOKENS:-8192}" \
     --run-dir /tmp/tp70b-run
 fi
 
