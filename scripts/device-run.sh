@@ -31,7 +31,8 @@
 #   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
 #             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
 #   envsets   A/B of environment switches: the 8B's graph decode steps (batches $E2E_BATCHES, default
-#             1,16) once per entry of $ENV_SETS ("K=V K=V;K=V;..."), e.g. TEXT_GEN_STEP_SKIP ablations
+#             1,16) once per entry of $ENV_SETS ("K=V K=V;K=V;...", default TEXT_GEN_PDL=0), e.g.
+#             TEXT_GEN_STEP_SKIP ablations; pdlsets is this with TEXT_GEN_PDL=<each of $PDL_SETS>
 #   tpsets    the same entries at --num-shard 2 (and 4 with TPSETS_SHARDS=4) through the launcher:
 #             batch-1 TPOT (bench/gpu/run.sh --only batch1)
 #   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
@@ -169,24 +170,30 @@ print(f"RESULT copy bandwidth {2 * x.numel() * 4 / ms / 1e6:.0f} GB/s (1 GiB dev
   step bench-8b bench-8b.txt timeout "$(budget 150)" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
 fi
 
-if has pdlsets; then
+# decode_sets NAME ENTRY...: the 8B's graph decode steps (e2e.mjs bench) once per entry, whose
+# words are K=V assignments for env; logs NAME-0.txt, NAME-1.txt, ...
+decode_sets() {
+  local name=$1 i=0 set
+  shift
   gen_8b
-  for set in ${PDL_SETS:-0 all gemv norm,rope,attention,silu,embedding attention}; do
-    step "pdl=$set" "pdl-$(echo "$set" | tr ',' '+').txt" timeout "$(budget 60)" env TEXT_GEN_PDL="$set" E2E_BENCH=decode \
-      E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  for set in "$@"; do
+    # shellcheck disable=SC2086 # the entry's words are separate assignments
+    step "$name#$i" "$name-$i.txt" timeout "$(budget 70)" env $set E2E_LABEL="$set" E2E_BENCH=decode \
+      E2E_BATCHES="${E2E_BATCHES:-1,16}" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+    i=$((i + 1))
   done
+}
+
+if has pdlsets; then
+  pdl_sets=()
+  for set in ${PDL_SETS:-0 all gemv norm,rope,attention,silu,embedding attention}; do pdl_sets+=("TEXT_GEN_PDL=$set"); done
+  decode_sets pdl "${pdl_sets[@]}"
 fi
 
-# ENV_SETS entries, split at ';' (each entry's words are K=V assignments for env).
-IFS=';' read -ra env_sets <<< "${ENV_SETS:-TEXT_GEN_L2_PREFETCH=0}"
+# ENV_SETS entries, split at ';'.
+IFS=';' read -ra env_sets <<< "${ENV_SETS:-TEXT_GEN_PDL=0}"
 if has envsets; then
-  gen_8b
-  for i in "${!env_sets[@]}"; do
-    set=${env_sets[$i]}
-    # shellcheck disable=SC2086 # the entry's words are separate assignments
-    step "env#$i" "envset-$i.txt" timeout "$(budget 70)" env $set E2E_LABEL="$set" E2E_BENCH=decode \
-      E2E_BATCHES="${E2E_BATCHES:-1,16}" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
-  done
+  decode_sets envset "${env_sets[@]}"
 fi
 
 if has tpsets; then

@@ -296,9 +296,8 @@ async function bench(modelDir) {
       console.log(`RESULT bench decode ${label} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
     }
   };
-  // E2E_LABEL names the run's switches in its result lines (envsets mode of device-run.sh).
-  const label = process.env.E2E_LABEL ?? (process.env.TEXT_GEN_PDL === undefined ? "" : `TEXT_GEN_PDL=${process.env.TEXT_GEN_PDL}`);
-  await decode(label ? `graphs, ${label},` : "graphs");
+  // E2E_LABEL names the run's switches in its result lines (device-run.sh's envsets and pdlsets).
+  await decode(process.env.E2E_LABEL ? `graphs, ${process.env.E2E_LABEL},` : "graphs");
   engine.close();
   if (decodeOnly) return;
   ({ engine } = await open(false));

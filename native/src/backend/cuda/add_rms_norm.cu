@@ -117,9 +117,8 @@ void Launch(cudaStream_t stream, float* residual, const void* delta_bytes, const
   const T* delta = static_cast<const T*>(delta_bytes);
   T* out = static_cast<T*>(out_bytes);
   const int64_t quads = hidden / 4;
-  auto aligned = [](const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; };
-  const bool vectors = hidden % 4 == 0 && quads <= int64_t{kMaxThreads} * kMaxVecs && aligned(residual, 16) &&
-                       aligned(weight, 16) && aligned(delta, 8) && aligned(out, 8);
+  const bool vectors = hidden % 4 == 0 && quads <= int64_t{kMaxThreads} * kMaxVecs && Aligned(residual, 16) &&
+                       Aligned(weight, 16) && Aligned(delta, 8) && Aligned(out, 8);
   if (!vectors) {
     LaunchWithPdl(PdlKernel::kNorm, AddRmsNormLoopKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(kLoopThreads), 0,
                   stream, residual, delta, weight, row_index, hidden, eps, write_residual, out);

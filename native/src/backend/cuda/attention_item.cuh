@@ -32,5 +32,31 @@ __device__ __forceinline__ AttentionItem AttentionItemAt(const AttentionBatch& b
   return it;
 }
 
+// Split-KV: split `split` of `num_splits` holds keys [begin, end) of the item, whole
+// multiples of kGranule keys (the kernel's tile), the last busy split the rest. The keys
+// fill the first BusySplits splits; the others are empty (graphs fix the split count for
+// the longest context, so at short contexts most are).
+struct KeyRange {
+  int begin, end;
+};
+template <int kGranule>
+__device__ __forceinline__ int SplitKeys(const AttentionItem& it, int num_splits) {
+  const int span = it.key_end - it.key_begin;
+  return ((span + num_splits - 1) / num_splits + kGranule - 1) / kGranule * kGranule;
+}
+template <int kGranule>
+__device__ __forceinline__ KeyRange SplitRange(const AttentionItem& it, int num_splits, int split) {
+  if (num_splits == 1) return {it.key_begin, it.key_end};
+  const int chunk = SplitKeys<kGranule>(it, num_splits);
+  const int begin = static_cast<int>(min(static_cast<int64_t>(it.key_end),
+                                         it.key_begin + static_cast<int64_t>(split) * chunk));
+  return {begin, min(it.key_end, begin + chunk)};
+}
+template <int kGranule>
+__device__ __forceinline__ int BusySplits(const AttentionItem& it, int num_splits) {
+  const int chunk = SplitKeys<kGranule>(it, num_splits);
+  return min(num_splits, (it.key_end - it.key_begin + chunk - 1) / chunk);
+}
+
 }  // namespace cuda
 }  // namespace tg

@@ -519,7 +519,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
     TG_CUDA_CHECK(cudaMemcpyAsync(graph_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
     act = &graph_act_;
     const int32_t* in = graph_in_.as<int32_t>();
-    graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_, bucket); });
+    graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_, profile_kind); });
   } else {
     dev_in_.Reserve(in_bytes);
     TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));

@@ -98,29 +98,6 @@ __device__ __forceinline__ void Store8(T* dst, const float (&v)[8], float scale)
   *reinterpret_cast<uint4*>(dst) = raw;
 }
 
-
-// The split's keys, [begin, end): whole multiples of kCtaKeys, the last split the rest. An
-// item's keys fill its first BusySplits splits; the others are empty (graphs fix the split
-// count for the longest context, so at short contexts most are).
-struct KeyRange {
-  int begin, end;
-};
-__device__ __forceinline__ int SplitKeys(const AttentionItem& it, int num_splits) {
-  const int span = it.key_end - it.key_begin;
-  return ((span + num_splits - 1) / num_splits + kCtaKeys - 1) / kCtaKeys * kCtaKeys;
-}
-__device__ __forceinline__ KeyRange SplitRange(const AttentionItem& it, int num_splits, int split) {
-  if (num_splits == 1) return {it.key_begin, it.key_end};
-  const int chunk = SplitKeys(it, num_splits);
-  const int begin = static_cast<int>(min(static_cast<int64_t>(it.key_end),
-                                         it.key_begin + static_cast<int64_t>(split) * chunk));
-  return {begin, min(it.key_end, begin + chunk)};
-}
-__device__ __forceinline__ int BusySplits(const AttentionItem& it, int num_splits) {
-  const int chunk = SplitKeys(it, num_splits);
-  return min(num_splits, (it.key_end - it.key_begin + chunk - 1) / chunk);
-}
-
 // Output row of local query lq of the item, [D] elements at the returned offset.
 __device__ __forceinline__ int64_t QueryOffset(const AttentionItem& it, const Shape& sh, int kvh, int lq, int d) {
   const int qi = it.first_query + lq, row = qi / sh.group, head = kvh * sh.group + qi % sh.group;
@@ -145,7 +122,7 @@ __device__ __forceinline__ void MergeSplits(const AttentionBatch& batch, const S
                                             const float* __restrict__ partial, const AttentionItem& it, int item,
                                             int kvh, T* __restrict__ out) {
   constexpr int kChunks = D / 8;
-  const int busy = BusySplits(it, sh.num_splits);
+  const int busy = BusySplits<kCtaKeys>(it, sh.num_splits);
   const float* states = partial + PartialCount(batch, sh) * D;
   for (int u = threadIdx.x; u < it.queries * kChunks; u += blockDim.x) {
     const int lq = u / kChunks, c = (u % kChunks) * 8;
@@ -196,9 +173,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
   const AttentionItem it = AttentionItemAt(batch, sh.group, sh.window, item);
   const int32_t* blocks = batch.block_tables + batch.seq_block_start[it.seq];
 
-  const KeyRange keys = SplitRange(it, sh.num_splits, split);
+  const KeyRange keys = SplitRange<kCtaKeys>(it, sh.num_splits, split);
   const int begin = keys.begin, end = keys.end;
-  // An empty split has nothing to add: MergeKernel reads only the busy ones.
+  // An empty split has nothing to add: MergeSplits reads only the busy ones.
   if (sh.num_splits > 1 && begin >= end) return;
 
   // The keys rows g and g + 8 of the tile see: [lo, hi] (none for padding rows).
@@ -416,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
     __syncthreads();
     if (threadIdx.x == 0) {
       int32_t* counter = batch.split_counters + static_cast<int64_t>(item) * sh.kv_heads + kvh;
-      merge_here = atomicAdd(counter, 1) == BusySplits(it, sh.num_splits) - 1;
+      merge_here = atomicAdd(counter, 1) == BusySplits<kCtaKeys>(it, sh.num_splits) - 1;
       if (merge_here) *counter = 0;  // every busy split has arrived
     }
     __syncthreads();

@@ -8,8 +8,8 @@
 namespace tg {
 namespace cuda {
 
-// Whether a kernel may move 16-byte runs at p (the launchers' check for their vector paths).
-inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+// Whether p is a multiple of `bytes` (a power of two): the launchers' check for their vector paths.
+inline bool Aligned(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
 
 __device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }

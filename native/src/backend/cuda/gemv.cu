@@ -234,7 +234,7 @@ void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out) {
   const bool half_in = in == ElemType::kBF16 || in == ElemType::kF16;
   return half_in && (out == in || out == ElemType::kF32) && m >= 1 && m <= kGemvMaxRows && n >= 1 &&
-         n <= (int64_t{1} << 34) && k >= 8 && k % 8 == 0 && Aligned16(x) && Aligned16(w);
+         n <= (int64_t{1} << 34) && k >= 8 && k % 8 == 0 && Aligned(x, 16) && Aligned(w, 16);
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,

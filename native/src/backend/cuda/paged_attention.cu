@@ -42,7 +42,6 @@ struct Shape {
   int num_splits;
 };
 
-
 // First of the four output dims a lane accumulates in its h-th group (d is a multiple of 4).
 __device__ __forceinline__ int OwnedDim(int lane, int h) { return 4 * lane + 128 * h; }
 
@@ -73,13 +72,8 @@ __global__ void PagedAttentionKernel(const T* q, const T* k_cache, const T* v_ca
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
   // This CTA's share of the keys: whole tiles, the last split taking the remainder.
-  int64_t begin = it.key_begin, end = it.key_end;
-  if (sh.num_splits > 1) {
-    const int64_t key_end = end;
-    const int64_t chunk = ((key_end - begin + sh.num_splits - 1) / sh.num_splits + kTile - 1) / kTile * kTile;
-    begin = min(key_end, begin + split * chunk);
-    end = min(key_end, begin + chunk);
-  }
+  const KeyRange keys = SplitRange<kTile>(it, sh.num_splits, split);
+  const int64_t begin = keys.begin, end = keys.end;
 
   // Queries of the item, widened to f32: local query lq is (row, g) = divmod(first_query + lq, group).
   for (int idx = threadIdx.x; idx < kAttentionItemQueries * d; idx += kThreads) {

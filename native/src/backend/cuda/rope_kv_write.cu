@@ -119,8 +119,8 @@ void Launch(cudaStream_t stream, const void* qkv, const float* bias, const int32
             int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* q_out, KvLayer cache) {
   const unsigned head_groups = static_cast<unsigned>((q_heads + 2 * kv_heads + kHeadsPerCta - 1) / kHeadsPerCta);
   // Every run of 8 starts 16 bytes into an aligned row (and 32 into the f32 bias).
-  const bool runs_of_8 = (head_dim / 2) % 8 == 0 && Aligned16(qkv) && Aligned16(q_out) && Aligned16(cache.k) &&
-                         Aligned16(cache.v) && Aligned16(bias);
+  const bool runs_of_8 = (head_dim / 2) % 8 == 0 && Aligned(qkv, 16) && Aligned(q_out, 16) && Aligned(cache.k, 16) &&
+                         Aligned(cache.v, 16) && Aligned(bias, 16);
   LaunchWithPdl(PdlKernel::kRope, runs_of_8 ? RopeKvWriteKernel<T, 8> : RopeKvWriteKernel<T, 1>, dim3(static_cast<unsigned>(rows), head_groups), dim3(kThreads),
                 0, stream, static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
                 static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),

@@ -1,7 +1,6 @@
 // SiLU(gate) * up over the fused gate/up projection's output, in f32, 8 elements per
 // thread with 16-byte accesses where the rows allow (a prefill's rows are bandwidth-bound:
 // 2-byte accesses ran at less than half of it).
-#include <cstdint>
 #include <stdexcept>
 
 #include "backend/cuda/cuda_check.h"
@@ -40,7 +39,7 @@ __global__ void SiluMulRunsKernel(const T* gate_up, int64_t inter, T* out) {
 template <typename T>
 void Launch(cudaStream_t stream, const void* gate_up, int64_t rows, int64_t inter, void* out) {
   const unsigned threads = 256;
-  const bool runs = inter % 8 == 0 && Aligned16(gate_up) && Aligned16(out);
+  const bool runs = inter % 8 == 0 && Aligned(gate_up, 16) && Aligned(out, 16);
   const int64_t per_thread = runs ? 8 : 1;
   const unsigned blocks_x = static_cast<unsigned>((inter / per_thread + threads - 1) / threads);
   dim3 grid(blocks_x < 64 ? blocks_x : 64, static_cast<unsigned>(rows));

@@ -33,7 +33,9 @@ class StepProfiler {
 
   bool enabled() const { return every_ > 0; }
   // Whether TEXT_GEN_STEP_SKIP names `op`.
-  bool Skips(const char* op) const { return skip_.find("," + std::string(op) + ",") != std::string::npos; }
+  bool Skips(const char* op) const {
+    return !skip_.empty() && skip_.find("," + std::string(op) + ",") != std::string::npos;
+  }
   // The kind of a step: a graph bucket (> 0), kEagerDecode or kPrefill.
   static constexpr int kEagerDecode = 0, kPrefill = -1;
 
