@@ -13,6 +13,8 @@
 # Then each MODE, in order:
 #   perf      kernel timings at Llama-3-8B shapes (cuda_ops_test, prefill_attention_test
 #             and gemv_test with --perf; the peer all-reduce's time per call on 2+ GPUs)
+#   opsperf   only perf's cuda_ops_test timings (GEMMs, attention, decode attention in graphs)
+#   peerperf  only perf's peer collective timings (both protocols, plain and fused with RMSNorm)
 #   serve     the GPU sampler's own test, the sampler through the engine, and the real
 #             launcher with --device cuda on stories260k
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
@@ -21,13 +23,15 @@
 #   tpot      batch-1 time per output token through the launcher, shard lookahead on and off
 #             (scripts/device-tpot.sh)
 #   bench     a random Llama-3-8B-shaped bf16 checkpoint at /tmp/llama3-8b (if not there),
-#             the device-to-device copy bandwidth, and the engine's timings on it
+#             the copy and read bandwidth (membw), and the engine's timings on it
 #             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
+#   membw     the copy and read bandwidth of the GPU (torch: 1 GiB copy, 1 GiB sum)
 #   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
 #   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
 #             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
 #             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with;
-#             TP70B_PREFILL_TOKENS: the server's --max-batch-prefill-tokens, default 8192)
+#             TP70B_PREFILL_TOKENS: the server's --max-batch-prefill-tokens, default 8192; several
+#             values, one run each: "8192 2048")
 #   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
 #             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
 #   envsets   A/B of environment switches: the 8B's graph decode steps (batches $E2E_BATCHES, default
@@ -128,6 +132,12 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
 fi
 
+if has opsperf && ! has perf; then
+  step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
+fi
+if has peerperf && ! has perf; then
+  step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
+fi
 if has perf; then
   step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
   step kernel-perf-old kernel-perf-old.txt env TEXT_GEN_DECODE_ATTENTION=0 native/build/tests/cuda/cuda_ops_test --perf
@@ -155,18 +165,30 @@ if has tp; then
   step tp tp.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_BUDGET_S="$tp_s" bash scripts/device-tp.sh /tmp/llama3-8b
 fi
 
+# The memory roofline: a 1 GiB device-to-device copy (bytes read + written) and a 1 GiB
+# sum (bytes read only: what a GEMV streaming weights can at best reach), through torch.
+membw() {
+  step membw membw.txt python3 -c '
+import torch
+def timed(fn):
+    for _ in range(3): fn()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(20): fn()
+    e.record(); torch.cuda.synchronize()
+    return s.elapsed_time(e) / 20
+x = torch.randn(2**28, device="cuda"); y = torch.empty_like(x)
+ms = timed(lambda: y.copy_(x))
+print(f"RESULT copy bandwidth {2 * x.numel() * 4 / ms / 1e6:.0f} GB/s (1 GiB device-to-device copy, bytes read + written)")
+ms = timed(lambda: x.sum())
+print(f"RESULT read bandwidth {x.numel() * 4 / ms / 1e6:.0f} GB/s (torch.sum of 1 GiB f32, bytes read)")'
+}
+
+if has membw; then membw; fi
+
 if has bench; then
   gen_8b
-  step copy-bw copy-bw.txt python3 -c '
-import torch
-x = torch.randn(2**28, device="cuda"); y = torch.empty_like(x)
-for _ in range(3): y.copy_(x)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-s.record()
-for _ in range(20): y.copy_(x)
-e.record(); torch.cuda.synchronize()
-ms = s.elapsed_time(e) / 20
-print(f"RESULT copy bandwidth {2 * x.numel() * 4 / ms / 1e6:.0f} GB/s (1 GiB device-to-device copy, bytes read + written)")'
+  membw
   step bench-8b bench-8b.txt timeout "$(budget 150)" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
 fi
 
@@ -240,10 +262,14 @@ fi
 if has tp70b; then
   step gen-70b gen-70b-wait.txt wait "$gen70b"
   # TP70B_FULL=1: the ShareGPT-like scenario at its full 500 prompts (the anchor's count), not --quick's 200.
-  step tp70b tp70b.txt timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b --model-dir /tmp/llama3-70b \
-    --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) --only batch1,sharegpt --results-dir "$OUT" \
-    --max-batch-prefill-tokens "${TP70B_PREFILL_TOKENS:-8192}" \
-    --run-dir /tmp/tp70b-run
+  # TP70B_PREFILL_TOKENS: one run per value (the batch-1 scenario in the first only), results in $OUT/prefill-N.
+  only=batch1,sharegpt
+  for tokens in ${TP70B_PREFILL_TOKENS:-8192}; do
+    step "tp70b-$tokens" "tp70b-$tokens.txt" timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b \
+      --model-dir /tmp/llama3-70b --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) --only "$only" \
+      --results-dir "$OUT/prefill-$tokens" --max-batch-prefill-tokens "$tokens" --run-dir "/tmp/tp70b-run-$tokens"
+    only=sharegpt
+  done
 fi
 
 if has parity; then

@@ -391,6 +391,62 @@ TG_TEST(paged_attention_matches_cpu) {
 
 namespace {
 
+// Decode attention as a decode graph runs it: one launch per layer (32) captured in one
+// graph, each layer's K/V in its own cache so none is read from L2, µs per launch; by split
+// count, with the splits merged in the kernel (split counters) and by the merge kernel.
+void DecodeAttentionInGraphs() {
+  const ElemType t = ElemType::kBF16;
+  const int64_t qh = 32, kvh = 8, d = 128, bs = 16, layers = 32;
+  cudaStream_t stream = nullptr;
+  TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  int sms = 0;
+  TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  for (int64_t seqs : {1, 16}) {
+    for (int64_t context : {256, 1024, 4096}) {
+      std::vector<std::pair<int64_t, int64_t>> shape(seqs, {context, 1});
+      int64_t num_blocks = 0;
+      auto batch_seqs = MakeSeqs(shape, bs, &num_blocks);
+      const DeviceBatch db = UploadBatch(batch_seqs, bs, qh / kvh);
+      const int64_t cache_elems = num_blocks * kvh * bs * d;
+      const DeviceBuffer kv_block = ToDevice(Round(RandomFloats(cache_elems), t).bits);
+      std::vector<DeviceBuffer> k, v;
+      for (int64_t l = 0; l < layers; ++l) {
+        k.emplace_back(kv_block.bytes());
+        v.emplace_back(kv_block.bytes());
+        TG_CUDA_CHECK(cudaMemcpy(k.back().get(), kv_block.get(), kv_block.bytes(), cudaMemcpyDeviceToDevice));
+        TG_CUDA_CHECK(cudaMemcpy(v.back().get(), kv_block.get(), kv_block.bytes(), cudaMemcpyDeviceToDevice));
+      }
+      const auto d_q = ToDevice(Round(RandomFloats(db.total_rows * qh * d), t).bits);
+      DeviceBuffer d_out(db.total_rows * qh * d * 2);
+      DeviceBuffer counters(AttentionCounterCount(db.num_items, kvh) * sizeof(int32_t));
+      TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+      const int model_splits = AttentionSplits(db.num_items, kvh, int64_t{1} << 20, sms);  // as graphs pick it
+      for (int splits : {1, 2, 4, 8, 16, 33, 64}) {
+        if (splits > 1 && splits > 2 * model_splits) continue;
+        DeviceBuffer ws(std::max<size_t>(AttentionWorkspaceBytes(db.num_items, kvh, d, splits), 4));
+        for (bool in_kernel : {true, false}) {
+          if (splits == 1 && !in_kernel) continue;
+          AttentionBatch batch = db.view();
+          batch.split_counters = in_kernel ? counters.as<int32_t>() : nullptr;
+          const double us = GraphUs(stream, static_cast<int>(layers), [&](int l) {
+            LaunchPagedAttention(stream, t, d_q.get(), KvLayer{k[l].get(), v[l].get(), bs}, batch, qh, kvh, d, 0,
+                                 0.088f, splits, ws.as<float>(), d_out.get());
+          });
+          const double kv_bytes = 2.0 * 2 * seqs * (context + 1) * kvh * d;
+          std::printf("RESULT perf attention-graph seqs %2lld context %4lld splits %2d%s (%s): %6.2f us per layer, "
+                      "%5.0f GB/s of KV\n",
+                      static_cast<long long>(seqs), static_cast<long long>(context), splits,
+                      splits == model_splits ? "*" : " ", splits == 1 ? "no split" : in_kernel ? "merged in kernel"
+                                                                                                : "merge kernel",
+                      us, kv_bytes / us / 1e3);
+        }
+      }
+    }
+  }
+  std::printf("(* the split count the decode graphs pick for this batch)\n");
+  TG_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
 // Perf mode (like test-backend-ops perf): the Llama-3-8B layer's GEMMs and attention, bf16.
 void Perf() {
   const ElemType t = ElemType::kBF16;
@@ -448,6 +504,7 @@ void Perf() {
                 a.name, static_cast<long long>(a.seqs), static_cast<long long>(a.context),
                 static_cast<long long>(a.rows), splits, ms, flops / ms / 1e9, kv_bytes / ms / 1e6);
   }
+  DecodeAttentionInGraphs();
 }
 
 }  // namespace

@@ -125,6 +125,23 @@ double TimeMs(int reps, Fn fn, cudaStream_t stream = nullptr) {
   return ms[ms.size() / 2];
 }
 
+// Microseconds per call of `enqueue(i)`, i = 0..reps-1, captured into one CUDA graph (so
+// host launch overhead is out of the picture, as in a captured decode step); the median
+// of 7 launches of the graph (TimeMs).
+template <typename Fn>
+double GraphUs(cudaStream_t stream, int reps, Fn enqueue) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  TG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < reps; ++i) enqueue(i);
+  TG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const double ms = TimeMs(7, [&] { TG_CUDA_CHECK(cudaGraphLaunch(exec, stream)); }, stream);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return ms * 1000.0 / reps;
+}
+
 // A paged KV cache on the host mirroring the device layout [block][kv head][slot][d] (K and V apart).
 struct HostCache {
   int64_t num_blocks, kv_heads, block_size, head_dim;

@@ -315,23 +315,6 @@ TG_TEST(gemm_runs_inside_graph_capture) {
 
 namespace {
 
-// Microseconds per call of `enqueue(i)`, i = 0..reps-1, captured into one CUDA graph (so
-// host launch overhead is out of the picture, as in a captured decode step); the median
-// of 7 launches of the graph (TimeMs).
-template <typename Fn>
-double GraphUs(cudaStream_t stream, int reps, Fn enqueue) {
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  TG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < reps; ++i) enqueue(i);
-  TG_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  const double ms = TimeMs(7, [&] { TG_CUDA_CHECK(cudaGraphLaunch(exec, stream)); }, stream);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return ms * 1000.0 / reps;
-}
-
 // Fills `bytes` of device memory with random bf16 bits in (-0.1, 0.1), by copying one random block.
 void FillRandom(void* dst, size_t bytes) {
   static const DeviceBuffer block = ToDevice(Round(RandomFloats(1 << 21, -0.1f, 0.1f), ElemType::kBF16).bits);

@@ -29,7 +29,8 @@ struct Group {
   std::vector<cudaStream_t> streams;
   std::vector<PeerGroup> views;
 
-  explicit Group(int n) : world(n) {
+  // low_latency: whether small calls take the low-latency protocol (PeerGroup).
+  explicit Group(int n, bool low_latency = true) : world(n) {
     for (int r = 0; r < n; ++r) {
       TG_CUDA_CHECK(cudaSetDevice(r));
       for (int p = 0; p < n; ++p) {
@@ -46,6 +47,7 @@ struct Group {
     for (int r = 0; r < n; ++r) {
       PeerGroup g = buffers[static_cast<size_t>(r)].Group(r, n);
       for (int p = 0; p < n; ++p) g.regions[p] = buffers[static_cast<size_t>(p)].region.as<char>();
+      g.low_latency = low_latency;
       views.push_back(g);
     }
   }
@@ -149,15 +151,20 @@ void CheckAllReduce(Group& group, size_t count, ElemType t) {
 }  // namespace
 
 TG_TEST(peer_all_reduce_equals_the_rank_order_sum_on_every_rank) {
-  Group group(g_world);
-  // Odd vector counts, one vector, a decode step's 8 KB, more vectors than threads, the limit;
-  // each size twice in a row so both staging buffers are used.
-  for (ElemType t : {ElemType::kBF16, ElemType::kF16, ElemType::kF32}) {
-    const size_t per_vec = 16 / ElemSize(t);
-    for (size_t vecs : {size_t{1}, size_t{3}, size_t{47}, size_t{49}, size_t{512}, size_t{24577}, size_t{131072},
-                        kStaging / 16}) {
-      CheckAllReduce(group, vecs * per_vec, t);
-      CheckAllReduce(group, vecs * per_vec, t);
+  // Odd vector counts, one vector, a decode step's 8 KB, more vectors than threads, the
+  // low-latency protocol's limit and one vector past it, the staging limit; each size twice
+  // in a row so both staging buffers (and both mailbox slots) are used. Small sizes take the
+  // low-latency protocol unless it is off.
+  for (bool low_latency : {true, false}) {
+    Group group(g_world, low_latency);
+    for (ElemType t : {ElemType::kBF16, ElemType::kF16, ElemType::kF32}) {
+      const size_t per_vec = 16 / ElemSize(t);
+      const size_t ll_limit = kPeerLlPayloadBytes / 16;
+      for (size_t vecs : {size_t{1}, size_t{3}, size_t{47}, size_t{49}, size_t{512}, ll_limit, ll_limit + 1,
+                          size_t{24577}, size_t{131072}, kStaging / 16}) {
+        CheckAllReduce(group, vecs * per_vec, t);
+        CheckAllReduce(group, vecs * per_vec, t);
+      }
     }
   }
 }
@@ -191,44 +198,69 @@ TG_TEST(peer_all_gather_concatenates_in_rank_order) {
   }
 }
 
-// Many calls queued back to back with no host wait: a rank that ran ahead into a staging
-// buffer its peers still read would corrupt the sums. Repeated all-reduces of the same
-// data multiply it by the world size each time, exactly (powers of two in f32).
-TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
-  Group group(g_world);
-  const size_t count = 4096;  // one decode row of an 8B model, in f32
-  const std::vector<float> start = RandomFloats(count);
-  std::vector<DeviceBuffer> data;
+namespace {
+
+// The call count's wrap: the calls of a test that starts here cross it.
+constexpr uint32_t kNearWrap = 0xFFFFFFF0u;
+
+// As if `calls` calls had been made on every rank of `group`.
+void SetCallCount(Group& group, uint32_t calls) {
   for (int r = 0; r < group.world; ++r) {
     TG_CUDA_CHECK(cudaSetDevice(r));
-    data.push_back(ToDevice(start));
+    group.buffers[static_cast<size_t>(r)].SetCallCount(calls);
   }
-  const int eager_calls = 10, graph_calls = 4, replays = 3;
-  for (int i = 0; i < eager_calls; ++i) {
-    for (int r = 0; r < group.world; ++r) {
-      TG_CUDA_CHECK(cudaSetDevice(r));
-      LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
-                             ElemType::kF32, group.streams[static_cast<size_t>(r)]);
-    }
-  }
-  // The same call captured in a graph per rank and replayed: the barrier counters live in
-  // device memory, so every replay is a new call.
+}
+
+// Per rank, one CUDA graph of `calls` calls of `enqueue(rank, i, stream)`, instantiated.
+template <typename Fn>
+std::vector<cudaGraphExec_t> CaptureEachRank(Group& group, int calls, Fn enqueue) {
   std::vector<cudaGraphExec_t> execs;
   for (int r = 0; r < group.world; ++r) {
     TG_CUDA_CHECK(cudaSetDevice(r));
     cudaStream_t s = group.streams[static_cast<size_t>(r)];
     cudaGraph_t graph = nullptr;
     TG_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    for (int i = 0; i < graph_calls; ++i) {
-      LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
-                             ElemType::kF32, s);
-    }
+    for (int i = 0; i < calls; ++i) enqueue(r, i, s);
     TG_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
     cudaGraphExec_t exec = nullptr;
     TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     TG_CUDA_CHECK(cudaGraphDestroy(graph));
     execs.push_back(exec);
   }
+  return execs;
+}
+
+// Many calls queued back to back with no host wait, from call count `start_count` on: a
+// rank that ran ahead into a staging buffer or mailbox its peers still read would corrupt
+// the sums. Repeated all-reduces of the same data multiply it by the world size each
+// time, exactly (powers of two in f32).
+void CheckBackToBack(bool low_latency, uint32_t start_count) {
+  Group group(g_world, low_latency);
+  SetCallCount(group, start_count);
+  // One decode row of an 8B model in f32 (low-latency), and a message past the low-latency
+  // limit (staged), called alternately: the two protocols share the barrier counters.
+  const size_t counts[2] = {4096, kPeerLlPayloadBytes / 4 * 3};
+  std::vector<float> start[2] = {RandomFloats(counts[0]), RandomFloats(counts[1])};
+  std::vector<DeviceBuffer> data[2];
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    for (int m = 0; m < 2; ++m) data[m].push_back(ToDevice(start[m]));
+  }
+  auto enqueue = [&](int r, int call, cudaStream_t s) {
+    const int m = call % 2;
+    LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[m][static_cast<size_t>(r)].get(), counts[m],
+                           ElemType::kF32, s);
+  };
+  const int eager_calls = 10, graph_calls = 4, replays = 3;
+  for (int i = 0; i < eager_calls; ++i) {
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      enqueue(r, i, group.streams[static_cast<size_t>(r)]);
+    }
+  }
+  // The same calls captured in a graph per rank and replayed: the barrier counters live in
+  // device memory, so every replay is a new call.
+  std::vector<cudaGraphExec_t> execs = CaptureEachRank(group, graph_calls, enqueue);
   for (int k = 0; k < replays; ++k) {
     for (int r = 0; r < group.world; ++r) {
       TG_CUDA_CHECK(cudaSetDevice(r));
@@ -236,19 +268,38 @@ TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
     }
   }
   group.Sync();
-  const int calls = eager_calls + graph_calls * replays;
+  // Each message is called in half of the calls (all counts even).
+  const int calls = (eager_calls + graph_calls * replays) / 2;
   float factor = 1.0f;
   for (int i = 0; i < calls; ++i) factor *= static_cast<float>(group.world);
-  std::vector<float> want(count);
-  for (size_t i = 0; i < count; ++i) want[i] = start[i] * factor;
-  ++cases_run;
+  for (int m = 0; m < 2; ++m) {
+    std::vector<float> want(counts[m]);
+    for (size_t i = 0; i < counts[m]; ++i) want[i] = start[m][i] * factor;
+    ++cases_run;
+    for (int r = 0; r < group.world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      if (Download(data[m][static_cast<size_t>(r)], counts[m] * 4) != Encode(want, ElemType::kF32)) {
+        std::printf("  %s protocol on, from call count %u: after %d calls of %zu floats rank %d is not the start "
+                    "times world^calls\n",
+                    low_latency ? "low-latency" : "staged", start_count, calls, counts[m], r);
+        ++tgtest::Failures();
+      }
+    }
+  }
   for (int r = 0; r < group.world; ++r) {
     TG_CUDA_CHECK(cudaSetDevice(r));
-    if (Download(data[static_cast<size_t>(r)], count * 4) != Encode(want, ElemType::kF32)) {
-      std::printf("  after %d calls rank %d is not the start times world^calls\n", calls, r);
-      ++tgtest::Failures();
-    }
     TG_CUDA_CHECK(cudaGraphExecDestroy(execs[static_cast<size_t>(r)]));
+  }
+}
+
+}  // namespace
+
+// Many calls queued back to back with no host wait, by each protocol, from a fresh group
+// and across the call count's wrap.
+TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
+  for (bool low_latency : {true, false}) {
+    CheckBackToBack(low_latency, 0);
+    CheckBackToBack(low_latency, kNearWrap);
   }
 }
 
@@ -258,10 +309,15 @@ TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
 // group in between: every rank's residual must be exactly the f32 residual plus the
 // rank-order sum (rounded to the type, as the all-reduce leaves it), every rank's output the
 // same bits, and the output the CPU's RMSNorm of that residual within the type's rounding.
-TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
-  Group group(g_world), rows_group(g_world);
+namespace {
+
+void CheckFusedQueue(bool low_latency, uint32_t start_count) {
+  Group group(g_world, low_latency), rows_group(g_world, low_latency);
+  SetCallCount(group, start_count);
+  SetCallCount(rows_group, start_count);
+  // Row counts in and past the low-latency protocol's limit (32 rows of 4,096), mixed.
   struct Call { int64_t rows, hidden; };
-  const Call calls[] = {{1, 4096}, {16, 4096}, {1, 4096}, {49, 4096}, {3, 8}, {1, 8192},
+  const Call calls[] = {{1, 4096}, {16, 4096}, {1, 4096}, {49, 4096}, {3, 8}, {1, 8192}, {32, 4096}, {33, 4096},
                         {100, 5120}, {2, 16384}, {48, 64}, {1, 4096}};
   for (ElemType t : {ElemType::kBF16, ElemType::kF16}) {
     struct Pending {
@@ -303,8 +359,9 @@ TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
       for (size_t i = 0; i < residual.size(); ++i) residual[i] += reduced[i];
       std::vector<float> want(residual.size());
       tg::cpu::RmsNorm(residual.data(), p.weight.data(), rows, hidden, 1e-5, want.data());
-      const std::string what = std::string(Name(t)) + " rows " + std::to_string(rows) + " hidden " +
-                               std::to_string(hidden);
+      const std::string what = std::string(low_latency ? "low-latency " : "staged ") + "from call count " +
+                               std::to_string(start_count) + ", " + Name(t) + " rows " +
+                               std::to_string(rows) + " hidden " + std::to_string(hidden);
       ++cases_run;
       std::vector<uint8_t> rank0_out;
       for (int r = 0; r < group.world; ++r) {
@@ -329,6 +386,16 @@ TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
       }
     }
   }
+}
+
+}  // namespace
+
+TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
+  for (bool low_latency : {true, false}) {
+    CheckFusedQueue(low_latency, 0);
+    CheckFusedQueue(low_latency, kNearWrap);
+  }
+  Group rows_group(g_world), group(g_world);
   const PeerGroup& g = rows_group.views[0];
   TG_CUDA_CHECK(cudaSetDevice(0));
   DeviceBuffer d(1 << 20);
@@ -357,58 +424,80 @@ TG_TEST(peer_collectives_refuse_what_they_cannot_move) {
 
 namespace {
 
-// Each rank's calls are captured in one CUDA graph, as the decode graphs hold them, so the
-// time is the kernels' own (barrier, link round trips, launch gaps), not the host's launches.
-int Perf() {
-  Group group(g_world);
+// Microseconds per call of `enqueue(rank, stream)` on every rank, kCalls of them captured
+// into one CUDA graph per rank, as the decode graphs hold them: the time is the kernels' own
+// (barrier, link trips, launch gaps), not the host's launches. Device 0's view.
+template <typename Fn>
+double GraphUsPerCall(Group& group, Fn enqueue) {
   constexpr int kCalls = 100;
-  std::printf("peer all-reduce, %d GPUs, bf16, %d calls per CUDA graph per rank (device 0's view):\n", group.world,
-              kCalls);
-  for (size_t bytes : {size_t{8} << 10, size_t{64} << 10, size_t{512} << 10, size_t{2} << 20}) {
-    const size_t count = bytes / 2;
-    std::vector<DeviceBuffer> data;
-    std::vector<cudaGraphExec_t> execs;
+  std::vector<cudaGraphExec_t> execs =
+      CaptureEachRank(group, kCalls, [&](int r, int, cudaStream_t s) { enqueue(r, s); });
+  auto replay = [&] {
     for (int r = 0; r < group.world; ++r) {
       TG_CUDA_CHECK(cudaSetDevice(r));
-      data.push_back(ToDevice(RandomFloats(count)));
-      cudaStream_t s = group.streams[static_cast<size_t>(r)];
-      cudaGraph_t graph = nullptr;
-      TG_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-      for (int i = 0; i < kCalls; ++i) {
-        LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data.back().get(), count, ElemType::kBF16, s);
-      }
-      TG_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-      cudaGraphExec_t exec = nullptr;
-      TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-      TG_CUDA_CHECK(cudaGraphDestroy(graph));
-      execs.push_back(exec);
+      TG_CUDA_CHECK(cudaGraphLaunch(execs[static_cast<size_t>(r)], group.streams[static_cast<size_t>(r)]));
     }
-    auto replay = [&] {
+  };
+  replay();  // warm-up
+  group.Sync();
+  TG_CUDA_CHECK(cudaSetDevice(0));
+  cudaEvent_t a, b;
+  TG_CUDA_CHECK(cudaEventCreate(&a));
+  TG_CUDA_CHECK(cudaEventCreate(&b));
+  TG_CUDA_CHECK(cudaEventRecord(a, group.streams[0]));
+  replay();
+  TG_CUDA_CHECK(cudaSetDevice(0));
+  TG_CUDA_CHECK(cudaEventRecord(b, group.streams[0]));
+  group.Sync();
+  float ms = 0;
+  TG_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    TG_CUDA_CHECK(cudaGraphExecDestroy(execs[static_cast<size_t>(r)]));
+  }
+  return ms * 1000.0 / kCalls;
+}
+
+// The all-reduce per message size, and the fused all-reduce + RMSNorm per decode batch of
+// a 4,096-wide model, bf16, each by both protocols where the low-latency one takes it.
+int Perf() {
+  std::printf("peer collectives, %d GPUs, bf16, 100 calls per CUDA graph per rank:\n", g_world);
+  for (bool low_latency : {true, false}) {
+    Group group(g_world, low_latency), rows_group(g_world, low_latency);
+    const char* protocol = low_latency ? "low-latency where it fits" : "staged";
+    for (size_t bytes : {size_t{8} << 10, size_t{64} << 10, size_t{256} << 10, size_t{512} << 10, size_t{2} << 20}) {
+      const size_t count = bytes / 2;
+      std::vector<DeviceBuffer> data;
       for (int r = 0; r < group.world; ++r) {
         TG_CUDA_CHECK(cudaSetDevice(r));
-        TG_CUDA_CHECK(cudaGraphLaunch(execs[static_cast<size_t>(r)], group.streams[static_cast<size_t>(r)]));
+        data.push_back(ToDevice(RandomFloats(count)));
       }
-    };
-    replay();  // warm-up
-    group.Sync();
-    TG_CUDA_CHECK(cudaSetDevice(0));
-    cudaEvent_t a, b;
-    TG_CUDA_CHECK(cudaEventCreate(&a));
-    TG_CUDA_CHECK(cudaEventCreate(&b));
-    TG_CUDA_CHECK(cudaEventRecord(a, group.streams[0]));
-    replay();
-    TG_CUDA_CHECK(cudaSetDevice(0));
-    TG_CUDA_CHECK(cudaEventRecord(b, group.streams[0]));
-    group.Sync();
-    float ms = 0;
-    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    std::printf("RESULT peer all-reduce %zu KB x %d GPUs: %.2f us per call inside a graph\n", bytes >> 10, group.world,
-                ms * 1000.0f / kCalls);
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    for (int r = 0; r < group.world; ++r) {
-      TG_CUDA_CHECK(cudaSetDevice(r));
-      TG_CUDA_CHECK(cudaGraphExecDestroy(execs[static_cast<size_t>(r)]));
+      const double us = GraphUsPerCall(group, [&](int r, cudaStream_t s) {
+        LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
+                               ElemType::kBF16, s);
+      });
+      std::printf("RESULT peer all-reduce %zu KB x %d GPUs (%s): %.2f us per call inside a graph\n", bytes >> 10,
+                  group.world, protocol, us);
+    }
+    for (int64_t rows : {1, 16, 32, 64}) {
+      const int64_t hidden = 4096, n = rows * hidden;
+      std::vector<DeviceBuffer> delta, residual, weight, out;
+      for (int r = 0; r < group.world; ++r) {
+        TG_CUDA_CHECK(cudaSetDevice(r));
+        delta.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(n)), ElemType::kBF16).bits));
+        residual.push_back(ToDevice(RandomFloats(static_cast<size_t>(n))));
+        weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(hidden), 0.5f, 1.5f)));
+        out.push_back(DeviceBuffer(static_cast<size_t>(n) * 2));
+      }
+      const double us = GraphUsPerCall(rows_group, [&](int r, cudaStream_t s) {
+        const size_t i = static_cast<size_t>(r);
+        LaunchPeerAllReduceAddRmsNorm(rows_group.views[i], delta[i].get(), residual[i].as<float>(),
+                                      weight[i].as<float>(), rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
+      });
+      std::printf("RESULT peer all-reduce + RMSNorm %lld rows of %lld x %d GPUs (%s): %.2f us per call inside a graph\n",
+                  static_cast<long long>(rows), static_cast<long long>(hidden), group.world, protocol, us);
     }
   }
   return 0;

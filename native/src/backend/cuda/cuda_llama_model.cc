@@ -137,6 +137,8 @@ class CudaLlamaModel : public ModelRunner {
   void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, int64_t attention_items,
                           size_t workspace_bytes);
   int GraphSplits(int32_t bucket) const;
+  // AttentionSplits for this model's slice and GPU.
+  int Splits(int64_t items, int64_t max_keys) const;
   int64_t GraphMaxKeys() const;
 
   ModelConfig config_;
@@ -153,6 +155,8 @@ class CudaLlamaModel : public ModelRunner {
   bool prefill_kernel_ = false;  // long prefill rows to the tensor-core kernel
   // TEXT_GEN_ATTENTION_MERGE=kernel: split-KV merged by a second kernel (A/B timings).
   bool merge_in_kernel_ = true;
+  // TEXT_GEN_ATTENTION_WAVES=N sizes split-KV for N waves of CTAs (AttentionSplits; A/B timings).
+  int split_waves_ = 1;
 
   DeviceBuffer kv_;
   int64_t num_blocks_ = 0, block_size_ = 0;  // kv_ holds one more block: the padding rows' scratch
@@ -196,6 +200,7 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
   prefill_kernel_ = PrefillAttentionSupports(config_.head_dim) && !(prefill_env && std::string(prefill_env) == "0");
   const char* merge_env = std::getenv("TEXT_GEN_ATTENTION_MERGE");
   merge_in_kernel_ = !(merge_env && std::string(merge_env) == "kernel");
+  if (const char* waves_env = std::getenv("TEXT_GEN_ATTENTION_WAVES")) split_waves_ = std::max(1, std::atoi(waves_env));
   inv_freq_ = cpu::RopeInvFreq(config_.rope, config_.head_dim, config_.max_position_embeddings,
                                config_.max_position_embeddings);
   weights_ = UploadLlamaWeights(o.model_dir, config_, slice_, type_);
@@ -260,7 +265,11 @@ int64_t CudaLlamaModel::GraphMaxKeys() const {
 // the cache can hold; shorter sequences leave some splits empty (cheap CTAs).
 int CudaLlamaModel::GraphSplits(int32_t bucket) const {
   const int64_t items_per_seq = (slice_.q_heads / slice_.kv_heads + kAttentionItemQueries - 1) / kAttentionItemQueries;
-  return AttentionSplits(bucket * items_per_seq, slice_.kv_heads, GraphMaxKeys(), sm_count_);
+  return Splits(bucket * items_per_seq, GraphMaxKeys());
+}
+
+int CudaLlamaModel::Splits(int64_t items, int64_t max_keys) const {
+  return AttentionSplits(items, slice_.kv_heads, max_keys, sm_count_, split_waves_);
 }
 
 void CudaLlamaModel::ReserveActivations(Activations& a, int64_t t, int64_t r, int64_t attention_items,
@@ -523,7 +532,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
   } else {
     dev_in_.Reserve(in_bytes);
     TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
-    const int splits = AttentionSplits(L.num_items, slice_.kv_heads, L.max_keys, sm_count_);
+    const int splits = Splits(L.num_items, L.max_keys);
     ReserveActivations(eager_, L.rows, L.logit_row_count, L.num_items,
                        AttentionWorkspaceBytes(L.num_items, slice_.kv_heads, config_.head_dim, splits));
     EnqueueForward(dev_in_.as<int32_t>(), L, splits, eager_, profile_kind);

@@ -1,8 +1,18 @@
-// See peer_collectives.h. A call has three parts in every CTA: copy the CTA's slice
-// of the input into this rank's staging buffer, meet the same CTA of every peer at a
-// flag barrier, then read that slice from every rank's staging buffer. CTA b only
-// ever reads slice b, which the peers' CTA b staged before raising the flag CTA b
-// waits for, so the barrier is per CTA and no CTA waits for the whole grid.
+// See peer_collectives.h. Two protocols, every call in one kernel.
+//
+// Staged (any size up to the staging buffer): each CTA copies its slice of the input into
+// this rank's staging buffer, meets the same CTA of every peer at a flag barrier, then
+// reads that slice from every rank's staging buffer. CTA b only ever reads slice b, which
+// the peers' CTA b staged before raising the flag CTA b waits for, so the barrier is per
+// CTA and no CTA waits for the whole grid. Its latency: a system-wide fence, a flag
+// crossing the link, and a read round trip over the link.
+//
+// Low-latency (messages up to kPeerLlPayloadBytes, the decode step's): each CTA writes its
+// slice straight into every peer's mailbox, every 4 bytes of data beside a 4-byte copy of
+// the call's number in the same 8-byte store (as NCCL's LL protocol does: an 8-byte store
+// lands whole, so a reader that sees the number sees the data beside it), and polls its
+// own mailbox until every peer's lines carry the number. No fence, no flag, no read over
+// the link: one one-way trip. It moves twice the bytes, which small messages don't feel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -11,6 +21,7 @@
 #include <type_traits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/cta_sum.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -58,6 +69,81 @@ __device__ __forceinline__ uint4* Staging(char* region, uint32_t call, size_t st
 // the barrier), which, unlike a volatile load, the compiler may keep several of in flight.
 __device__ __forceinline__ uint4 LoadFresh(const uint4* p) { return __ldcv(p); }
 
+// Low-latency mailboxes, after the two staging buffers of a region: [source rank][call
+// parity] slots, each holding kPeerLlPayloadBytes of one source's data in 16-byte lines of
+// {data, number, data, number}. Two slots: a source writes call n + 2 over call n's only
+// after this rank has started call n + 1 (which the source's call n + 1 waited for), so
+// after this rank has read call n. A reader takes a line only when it carries the call's
+// own number, then zeroes it: no call is numbered 0 (StartCall), so a line left from an
+// earlier call, even one 2^32 calls back, is never taken.
+constexpr size_t kLlVecs = kPeerLlPayloadBytes / 16;
+constexpr size_t kLlSlotBytes = 2 * kPeerLlPayloadBytes;
+
+__device__ __forceinline__ uint4* Mailbox(char* region, size_t staging_bytes, int source, uint32_t call) {
+  const size_t slot = static_cast<size_t>(source) * 2 + (call & 1u);
+  return reinterpret_cast<uint4*>(region + kFlagBytes + 2 * staging_bytes + slot * kLlSlotBytes);
+}
+
+// Vector `v` as the two lines of mailbox position `at` of every peer.
+__device__ __forceinline__ void PushToPeers(const PeerGroup& g, uint32_t call, size_t at, const uint4& v) {
+  for (int p = 0; p < g.world_size; ++p) {
+    if (p == g.rank) continue;
+    uint4* line = Mailbox(g.regions[p], g.staging_bytes, g.rank, call) + 2 * at;
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(line), "r"(v.x), "r"(call), "r"(v.y),
+                 "r"(call)
+                 : "memory");
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(line + 1), "r"(v.z), "r"(call), "r"(v.w),
+                 "r"(call)
+                 : "memory");
+  }
+}
+
+__device__ __forceinline__ uint4 LoadVolatile(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p)
+               : "memory");
+  return v;
+}
+
+// A peer that has not arrived after kWaitLimitNs is gone: stop the context with a message.
+__device__ void GiveUp(const PeerGroup& g, int peer) {
+  printf("text-gen: rank %d waited %llu s for rank %d at a peer collective; stopping\n", g.rank,
+         kWaitLimitNs / 1000000000ull, peer);
+  __trap();
+}
+
+// Every rank's vector at mailbox position `at` of call `call` (this rank's own is `mine`),
+// polled until each peer's has arrived.
+template <int kRanks>
+__device__ __forceinline__ void PullFromMailbox(const PeerGroup& g, uint32_t call, size_t at, const uint4& mine,
+                                                uint4 (&parts)[kRanks]) {
+  unsigned waiting = 0;
+#pragma unroll
+  for (int r = 0; r < kRanks; ++r) {
+    if (r < g.world_size && r != g.rank) waiting |= 1u << r;
+    if (r == g.rank) parts[r] = mine;
+  }
+  const unsigned long long start = GlobalTimerNs();
+  while (waiting) {
+#pragma unroll
+    for (int r = 0; r < kRanks; ++r) {
+      if (!(waiting & (1u << r))) continue;
+      const uint4* line = Mailbox(g.regions[g.rank], g.staging_bytes, r, call) + 2 * at;
+      const uint4 a = LoadVolatile(line), b = LoadVolatile(line + 1);
+      if (a.y == call && a.w == call && b.y == call && b.w == call) {
+        parts[r] = make_uint4(a.x, a.z, b.x, b.z);
+        waiting &= ~(1u << r);
+        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+        *const_cast<uint4*>(line) = zero;
+        *const_cast<uint4*>(line + 1) = zero;
+      }
+    }
+    if (waiting && GlobalTimerNs() - start > kWaitLimitNs) GiveUp(g, __ffs(waiting) - 1);
+  }
+}
+
 struct Slice {
   size_t begin, end;
 };
@@ -70,8 +156,15 @@ __device__ __forceinline__ Slice CtaSlice(size_t vecs) {
 }
 
 // The number of this CTA's current call: one more than its last (read by every thread
-// before FinishCall writes it).
-__device__ __forceinline__ uint32_t StartCall(const PeerGroup& g) { return g.counters[blockIdx.x] + 1; }
+// before FinishCall writes it), skipping 0 and 1 where the count wraps (0 marks a read
+// mailbox line; the step of 3 keeps the parity alternating). Every kernel runs kPeerCtas
+// CTAs, even those with nothing to move, so every CTA counts every call of its group and
+// a number names one call group-wide: a mailbox or staging position that CTA b wrote may
+// be read or rewritten by CTA c of another call.
+__device__ __forceinline__ uint32_t StartCall(const PeerGroup& g) {
+  const uint32_t next = g.counters[blockIdx.x] + 1;
+  return next == 0 ? 2 : next;
+}
 
 __device__ __forceinline__ void FinishCall(const PeerGroup& g, uint32_t call) {
   if (threadIdx.x == 0) g.counters[blockIdx.x] = call;
@@ -89,11 +182,7 @@ __device__ void MeetPeers(const PeerGroup& g, uint32_t call) {
     const unsigned long long start = GlobalTimerNs();
     // A peer may already be one call ahead (it passed this barrier and announced the next).
     while (static_cast<int32_t>(LoadAcquire(flag) - call) < 0) {
-      if (GlobalTimerNs() - start > kWaitLimitNs) {
-        printf("text-gen: rank %d waited %llu s for rank %d at a peer collective; stopping\n", g.rank,
-               kWaitLimitNs / 1000000000ull, peer);
-        __trap();
-      }
+      if (GlobalTimerNs() - start > kWaitLimitNs) GiveUp(g, peer);
     }
   }
   __syncthreads();  // every peer's slice is staged before any thread reads it
@@ -148,6 +237,40 @@ __device__ __forceinline__ uint4 RankOrderSum(const PeerGroup& g, uint32_t call,
   return PackVector<T>(sum);
 }
 
+// The same sum of the low-latency protocol's parts.
+template <typename T>
+__device__ __forceinline__ uint4 RankOrderSumOf(const PeerGroup& g, const uint4 (&parts)[kPeerMaxRanks]) {
+  float sum[kVecElems<T>] = {};
+#pragma unroll
+  for (int r = 0; r < kPeerMaxRanks; ++r) {
+    if (r < g.world_size) AddVector<T>(sum, parts[r]);
+  }
+  return PackVector<T>(sum);
+}
+
+// Vector `i` of this call summed over the ranks (RankOrderSum's bits), by either protocol:
+// `at` is its mailbox position, `mine` this rank's own vector.
+template <typename T, bool kLowLatency>
+__device__ __forceinline__ uint4 ReduceVector(const PeerGroup& g, uint32_t call, size_t i, size_t at,
+                                              const uint4& mine) {
+  if constexpr (kLowLatency) {
+    uint4 parts[kPeerMaxRanks];
+    PullFromMailbox(g, call, at, mine, parts);
+    return RankOrderSumOf<T>(g, parts);
+  } else {
+    return RankOrderSum<T>(g, call, i);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) PeerAllReduceLlKernel(PeerGroup g, uint4* data, size_t vecs) {
+  const uint32_t call = StartCall(g);
+  const Slice s = CtaSlice(vecs);
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) PushToPeers(g, call, i, data[i]);
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) data[i] = ReduceVector<T, true>(g, call, i, i, data[i]);
+  FinishCall(g, call);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) PeerAllReduceKernel(PeerGroup g, uint4* data, size_t vecs) {
   const uint32_t call = StartCall(g);
@@ -172,24 +295,33 @@ __global__ void __launch_bounds__(kThreads) PeerAllGatherKernel(PeerGroup g, con
 }
 
 // The all-reduce of a row-parallel layer's output fused with the residual add and RMSNorm
-// that follow it. Row r belongs to CTA r % gridDim.x (gridDim.x = min(rows, kPeerCtas), so
-// a row always meets the same CTA, whose barrier counter orders its staging positions).
-// Each CTA stages its rows, meets its peers, then for each row sums the ranks' copies in
-// rank order in f32 and rounds to T (the bits PeerAllReduceKernel leaves), adds them to the
-// f32 residual, and writes the normalised row, all from registers: kVecs 16-byte vectors
-// (kVecElems<T> elements) per thread.
-template <typename T, int kVecs>
+// that follow it. Row r belongs to CTA r % kPeerCtas; a CTA without rows only counts the
+// call. Each CTA stages its rows and meets its peers (or pushes its rows into the peers'
+// mailboxes), then for each row sums the ranks' copies in rank order in f32 and rounds to
+// T (the bits PeerAllReduceKernel leaves), adds them to the f32 residual, and writes the
+// normalised row, all from registers: kVecs 16-byte vectors (kVecElems<T> elements) per
+// thread.
+template <typename T, int kVecs, bool kLowLatency>
 __global__ void __launch_bounds__(kThreads)
     PeerAllReduceAddRmsNormKernel(PeerGroup g, const uint4* __restrict__ delta, float* __restrict__ residual,
                                   const float* __restrict__ weight, int rows, int row_vecs, float eps,
                                   uint4* __restrict__ out) {
   constexpr int kE = kVecElems<T>;
   const uint32_t call = StartCall(g);
-  uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
-  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-    for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
+  if constexpr (kLowLatency) {
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+      for (int i = threadIdx.x; i < row_vecs; i += kThreads) {
+        const size_t at = static_cast<size_t>(r) * row_vecs + i;
+        PushToPeers(g, call, at, delta[at]);
+      }
+    }
+  } else {
+    uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+      for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
+    }
+    if (static_cast<int>(blockIdx.x) < rows) MeetPeers(g, call);
   }
-  MeetPeers(g, call);
   const int hidden = row_vecs * kE;
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
     float v[kVecs][kE];
@@ -199,7 +331,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int u = 0; u < kVecs; ++u) {
       const int i = threadIdx.x + u * kThreads;
       if (i >= row_vecs) continue;
-      const uint4 reduced = RankOrderSum<T>(g, call, static_cast<size_t>(r) * row_vecs + i);
+      const size_t at = static_cast<size_t>(r) * row_vecs + i;
+      const uint4 reduced = ReduceVector<T, kLowLatency>(g, call, at, at, kLowLatency ? delta[at] : uint4{});
       const T* e = reinterpret_cast<const T*>(&reduced);
       float4* xv = reinterpret_cast<float4*>(x + i * kE);
 #pragma unroll
@@ -242,10 +375,15 @@ void LaunchRows(const PeerGroup& g, const uint4* delta, float* residual, const f
                 float eps, uint4* out, unsigned ctas, cudaStream_t stream) {
   constexpr int kMaxVecs = static_cast<int>(kPeerRowMaxVecs / kThreads);
   const int vecs = (row_vecs + kThreads - 1) / kThreads;
-  auto kernel = vecs == 1 ? PeerAllReduceAddRmsNormKernel<T, 1>
-                : vecs == 2 ? PeerAllReduceAddRmsNormKernel<T, 2>
-                            : PeerAllReduceAddRmsNormKernel<T, kMaxVecs>;
-  kernel<<<ctas, kThreads, 0, stream>>>(g, delta, residual, weight, rows, row_vecs, eps, out);
+  const bool low_latency = g.low_latency && static_cast<size_t>(rows) * row_vecs <= kLlVecs;
+  using Kernel = void (*)(PeerGroup, const uint4*, float*, const float*, int, int, float, uint4*);
+  const Kernel kernels[2][3] = {
+      {PeerAllReduceAddRmsNormKernel<T, 1, false>, PeerAllReduceAddRmsNormKernel<T, 2, false>,
+       PeerAllReduceAddRmsNormKernel<T, kMaxVecs, false>},
+      {PeerAllReduceAddRmsNormKernel<T, 1, true>, PeerAllReduceAddRmsNormKernel<T, 2, true>,
+       PeerAllReduceAddRmsNormKernel<T, kMaxVecs, true>}};
+  kernels[low_latency][vecs == 1 ? 0 : vecs == 2 ? 1 : 2]<<<ctas, kThreads, 0, stream>>>(g, delta, residual, weight,
+                                                                                      rows, row_vecs, eps, out);
 }
 
 void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
@@ -258,9 +396,17 @@ void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, c
 }  // namespace
 
 PeerBuffers::PeerBuffers(size_t staging)
-    : staging_bytes(staging), region(kFlagBytes + 2 * staging), counters(kPeerCtas * sizeof(uint32_t)) {
+    : staging_bytes(staging),
+      region(kFlagBytes + 2 * staging + kPeerMaxRanks * 2 * kLlSlotBytes),
+      counters(kPeerCtas * sizeof(uint32_t)) {
   TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
   TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+}
+
+void PeerBuffers::SetCallCount(uint32_t calls) {
+  const std::vector<uint32_t> counts(kPeerCtas, calls), flags(kPeerCtas * kPeerMaxRanks, calls);
+  TG_CUDA_CHECK(cudaMemcpy(counters.get(), counts.data(), counts.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
+  TG_CUDA_CHECK(cudaMemcpy(region.get(), flags.data(), flags.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
 }
 
 PeerGroup PeerBuffers::Group(int rank, int world_size) const {
@@ -284,6 +430,15 @@ void LaunchPeerAllReduceSum(const PeerGroup& g, void* data, size_t count, ElemTy
   CheckFits(g, count, type, data, data);
   const size_t vecs = count * ElemSize(type) / 16;
   auto* v = static_cast<uint4*>(data);
+  if (g.low_latency && vecs <= kLlVecs) {
+    switch (type) {
+      case ElemType::kF32: PeerAllReduceLlKernel<float><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+      case ElemType::kBF16: PeerAllReduceLlKernel<__nv_bfloat16><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+      case ElemType::kF16: PeerAllReduceLlKernel<__half><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+    }
+    TG_CUDA_CHECK_LAUNCH("peer all-reduce (low latency)");
+    return;
+  }
   switch (type) {
     case ElemType::kF32: PeerAllReduceKernel<float><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
     case ElemType::kBF16: PeerAllReduceKernel<__nv_bfloat16><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
@@ -319,7 +474,7 @@ void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& g, const void* delta, float*
                                 std::to_string(kPeerRowMaxVecs * 8) + ", rows within the staging buffer, aligned)");
   }
   const int row_vecs = static_cast<int>(hidden / 8);
-  const unsigned ctas = static_cast<unsigned>(std::min<int64_t>(rows, kPeerCtas));
+  const unsigned ctas = kPeerCtas;  // CTAs past the rows only count the call (StartCall)
   TG_DISPATCH_HALF(type, LaunchRows, g, static_cast<const uint4*>(delta), residual, weight, static_cast<int>(rows),
                    row_vecs, eps, static_cast<uint4*>(out), ctas, stream);
   TG_CUDA_CHECK_LAUNCH("peer all-reduce + RMSNorm");

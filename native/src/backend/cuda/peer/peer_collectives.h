@@ -2,7 +2,8 @@
 // memory (NVLink, or PCIe peer access). Each rank stages its input in a region its
 // peers have mapped, the ranks meet at a flag barrier, and each rank reads what it
 // needs straight out of its peers' regions: one kernel and one round trip over the
-// link. A decode step's all-reduces are small (8 KB per call at batch 1 on an 8B
+// link. Small all-reduces instead write into the peers' regions, the data flagged
+// line by line, so a rank waits for one one-way trip (the low-latency protocol). A decode step's all-reduces are small (8 KB per call at batch 1 on an 8B
 // model, 65 calls per token), and there NCCL's ring protocol, built for bandwidth,
 // costs several times more; NCCL keeps the large messages (peer_communicator.h).
 //
@@ -27,6 +28,10 @@ constexpr int kPeerMaxRanks = 8;
 // CTAs of every peer collective. Fixed, so that every CTA's barrier counter counts the
 // same calls on every rank.
 constexpr int kPeerCtas = 48;
+// The largest message per rank of the low-latency protocol: a decode step's all-reduces
+// (32 bf16 rows of a 4,096-wide model, 16 of an 8,192-wide one). Every region holds a
+// mailbox of twice this per possible peer and call parity (8 MB).
+constexpr size_t kPeerLlPayloadBytes = size_t{256} << 10;
 
 // One rank's view of the group.
 struct PeerGroup {
@@ -35,6 +40,9 @@ struct PeerGroup {
   char* regions[kPeerMaxRanks] = {};  // every rank's region (PeerBuffers::region), as this process maps it
   uint32_t* counters = nullptr;       // this rank's kPeerCtas barrier counters: device memory, zeroed once
   size_t staging_bytes = 0;
+  // Messages up to kLlPayloadBytes per rank take the low-latency protocol (peer_collectives.cu);
+  // false keeps every call on the staged one (A/B timings, and the tests of both).
+  bool low_latency = true;
 };
 
 // One rank's own state, zeroed: the region it shares (the barrier flags, then two staging
@@ -44,6 +52,9 @@ struct PeerBuffers {
   explicit PeerBuffers(size_t staging_bytes);
   // The group as this rank sees it, with its own region in place; the caller adds the peers'.
   PeerGroup Group(int rank, int world_size) const;
+  // For tests of the count's wrap: as if `calls` calls had been made (every rank's buffers
+  // set alike, none in flight).
+  void SetCallCount(uint32_t calls);
   size_t staging_bytes;
   DeviceBuffer region, counters;
 };

@@ -35,6 +35,9 @@ class PeerCommunicator final : public DeviceCommunicator {
         mapped_(std::move(mapped)) {
     const char* env = std::getenv("TEXT_GEN_FUSED_ALL_REDUCE");
     fuse_norm_ = !(env && std::string(env) == "0");
+    // TEXT_GEN_PEER_LL=0: every peer call on the staged protocol (A/B timings).
+    const char* ll_env = std::getenv("TEXT_GEN_PEER_LL");
+    group_.low_latency = rows_group_.low_latency = !(ll_env && std::string(ll_env) == "0");
   }
 
   ~PeerCommunicator() override {
