@@ -31,7 +31,7 @@
 #             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
 #             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with;
 #             TP70B_PREFILL_TOKENS: the server's --max-batch-prefill-tokens, default 8192; several
-#             values, one run each: "8192 2048")
+#             values, one run each: "8192 2048"; TP70B_MAX_BATCH_SIZES likewise for --max-batch-size)
 #   pdlsets   the 8B's batch-1 and 16 graph decode steps with Programmatic Dependent Launch for each
 #             set of kernels in $PDL_SETS (TEXT_GEN_PDL values; e2e.mjs bench, E2E_BENCH=decode)
 #   envsets   A/B of environment switches: the 8B's graph decode steps (batches $E2E_BATCHES, default
@@ -262,13 +262,19 @@ fi
 if has tp70b; then
   step gen-70b gen-70b-wait.txt wait "$gen70b"
   # TP70B_FULL=1: the ShareGPT-like scenario at its full 500 prompts (the anchor's count), not --quick's 200.
-  # TP70B_PREFILL_TOKENS: one run per value (the batch-1 scenario in the first only), results in $OUT/prefill-N.
-  only=batch1,sharegpt
+  # TP70B_PREFILL_TOKENS: one run per value (the batch-1 scenario in the first only, none with
+  # TP70B_ONLY=sharegpt), results in $OUT/prefill-N-batch-M.
+  # TP70B_MAX_BATCH_SIZES: the same for the server's --max-batch-size ("none 256": uncapped, then 256).
+  only=${TP70B_ONLY:-batch1,sharegpt}
   for tokens in ${TP70B_PREFILL_TOKENS:-8192}; do
-    step "tp70b-$tokens" "tp70b-$tokens.txt" timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b \
-      --model-dir /tmp/llama3-70b --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) --only "$only" \
-      --results-dir "$OUT/prefill-$tokens" --max-batch-prefill-tokens "$tokens" --run-dir "/tmp/tp70b-run-$tokens"
-    only=sharegpt
+    for size in ${TP70B_MAX_BATCH_SIZES:-none}; do
+      run="prefill-$tokens-batch-$size"
+      step "tp70b-$tokens-$size" "tp70b-$run.txt" timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b \
+        --model-dir /tmp/llama3-70b --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) \
+        --only "$only" --results-dir "$OUT/$run" --max-batch-prefill-tokens "$tokens" \
+        $([ "$size" = none ] || echo --max-batch-size "$size") --run-dir "/tmp/tp70b-run-$run"
+      only=sharegpt
+    done
   done
 fi
 

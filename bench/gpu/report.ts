@@ -72,7 +72,8 @@ export function buildReport(runDir: string, meta: Record<string, string>) {
     "",
     `Date ${new Date().toISOString()}; device ${meta.device}; random-weight checkpoint of the ${meta.shape} shape (tools/random-model.ts), ${meta.dtype};`,
     `greedy, exact output lengths (ignore_eos_token). Command: \`bench/gpu/run.sh --shape ${meta.shape} --num-shard ${meta.numShard} --device ${meta.device}` +
-      ` --max-batch-prefill-tokens ${meta.maxBatchPrefillTokens}\`.`,
+      ` --max-batch-prefill-tokens ${meta.maxBatchPrefillTokens}` +
+      (meta.maxBatchSize ? ` --max-batch-size ${meta.maxBatchSize}` : "") + "`.",
     "",
     "## text-gen (TGI API, /generate_stream, text-gen-bench)",
     "",
@@ -114,7 +115,7 @@ if (process.argv[1]?.endsWith("report.ts") || process.argv[1]?.endsWith("report.
     options: {
       "run-dir": { type: "string" }, card: { type: "string" }, shape: { type: "string" }, "num-shard": { type: "string" },
       device: { type: "string" }, "out-prefix": { type: "string" }, "model-dir": { type: "string" },
-      "max-batch-prefill-tokens": { type: "string" },
+      "max-batch-prefill-tokens": { type: "string" }, "max-batch-size": { type: "string" },
     },
   });
   if (!v["run-dir"] || !v["out-prefix"]) {
@@ -125,7 +126,7 @@ if (process.argv[1]?.endsWith("report.ts") || process.argv[1]?.endsWith("report.
   const dtype = configPath && existsSync(configPath) ? String((JSON.parse(readFileSync(configPath, "utf8")) as { torch_dtype?: string }).torch_dtype) : "dtype unknown";
   const meta = {
     card: v.card ?? "unknown", shape: v.shape ?? "unknown", numShard: v["num-shard"] ?? "1", device: v.device ?? "cuda", dtype,
-    maxBatchPrefillTokens: v["max-batch-prefill-tokens"] ?? "8192",
+    maxBatchPrefillTokens: v["max-batch-prefill-tokens"] ?? "8192", maxBatchSize: v["max-batch-size"] ?? "",
   };
   const { md, json } = buildReport(v["run-dir"], meta);
   mkdirSync(dirname(v["out-prefix"]), { recursive: true });

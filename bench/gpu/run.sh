@@ -6,7 +6,7 @@
 #   bench/gpu/run.sh [--shape llama3-8b|llama3-70b|tiny] [--num-shard N] [--device cuda|cpu]
 #                    [--card NAME] [--phase all|model|ours|hf|report] [--run-dir DIR]
 #                    [--model-dir DIR] [--results-dir DIR] [--quick] [--skip-hf] [--port P] [--only NAMES]
-#                    [--max-batch-prefill-tokens N]
+#                    [--max-batch-prefill-tokens N] [--max-batch-size N]
 #
 # Phases keep each step inside one device call (10 min): `--phase model`, then
 # `--phase ours`, `--phase hf`, `--phase report`, all with the same --run-dir (the
@@ -15,6 +15,8 @@
 # --only NAME[,NAME...] runs just those of our scenarios (e.g. batch1,sharegpt).
 # --max-batch-prefill-tokens: the server's token budget of one forward (default 8192); with
 # all prompts sent at once it sets how long decoding requests wait behind each prefill chunk.
+# --max-batch-size: the server's cap on requests per batch (default none: the KV cache's tokens
+# bound the batch), as vLLM's max_num_seqs caps it at 256.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -33,6 +35,7 @@ SKIP_HF=0
 PORT=""
 RESULTS_DIR=bench/results
 PREFILL_TOKENS=8192
+MAX_BATCH_SIZE=""
 
 die() { echo "bench/gpu/run.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -50,7 +53,8 @@ while [ $# -gt 0 ]; do
     --port) PORT="$2"; shift 2 ;;
     --results-dir) RESULTS_DIR="$2"; shift 2 ;;
     --max-batch-prefill-tokens) PREFILL_TOKENS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --max-batch-size) MAX_BATCH_SIZE="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown flag $1 (see --help)" ;;
   esac
 done
@@ -130,7 +134,7 @@ phase_ours() {
   local log="$RUN_DIR/launcher.log"
   node dist/launcher/main.js --model-id "$MODEL_DIR" --num-shard "$NUM_SHARD" --hostname 127.0.0.1 --port "$PORT" \
     --json-output --max-concurrent-requests 2048 --max-input-tokens 2047 --max-total-tokens 4096 \
-    --max-batch-prefill-tokens "$PREFILL_TOKENS" >"$log" 2>&1 &
+    --max-batch-prefill-tokens "$PREFILL_TOKENS" ${MAX_BATCH_SIZE:+--max-batch-size "$MAX_BATCH_SIZE"} >"$log" 2>&1 &
   local pid=$!
   trap "kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true" EXIT
   local waited=0
@@ -169,6 +173,7 @@ phase_hf() {
 phase_report() {
   ts bench/gpu/report.ts --run-dir "$RUN_DIR" --card "$CARD" --shape "$SHAPE" --num-shard "$NUM_SHARD" \
     --device "$DEVICE" --model-dir "$MODEL_DIR" --max-batch-prefill-tokens "$PREFILL_TOKENS" \
+    ${MAX_BATCH_SIZE:+--max-batch-size "$MAX_BATCH_SIZE"} \
     --out-prefix "$RESULTS_DIR/$DATE-$CARD_SLUG-$SHAPE"
 }
 
