@@ -220,24 +220,8 @@ __device__ __forceinline__ uint4 PackVector(const float (&sum)[kVecElems<T>]) {
   return v;
 }
 
-// Vector `i` of call `call`'s staging summed over the ranks in rank order in f32 and rounded
-// to T: the same bits on every rank. Every rank's load is issued before the first add.
-template <typename T>
-__device__ __forceinline__ uint4 RankOrderSum(const PeerGroup& g, uint32_t call, size_t i) {
-  uint4 parts[kPeerMaxRanks];
-#pragma unroll
-  for (int r = 0; r < kPeerMaxRanks; ++r) {
-    if (r < g.world_size) parts[r] = LoadFresh(Staging(g.regions[r], call, g.staging_bytes) + i);
-  }
-  float sum[kVecElems<T>] = {};
-#pragma unroll
-  for (int r = 0; r < kPeerMaxRanks; ++r) {
-    if (r < g.world_size) AddVector<T>(sum, parts[r]);
-  }
-  return PackVector<T>(sum);
-}
-
-// The same sum of the low-latency protocol's parts.
+// The ranks' vectors `parts` summed in rank order in f32 and rounded to T: the same bits on
+// every rank.
 template <typename T>
 __device__ __forceinline__ uint4 RankOrderSumOf(const PeerGroup& g, const uint4 (&parts)[kPeerMaxRanks]) {
   float sum[kVecElems<T>] = {};
@@ -246,6 +230,18 @@ __device__ __forceinline__ uint4 RankOrderSumOf(const PeerGroup& g, const uint4 
     if (r < g.world_size) AddVector<T>(sum, parts[r]);
   }
   return PackVector<T>(sum);
+}
+
+// Vector `i` of call `call`'s staging summed over the ranks (RankOrderSumOf). Every rank's
+// load is issued before the first add.
+template <typename T>
+__device__ __forceinline__ uint4 RankOrderSum(const PeerGroup& g, uint32_t call, size_t i) {
+  uint4 parts[kPeerMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kPeerMaxRanks; ++r) {
+    if (r < g.world_size) parts[r] = LoadFresh(Staging(g.regions[r], call, g.staging_bytes) + i);
+  }
+  return RankOrderSumOf<T>(g, parts);
 }
 
 // Vector `i` of this call summed over the ranks (RankOrderSum's bits), by either protocol:
@@ -267,7 +263,9 @@ __global__ void __launch_bounds__(kThreads) PeerAllReduceLlKernel(PeerGroup g, u
   const uint32_t call = StartCall(g);
   const Slice s = CtaSlice(vecs);
   for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) PushToPeers(g, call, i, data[i]);
-  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) data[i] = ReduceVector<T, true>(g, call, i, i, data[i]);
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) {
+    data[i] = ReduceVector<T, true>(g, call, i, i, data[i]);
+  }
   FinishCall(g, call);
 }
 
