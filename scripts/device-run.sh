@@ -132,19 +132,18 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
 fi
 
-if has opsperf && ! has perf; then
+# perf runs opsperf's and peerperf's timings among its own.
+if has perf || has opsperf; then
   step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
-fi
-if has peerperf && ! has perf; then
-  step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
 fi
 if has perf; then
-  step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
   step kernel-perf-old kernel-perf-old.txt env TEXT_GEN_DECODE_ATTENTION=0 native/build/tests/cuda/cuda_ops_test --perf
   step attn-perf attn-perf.txt native/build/tests/cuda/prefill_attention_test --perf
   step gemv-perf gemv-perf.txt native/build/tests/cuda/gemv_test --perf
-  step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
   step gemv-perf-tp2 gemv-perf-tp2.txt env GEMV_PERF_TP=2 native/build/tests/cuda/gemv_test --perf
+fi
+if has perf || has peerperf; then
+  step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
 fi
 
 if has serve; then

@@ -496,7 +496,8 @@ int Perf() {
         LaunchPeerAllReduceAddRmsNorm(rows_group.views[i], delta[i].get(), residual[i].as<float>(),
                                       weight[i].as<float>(), rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
       });
-      std::printf("RESULT peer all-reduce + RMSNorm %lld rows of %lld x %d GPUs (%s): %.2f us per call inside a graph\n",
+      std::printf("RESULT peer all-reduce + RMSNorm %lld rows of %lld x %d GPUs (%s): %.2f us per call inside a "
+                  "graph\n",
                   static_cast<long long>(rows), static_cast<long long>(hidden), group.world, protocol, us);
     }
   }

@@ -137,6 +137,9 @@ class CudaLlamaModel : public ModelRunner {
   void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, int64_t attention_items,
                           size_t workspace_bytes);
   int GraphSplits(int32_t bucket) const;
+  // Attention work items of one decode row: its query heads per KV head, in items of
+  // kAttentionItemQueries.
+  int64_t ItemsPerDecodeRow() const;
   // AttentionSplits for this model's slice and GPU.
   int Splits(int64_t items, int64_t max_keys) const;
   int64_t GraphMaxKeys() const;
@@ -208,7 +211,7 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
   // warm-up (which sizes the KV cache) already counts them.
   if (graphs_.max_bucket() > 0 && !dynamic_rope_) {
     size_t workspace = 0;
-    const int64_t items_per_seq = (slice_.q_heads / slice_.kv_heads + kAttentionItemQueries - 1) / kAttentionItemQueries;
+    const int64_t items_per_seq = ItemsPerDecodeRow();
     for (int32_t b : graphs_.buckets()) {
       workspace = std::max(workspace, AttentionWorkspaceBytes(b * items_per_seq, slice_.kv_heads, config_.head_dim,
                                                               GraphSplits(b)));
@@ -263,9 +266,10 @@ int64_t CudaLlamaModel::GraphMaxKeys() const {
 
 // Graphs fix the split-KV factor at capture, so it is chosen for the longest context
 // the cache can hold; shorter sequences leave some splits empty (cheap CTAs).
-int CudaLlamaModel::GraphSplits(int32_t bucket) const {
-  const int64_t items_per_seq = (slice_.q_heads / slice_.kv_heads + kAttentionItemQueries - 1) / kAttentionItemQueries;
-  return Splits(bucket * items_per_seq, GraphMaxKeys());
+int CudaLlamaModel::GraphSplits(int32_t bucket) const { return Splits(bucket * ItemsPerDecodeRow(), GraphMaxKeys()); }
+
+int64_t CudaLlamaModel::ItemsPerDecodeRow() const {
+  return (slice_.q_heads / slice_.kv_heads + kAttentionItemQueries - 1) / kAttentionItemQueries;
 }
 
 int CudaLlamaModel::Splits(int64_t items, int64_t max_keys) const {
@@ -349,7 +353,7 @@ StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const 
       freq_index.push_back(0);
     }
     capacity = static_cast<size_t>(graphs_.max_bucket());
-    item_capacity = capacity * static_cast<size_t>((group + kAttentionItemQueries - 1) / kAttentionItemQueries) * 2;
+    item_capacity = capacity * static_cast<size_t>(ItemsPerDecodeRow()) * 2;
   }
   std::vector<GpuSamplingRow> sample_rows;
   for (const DeviceSample& ds : samples) {

@@ -99,7 +99,8 @@ struct HostAttentionBatch {
 // head_dim <= 256. Prefill rows, chunks over cached prefixes and decode rows mix freely.
 // With num_splits > 1 each item's keys are cut into that many ranges computed by separate
 // CTAs (split-KV, for decode batches too small to fill the GPU), whose partial softmax
-// states go to `workspace` (AttentionWorkspaceBytes) and are merged by a second kernel.
+// states go to `workspace` (AttentionWorkspaceBytes) and are merged by the last CTA of each
+// item and KV head (batch.split_counters) or by a second kernel.
 void LaunchPagedAttention(cudaStream_t stream, ElemType type, const void* q, KvLayer cache,
                           const AttentionBatch& batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                           int64_t window, float scale, int num_splits, float* workspace, void* out);

@@ -130,14 +130,12 @@ __device__ __forceinline__ void PullFromMailbox(const PeerGroup& g, uint32_t cal
 #pragma unroll
     for (int r = 0; r < kRanks; ++r) {
       if (!(waiting & (1u << r))) continue;
-      const uint4* line = Mailbox(g.regions[g.rank], g.staging_bytes, r, call) + 2 * at;
+      uint4* line = Mailbox(g.regions[g.rank], g.staging_bytes, r, call) + 2 * at;
       const uint4 a = LoadVolatile(line), b = LoadVolatile(line + 1);
       if (a.y == call && a.w == call && b.y == call && b.w == call) {
         parts[r] = make_uint4(a.x, a.z, b.x, b.z);
         waiting &= ~(1u << r);
-        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-        *const_cast<uint4*>(line) = zero;
-        *const_cast<uint4*>(line + 1) = zero;
+        line[0] = line[1] = make_uint4(0u, 0u, 0u, 0u);
       }
     }
     if (waiting && GlobalTimerNs() - start > kWaitLimitNs) GiveUp(g, __ffs(waiting) - 1);
@@ -244,14 +242,14 @@ __device__ __forceinline__ uint4 RankOrderSum(const PeerGroup& g, uint32_t call,
   return RankOrderSumOf<T>(g, parts);
 }
 
-// Vector `i` of this call summed over the ranks (RankOrderSum's bits), by either protocol:
-// `at` is its mailbox position, `mine` this rank's own vector.
+// Vector `i` of this call (its staging index and mailbox position) summed over the ranks
+// (RankOrderSum's bits), by either protocol; `mine` is this rank's own vector, which only the
+// low-latency protocol reads.
 template <typename T, bool kLowLatency>
-__device__ __forceinline__ uint4 ReduceVector(const PeerGroup& g, uint32_t call, size_t i, size_t at,
-                                              const uint4& mine) {
+__device__ __forceinline__ uint4 ReduceVector(const PeerGroup& g, uint32_t call, size_t i, const uint4& mine) {
   if constexpr (kLowLatency) {
     uint4 parts[kPeerMaxRanks];
-    PullFromMailbox(g, call, at, mine, parts);
+    PullFromMailbox(g, call, i, mine, parts);
     return RankOrderSumOf<T>(g, parts);
   } else {
     return RankOrderSum<T>(g, call, i);
@@ -263,9 +261,7 @@ __global__ void __launch_bounds__(kThreads) PeerAllReduceLlKernel(PeerGroup g, u
   const uint32_t call = StartCall(g);
   const Slice s = CtaSlice(vecs);
   for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) PushToPeers(g, call, i, data[i]);
-  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) {
-    data[i] = ReduceVector<T, true>(g, call, i, i, data[i]);
-  }
+  for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) data[i] = ReduceVector<T, true>(g, call, i, data[i]);
   FinishCall(g, call);
 }
 
@@ -330,7 +326,7 @@ __global__ void __launch_bounds__(kThreads)
       const int i = threadIdx.x + u * kThreads;
       if (i >= row_vecs) continue;
       const size_t at = static_cast<size_t>(r) * row_vecs + i;
-      const uint4 reduced = ReduceVector<T, kLowLatency>(g, call, at, at, kLowLatency ? delta[at] : uint4{});
+      const uint4 reduced = ReduceVector<T, kLowLatency>(g, call, at, kLowLatency ? delta[at] : uint4{});
       const T* e = reinterpret_cast<const T*>(&reduced);
       float4* xv = reinterpret_cast<float4*>(x + i * kE);
 #pragma unroll
@@ -367,10 +363,18 @@ __global__ void __launch_bounds__(kThreads)
   FinishCall(g, call);
 }
 
-// The fused kernel with the fewest vectors per thread that hold a row.
+// The plain all-reduce by the low-latency protocol where it takes the message.
+template <typename T>
+void LaunchAllReduce(const PeerGroup& g, uint4* data, size_t vecs, cudaStream_t stream) {
+  auto kernel = g.low_latency && vecs <= kLlVecs ? PeerAllReduceLlKernel<T> : PeerAllReduceKernel<T>;
+  kernel<<<kPeerCtas, kThreads, 0, stream>>>(g, data, vecs);
+}
+
+// The fused kernel with the fewest vectors per thread that hold a row, on every CTA (those
+// past the rows only count the call: StartCall).
 template <typename T>
 void LaunchRows(const PeerGroup& g, const uint4* delta, float* residual, const float* weight, int rows, int row_vecs,
-                float eps, uint4* out, unsigned ctas, cudaStream_t stream) {
+                float eps, uint4* out, cudaStream_t stream) {
   constexpr int kMaxVecs = static_cast<int>(kPeerRowMaxVecs / kThreads);
   const int vecs = (row_vecs + kThreads - 1) / kThreads;
   const bool low_latency = g.low_latency && static_cast<size_t>(rows) * row_vecs <= kLlVecs;
@@ -380,8 +384,8 @@ void LaunchRows(const PeerGroup& g, const uint4* delta, float* residual, const f
        PeerAllReduceAddRmsNormKernel<T, kMaxVecs, false>},
       {PeerAllReduceAddRmsNormKernel<T, 1, true>, PeerAllReduceAddRmsNormKernel<T, 2, true>,
        PeerAllReduceAddRmsNormKernel<T, kMaxVecs, true>}};
-  kernels[low_latency][vecs == 1 ? 0 : vecs == 2 ? 1 : 2]<<<ctas, kThreads, 0, stream>>>(g, delta, residual, weight,
-                                                                                      rows, row_vecs, eps, out);
+  kernels[low_latency][vecs == 1 ? 0 : vecs == 2 ? 1 : 2]<<<kPeerCtas, kThreads, 0, stream>>>(
+      g, delta, residual, weight, rows, row_vecs, eps, out);
 }
 
 void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
@@ -428,19 +432,10 @@ void LaunchPeerAllReduceSum(const PeerGroup& g, void* data, size_t count, ElemTy
   CheckFits(g, count, type, data, data);
   const size_t vecs = count * ElemSize(type) / 16;
   auto* v = static_cast<uint4*>(data);
-  if (g.low_latency && vecs <= kLlVecs) {
-    switch (type) {
-      case ElemType::kF32: PeerAllReduceLlKernel<float><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
-      case ElemType::kBF16: PeerAllReduceLlKernel<__nv_bfloat16><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
-      case ElemType::kF16: PeerAllReduceLlKernel<__half><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
-    }
-    TG_CUDA_CHECK_LAUNCH("peer all-reduce (low latency)");
-    return;
-  }
   switch (type) {
-    case ElemType::kF32: PeerAllReduceKernel<float><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
-    case ElemType::kBF16: PeerAllReduceKernel<__nv_bfloat16><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
-    case ElemType::kF16: PeerAllReduceKernel<__half><<<kPeerCtas, kThreads, 0, stream>>>(g, v, vecs); break;
+    case ElemType::kF32: LaunchAllReduce<float>(g, v, vecs, stream); break;
+    case ElemType::kBF16: LaunchAllReduce<__nv_bfloat16>(g, v, vecs, stream); break;
+    case ElemType::kF16: LaunchAllReduce<__half>(g, v, vecs, stream); break;
   }
   TG_CUDA_CHECK_LAUNCH("peer all-reduce");
 }
@@ -472,9 +467,8 @@ void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& g, const void* delta, float*
                                 std::to_string(kPeerRowMaxVecs * 8) + ", rows within the staging buffer, aligned)");
   }
   const int row_vecs = static_cast<int>(hidden / 8);
-  const unsigned ctas = kPeerCtas;  // CTAs past the rows only count the call (StartCall)
   TG_DISPATCH_HALF(type, LaunchRows, g, static_cast<const uint4*>(delta), residual, weight, static_cast<int>(rows),
-                   row_vecs, eps, static_cast<uint4*>(out), ctas, stream);
+                   row_vecs, eps, static_cast<uint4*>(out), stream);
   TG_CUDA_CHECK_LAUNCH("peer all-reduce + RMSNorm");
 }
 

@@ -3,9 +3,10 @@
 // peers have mapped, the ranks meet at a flag barrier, and each rank reads what it
 // needs straight out of its peers' regions: one kernel and one round trip over the
 // link. Small all-reduces instead write into the peers' regions, the data flagged
-// line by line, so a rank waits for one one-way trip (the low-latency protocol). A decode step's all-reduces are small (8 KB per call at batch 1 on an 8B
-// model, 65 calls per token), and there NCCL's ring protocol, built for bandwidth,
-// costs several times more; NCCL keeps the large messages (peer_communicator.h).
+// line by line, so a rank waits for one one-way trip (the low-latency protocol). A
+// decode step's all-reduces are small (8 KB per call at batch 1 on an 8B model, 65
+// calls per token), and there NCCL's ring protocol, built for bandwidth, costs several
+// times more; NCCL keeps the large messages (peer_communicator.h).
 //
 // The kernels keep their state in device memory (a barrier counter per CTA), so they
 // can be captured into CUDA graphs and replayed any number of times. Every rank must
@@ -40,14 +41,15 @@ struct PeerGroup {
   char* regions[kPeerMaxRanks] = {};  // every rank's region (PeerBuffers::region), as this process maps it
   uint32_t* counters = nullptr;       // this rank's kPeerCtas barrier counters: device memory, zeroed once
   size_t staging_bytes = 0;
-  // Messages up to kLlPayloadBytes per rank take the low-latency protocol (peer_collectives.cu);
+  // Messages up to kPeerLlPayloadBytes per rank take the low-latency protocol (peer_collectives.cu);
   // false keeps every call on the staged one (A/B timings, and the tests of both).
   bool low_latency = true;
 };
 
-// One rank's own state, zeroed: the region it shares (the barrier flags, then two staging
-// buffers of `staging_bytes` each, which consecutive calls alternate between) and its
-// per-CTA barrier counters. The region is one cudaMalloc allocation, as CUDA IPC exports.
+// One rank's own state, zeroed: the region it shares (the barrier flags, two staging
+// buffers of `staging_bytes` each, which consecutive calls alternate between, then the
+// low-latency protocol's mailboxes) and its per-CTA barrier counters. The region is one
+// cudaMalloc allocation, as CUDA IPC exports.
 struct PeerBuffers {
   explicit PeerBuffers(size_t staging_bytes);
   // The group as this rank sees it, with its own region in place; the caller adds the peers'.
