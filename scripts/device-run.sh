@@ -26,6 +26,9 @@
 #             the copy and read bandwidth (membw), and the engine's timings on it
 #             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
 #   membw     the copy and read bandwidth of the GPU (torch: 1 GiB copy, 1 GiB sum)
+#   prefill   the prefill attention's timings (prefill_attention_test --perf), then the 8B's
+#             prefills of 1k/4k/8k tokens (e2e.mjs bench, E2E_BENCH=prefill) with the Hopper
+#             attention kernel and without it (TEXT_GEN_PREFILL_WGMMA=0)
 #   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
 #   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
 #             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
@@ -136,9 +139,14 @@ fi
 if has perf || has opsperf; then
   step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
 fi
+if has prefill && [ "${SKIP_TESTS:-0}" = 1 ]; then  # a measuring call still checks the kernel it times
+  step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
+fi
+if has perf || has prefill; then
+  step attn-perf attn-perf.txt native/build/tests/cuda/prefill_attention_test --perf
+fi
 if has perf; then
   step kernel-perf-old kernel-perf-old.txt env TEXT_GEN_DECODE_ATTENTION=0 native/build/tests/cuda/cuda_ops_test --perf
-  step attn-perf attn-perf.txt native/build/tests/cuda/prefill_attention_test --perf
   step gemv-perf gemv-perf.txt native/build/tests/cuda/gemv_test --perf
   step gemv-perf-tp2 gemv-perf-tp2.txt env GEMV_PERF_TP=2 native/build/tests/cuda/gemv_test --perf
 fi
@@ -184,6 +192,14 @@ print(f"RESULT read bandwidth {x.numel() * 4 / ms / 1e6:.0f} GB/s (torch.sum of 
 }
 
 if has membw; then membw; fi
+
+if has prefill; then
+  gen_8b
+  step prefill-8b prefill-8b.txt timeout "$(budget 90)" env E2E_BENCH=prefill E2E_LABEL=best \
+    node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  step prefill-8b-mma prefill-8b-mma.txt timeout "$(budget 90)" env E2E_BENCH=prefill TEXT_GEN_PREFILL_WGMMA=0 \
+    E2E_LABEL=mma.sync node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+fi
 
 if has bench; then
   gen_8b

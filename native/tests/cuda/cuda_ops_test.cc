@@ -226,68 +226,72 @@ TG_TEST(rope_kv_write_matches_cpu) {
   const Case cases[] = {{8, 8, 64, 16, RopeScaling::kNone, false},   {32, 8, 128, 16, RopeScaling::kLlama3, false},
                         {8, 4, 8, 16, RopeScaling::kNone, false},    {14, 2, 64, 16, RopeScaling::kNone, true},
                         {16, 2, 128, 7, RopeScaling::kLinear, false}, {8, 1, 256, 32, RopeScaling::kDynamic, false}};
-  for (ElemType t : kTypes) {
-    for (const Case& cs : cases) {
-      RopeConfig rope;
-      rope.theta = cs.scaling == RopeScaling::kLlama3 ? 500000.0 : 10000.0;
-      rope.scaling = cs.scaling;
-      rope.factor = cs.scaling == RopeScaling::kNone ? 1.0 : 4.0;
-      rope.original_max_position_embeddings = 64;
-      const int64_t max_pos = 64, d = cs.head_dim, half = d / 2;
-      int64_t num_blocks = 0;
-      auto seqs = MakeSeqs({{0, RandomInt(1, 40)}, {RandomInt(1, 200), 1}, {RandomInt(10, 90), RandomInt(2, 30)}},
-                           cs.block_size, &num_blocks);
-      const int64_t width = (cs.q_heads + 2 * cs.kv_heads) * d;
-      std::vector<int32_t> positions, slot_block, slot_offset, freq_index;
-      std::vector<float> inv_freq;
-      for (size_t s = 0; s < seqs.size(); ++s) {
-        auto f = cpu::RopeInvFreq(rope, d, max_pos, seqs[s].position + seqs[s].rows);
-        inv_freq.insert(inv_freq.end(), f.begin(), f.end());
-        for (int64_t i = 0; i < seqs[s].rows; ++i) {
-          int64_t p = seqs[s].position + i;
-          positions.push_back(static_cast<int32_t>(p));
-          slot_block.push_back(seqs[s].blocks[p / cs.block_size]);
-          slot_offset.push_back(static_cast<int32_t>(p % cs.block_size));
-          freq_index.push_back(static_cast<int32_t>(s));
-        }
-      }
-      const int64_t rows = static_cast<int64_t>(positions.size());
-      Rounded qkv = Round(RandomFloats(rows * width), t);
-      auto bias = RandomFloats(width);
-      HostCache hc{num_blocks, cs.kv_heads, cs.block_size, d};
-      auto d_qkv = ToDevice(qkv.bits), d_bias = ToDevice(bias), d_pos = ToDevice(positions),
-           d_freq = ToDevice(inv_freq), d_fi = ToDevice(freq_index), d_sb = ToDevice(slot_block),
-           d_so = ToDevice(slot_offset);
-      auto d_q = Poisoned(rows * cs.q_heads * d * 2), d_k = Poisoned(hc.size() * 2), d_v = Poisoned(hc.size() * 2);
-      LaunchRopeKvWrite(nullptr, t, d_qkv.get(), cs.bias ? d_bias.as<float>() : nullptr, d_pos.as<int32_t>(),
-                        d_freq.as<float>(), d_fi.as<int32_t>(), d_sb.as<int32_t>(), d_so.as<int32_t>(), rows,
-                        cs.q_heads, cs.kv_heads, d, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size});
-      auto q_got = ToHost(d_q, rows * cs.q_heads * d, t), k_all = ToHost(d_k, hc.size(), t),
-           v_all = ToHost(d_v, hc.size(), t);
-      std::vector<float> q_want, k_want, v_want, k_got, v_got;
-      for (int64_t r = 0; r < rows; ++r) {
-        std::vector<float> row(qkv.values.begin() + r * width, qkv.values.begin() + (r + 1) * width);
-        if (cs.bias) for (int64_t i = 0; i < width; ++i) row[i] += bias[i];
-        const float* f = inv_freq.data() + freq_index[r] * half;
-        cpu::ApplyRope(row.data(), cs.q_heads, d, positions[r], f);
-        cpu::ApplyRope(row.data() + cs.q_heads * d, cs.kv_heads, d, positions[r], f);
-        q_want.insert(q_want.end(), row.begin(), row.begin() + cs.q_heads * d);
-        for (int64_t h = 0; h < cs.kv_heads; ++h) {
-          for (int64_t i = 0; i < d; ++i) {
-            int64_t at = hc.Index(slot_block[r], h, slot_offset[r], i);
-            k_want.push_back(row[(cs.q_heads + h) * d + i]);
-            v_want.push_back(row[(cs.q_heads + cs.kv_heads + h) * d + i]);
-            k_got.push_back(k_all[at]);
-            v_got.push_back(v_all[at]);
+  // Decode-sized steps (CTAs of 4 heads) and prefill-sized ones (a CTA per row).
+  for (bool prefill : {false, true}) {
+    for (ElemType t : kTypes) {
+      for (const Case& cs : cases) {
+        RopeConfig rope;
+        rope.theta = cs.scaling == RopeScaling::kLlama3 ? 500000.0 : 10000.0;
+        rope.scaling = cs.scaling;
+        rope.factor = cs.scaling == RopeScaling::kNone ? 1.0 : 4.0;
+        rope.original_max_position_embeddings = 64;
+        const int64_t max_pos = 64, d = cs.head_dim, half = d / 2;
+        int64_t num_blocks = 0;
+        auto seqs = MakeSeqs({{0, prefill ? RandomInt(256, 400) : RandomInt(1, 40)}, {RandomInt(1, 200), 1},
+                              {RandomInt(10, 90), RandomInt(2, 30)}},
+                             cs.block_size, &num_blocks);
+        const int64_t width = (cs.q_heads + 2 * cs.kv_heads) * d;
+        std::vector<int32_t> positions, slot_block, slot_offset, freq_index;
+        std::vector<float> inv_freq;
+        for (size_t s = 0; s < seqs.size(); ++s) {
+          auto f = cpu::RopeInvFreq(rope, d, max_pos, seqs[s].position + seqs[s].rows);
+          inv_freq.insert(inv_freq.end(), f.begin(), f.end());
+          for (int64_t i = 0; i < seqs[s].rows; ++i) {
+            int64_t p = seqs[s].position + i;
+            positions.push_back(static_cast<int32_t>(p));
+            slot_block.push_back(seqs[s].blocks[p / cs.block_size]);
+            slot_offset.push_back(static_cast<int32_t>(p % cs.block_size));
+            freq_index.push_back(static_cast<int32_t>(s));
           }
         }
+        const int64_t rows = static_cast<int64_t>(positions.size());
+        Rounded qkv = Round(RandomFloats(rows * width), t);
+        auto bias = RandomFloats(width);
+        HostCache hc{num_blocks, cs.kv_heads, cs.block_size, d};
+        auto d_qkv = ToDevice(qkv.bits), d_bias = ToDevice(bias), d_pos = ToDevice(positions),
+             d_freq = ToDevice(inv_freq), d_fi = ToDevice(freq_index), d_sb = ToDevice(slot_block),
+             d_so = ToDevice(slot_offset);
+        auto d_q = Poisoned(rows * cs.q_heads * d * 2), d_k = Poisoned(hc.size() * 2), d_v = Poisoned(hc.size() * 2);
+        LaunchRopeKvWrite(nullptr, t, d_qkv.get(), cs.bias ? d_bias.as<float>() : nullptr, d_pos.as<int32_t>(),
+                          d_freq.as<float>(), d_fi.as<int32_t>(), d_sb.as<int32_t>(), d_so.as<int32_t>(), rows,
+                          cs.q_heads, cs.kv_heads, d, d_q.get(), KvLayer{d_k.get(), d_v.get(), cs.block_size});
+        auto q_got = ToHost(d_q, rows * cs.q_heads * d, t), k_all = ToHost(d_k, hc.size(), t),
+             v_all = ToHost(d_v, hc.size(), t);
+        std::vector<float> q_want, k_want, v_want, k_got, v_got;
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<float> row(qkv.values.begin() + r * width, qkv.values.begin() + (r + 1) * width);
+          if (cs.bias) for (int64_t i = 0; i < width; ++i) row[i] += bias[i];
+          const float* f = inv_freq.data() + freq_index[r] * half;
+          cpu::ApplyRope(row.data(), cs.q_heads, d, positions[r], f);
+          cpu::ApplyRope(row.data() + cs.q_heads * d, cs.kv_heads, d, positions[r], f);
+          q_want.insert(q_want.end(), row.begin(), row.begin() + cs.q_heads * d);
+          for (int64_t h = 0; h < cs.kv_heads; ++h) {
+            for (int64_t i = 0; i < d; ++i) {
+              int64_t at = hc.Index(slot_block[r], h, slot_offset[r], i);
+              k_want.push_back(row[(cs.q_heads + h) * d + i]);
+              v_want.push_back(row[(cs.q_heads + cs.kv_heads + h) * d + i]);
+              k_got.push_back(k_all[at]);
+              v_got.push_back(v_all[at]);
+            }
+          }
+        }
+        const std::string what = std::string("rope_kv_write ") + Name(t) + " heads " + std::to_string(cs.q_heads) +
+                                 "/" + std::to_string(cs.kv_heads) + " d " + std::to_string(d) + " scaling " +
+                                 std::to_string(static_cast<int>(cs.scaling)) + " rows " + std::to_string(rows);
+        Expect(what + " q", q_got, q_want, Tolerance(t));
+        Expect(what + " k", k_got, k_want, Tolerance(t));
+        Expect(what + " v", v_got, v_want, Tolerance(t));
       }
-      const std::string what = std::string("rope_kv_write ") + Name(t) + " heads " + std::to_string(cs.q_heads) +
-                               "/" + std::to_string(cs.kv_heads) + " d " + std::to_string(d) + " scaling " +
-                               std::to_string(static_cast<int>(cs.scaling));
-      Expect(what + " q", q_got, q_want, Tolerance(t));
-      Expect(what + " k", k_got, k_want, Tolerance(t));
-      Expect(what + " v", v_got, v_want, Tolerance(t));
     }
   }
 }

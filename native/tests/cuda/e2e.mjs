@@ -249,8 +249,11 @@ async function bench(modelDir) {
   const stepOf = (s, tokens, position, sample) => ({ id: s.id, tokens: Int32Array.from(tokens), position, blocks: s.blocks, sample, topN: 0, promptLogprobs: false, init: position === 0 ? { params: greedy, prefix: new Int32Array(0) } : undefined });
 
   // E2E_BENCH=decode: graph decode steps only (for quick A/B runs of a switch such as TEXT_GEN_PDL);
-  // E2E_BATCHES=1,16: those batch sizes only; E2E_STEPS: decode steps per batch size (default 20).
+  // E2E_BENCH=prefill: the prefills only; E2E_BATCHES=1,16: those decode batch sizes only;
+  // E2E_STEPS: decode steps per batch size (default 20). E2E_LABEL names the run's switches
+  // in its result lines (device-run.sh's envsets, pdlsets and prefill).
   const decodeOnly = process.env.E2E_BENCH === "decode";
+  const label = process.env.E2E_LABEL ? `, ${process.env.E2E_LABEL}` : "";
   for (const n of decodeOnly ? [] : [1024, 4096, 8192]) {
     const times = [];
     for (let rep = 0; rep < 3; ++rep) {  // the first run plans the GEMMs and grows the buffers
@@ -263,7 +266,7 @@ async function bench(modelDir) {
     const ms = Math.min(...times.slice(1));
     // Causal attention: n(n+1)/2 query-key pairs, 4·d FLOPs each (QKᵀ and PV).
     const flops = 2 * n * layerParams * c.numLayers + 2 * n * (n + 1) * d * c.numHeads * c.numLayers + 2 * c.hiddenSize * c.vocabSize;
-    console.log(`RESULT bench prefill ${n} tokens: ${ms.toFixed(1)} ms, ${(flops / ms / 1e9).toFixed(0)} TFLOP/s (runs ${times.map((x) => x.toFixed(0)).join(" ")} ms)`);
+    console.log(`RESULT bench prefill ${n} tokens${label}: ${ms.toFixed(1)} ms, ${(flops / ms / 1e9).toFixed(0)} TFLOP/s (runs ${times.map((x) => x.toFixed(0)).join(" ")} ms)`);
   }
 
   // Whole decode steps (forward, lm_head, GPU sampling, tokens back), with the decode
@@ -296,8 +299,11 @@ async function bench(modelDir) {
       console.log(`RESULT bench decode ${label} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
     }
   };
-  // E2E_LABEL names the run's switches in its result lines (device-run.sh's envsets and pdlsets).
-  await decode(process.env.E2E_LABEL ? `graphs, ${process.env.E2E_LABEL},` : "graphs");
+  if (process.env.E2E_BENCH === "prefill") {
+    engine.close();
+    return;
+  }
+  await decode(`graphs${label}${label ? "," : ""}`);
   engine.close();
   if (decodeOnly) return;
   ({ engine } = await open(false));

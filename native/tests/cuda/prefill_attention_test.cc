@@ -3,7 +3,8 @@
 // poisoned (NaN) before each run, relative L2 error with the same tolerances. Shapes
 // cover one long sequence, many sequences of odd lengths, chunks after cached
 // prefixes, block sizes 1 to 256, sliding windows, GQA 1/4/8, head dims 64 and 128,
-// both tile sizes, bf16 and fp16, and shuffled block tables; rows of sequences left
+// both tile sizes, the Hopper (wgmma) kernel where it runs beside the mma.sync one, bf16
+// and fp16, shuffled block tables, and NaN in every cache slot past a sequence's keys; rows of sequences left
 // out of the batch must stay untouched, and the mixed step the model runs (long
 // sequences here, the rest through LaunchPagedAttention into the same output) must
 // match as a whole. With --perf: the Llama-3-8B head shape against the old kernel.
@@ -168,6 +169,35 @@ std::string Describe(const Case& cs, ElemType t, int tile_rows) {
   return s;
 }
 
+// Each tile size on the mma.sync kernel, and the large one on the Hopper kernel where it
+// takes this block size.
+std::vector<std::pair<int, PrefillKernel>> KernelsToTest(int64_t head_dim, int64_t block_size) {
+  std::vector<std::pair<int, PrefillKernel>> runs = {{kPrefillTileRowsSmall, PrefillKernel::kMmaSync},
+                                                     {kPrefillTileRowsLarge, PrefillKernel::kMmaSync}};
+  if (PrefillUsesWgmma(head_dim, block_size, kPrefillTileRowsLarge)) {
+    runs.push_back({kPrefillTileRowsLarge, PrefillKernel::kBest});
+  }
+  return runs;
+}
+
+// K/V slots no sequence covers (past each one's last key in its last block, and the unused
+// block 0) hold NaN: a kernel that lets a masked key's V into its sum (0 · NaN) fails.
+void PoisonUnusedSlots(const std::vector<TestSeq>& seqs, const HostCache& hc, ElemType t, std::vector<uint16_t>* bits) {
+  std::vector<bool> used(hc.num_blocks * hc.block_size, false);
+  for (const TestSeq& s : seqs) {
+    for (int64_t p = 0; p < s.position + s.rows; ++p) used[s.blocks[p / hc.block_size] * hc.block_size + p % hc.block_size] = true;
+  }
+  const uint16_t nan = t == ElemType::kBF16 ? 0x7FC0 : 0x7E00;
+  for (int64_t b = 0; b < hc.num_blocks; ++b) {
+    for (int64_t slot = 0; slot < hc.block_size; ++slot) {
+      if (used[b * hc.block_size + slot]) continue;
+      for (int64_t h = 0; h < hc.kv_heads; ++h) {
+        std::fill_n(bits->begin() + hc.Index(b, h, slot, 0), hc.head_dim, nan);
+      }
+    }
+  }
+}
+
 void RunCase(const Case& cs) {
   const int64_t d = cs.head_dim, group = cs.q_heads / cs.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -175,17 +205,19 @@ void RunCase(const Case& cs) {
     int64_t num_blocks = 0, rows = 0;
     const auto seqs = MakeSeqs(cs.seqs, cs.block_size, &num_blocks, &rows);
     const HostCache hc{num_blocks, cs.kv_heads, cs.block_size, d};
-    const Rounded k = Round(RandomFloats(hc.size()), t), v = Round(RandomFloats(hc.size()), t);
+    Rounded k = Round(RandomFloats(hc.size()), t), v = Round(RandomFloats(hc.size()), t);
+    PoisonUnusedSlots(seqs, hc, t, &k.bits);
+    PoisonUnusedSlots(seqs, hc, t, &v.bits);
     // Scores of O(1) spread so the softmax is neither flat nor one-hot.
     const Rounded q = Round(RandomFloats(rows * cs.q_heads * d, -2.0f, 2.0f), t);
     const auto want = Reference(seqs, rows, hc, cs.q_heads, cs.window, scale, q.values, k.values, v.values);
     auto d_k = ToDevice(k.bits), d_v = ToDevice(v.bits), d_q = ToDevice(q.bits);
-    const KvLayer cache{d_k.get(), d_v.get(), cs.block_size};
+    const KvLayer cache{d_k.get(), d_v.get(), cs.block_size, num_blocks};
     const size_t row_elems = static_cast<size_t>(cs.q_heads * d);
 
     std::vector<bool> prefill(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) prefill[i] = seqs[i].rows >= cs.min_rows;
-    for (int tile_rows : {kPrefillTileRowsSmall, kPrefillTileRowsLarge}) {
+    for (auto [tile_rows, kernel] : KernelsToTest(d, cs.block_size)) {
       HostPrefillBatch host(tile_rows);
       for (size_t i = 0; i < seqs.size(); ++i) {
         if (!prefill[i]) continue;
@@ -194,7 +226,7 @@ void RunCase(const Case& cs) {
       const DevicePrefill batch = UploadPrefill(host);
       auto d_out = Poisoned(rows * row_elems * 2);
       LaunchPrefillAttention(nullptr, t, d_q.get(), cache, batch.view, cs.q_heads, cs.kv_heads, d, cs.window, scale,
-                             d_out.get());
+                             d_out.get(), kernel);
       const auto got = ToHost(d_out, rows * row_elems, t);
       // The batch's rows against the reference; every other row must still hold the poison.
       std::vector<float> got_rows, want_rows;
@@ -208,7 +240,8 @@ void RunCase(const Case& cs) {
           for (size_t e = begin; e < end; ++e) untouched = untouched && std::isnan(got[e]);
         }
       }
-      const std::string what = Describe(cs, t, tile_rows);
+      const std::string what =
+          Describe(cs, t, tile_rows) + (PrefillUsesWgmma(d, cs.block_size, tile_rows, kernel) ? " wgmma" : "");
       Expect(what, RelError(got_rows, want_rows), Tolerance(t));
       if (!untouched) {
         std::printf("  FAIL %s: wrote rows outside its sequences\n", what.c_str());
@@ -260,6 +293,7 @@ TG_TEST(prefill_attention_block_sizes) {
   RunCase({"block 1", 8, 8, 128, 1, 0, {{3, 40}, {0, 70}}});
   RunCase({"block 256", 4, 1, 128, 256, 0, {{300, 100}, {0, 260}}});
   RunCase({"block 32", 32, 4, 64, 32, 0, {{31, 97}, {32, 64}, {95, 1}}});
+  RunCase({"block 8", 8, 2, 128, 8, 0, {{50, 200}, {0, 129}, {7, 1}}});  // the Hopper kernel's smallest boxes
 }
 
 TG_TEST(prefill_attention_sliding_window) {
@@ -269,6 +303,7 @@ TG_TEST(prefill_attention_sliding_window) {
   RunCase({"window 1", 4, 4, 64, 16, 1, {{0, 70}, {20, 9}}});
   RunCase({"window far back", 8, 8, 64, 16, 50, {{1000, 70}, {333, 140}}});
   RunCase({"window > context", 8, 1, 128, 16, 5000, {{10, 150}}});
+  RunCase({"window far back d128", 8, 2, 128, 16, 50, {{1000, 70}, {333, 140}}});
 }
 
 TG_TEST(prefill_attention_random_shapes) {
@@ -318,7 +353,7 @@ void PerfOne(int64_t position, int64_t n, int sms) {
   auto d_k = ToDevice(Round(RandomFloats(cache_elems), t).bits);
   auto d_v = ToDevice(Round(RandomFloats(cache_elems), t).bits);
   auto d_q = ToDevice(Round(RandomFloats(rows * qh * d, -2.0f, 2.0f), t).bits);
-  const KvLayer cache{d_k.get(), d_v.get(), bs};
+  const KvLayer cache{d_k.get(), d_v.get(), bs, num_blocks};
   DeviceBuffer d_new(rows * qh * d * 2), d_old(rows * qh * d * 2);
 
   const DevicePaged paged = UploadPaged(seqs, {true}, bs, qh / kvh);
@@ -331,24 +366,26 @@ void PerfOne(int64_t position, int64_t n, int sms) {
   // Causal FLOPs: QKᵀ and P·V, 2 · d each per visible (query head, key) pair.
   const double pairs = static_cast<double>(n) * position + n * (n + 1) / 2.0;
   const double flops = 4.0 * qh * d * pairs;
-  const int chosen = PrefillTileRows(n, qh, sms);
+  const int chosen = PrefillTileRows(n, qh, d, bs, sms);
   double chosen_ms = 0.0;
-  for (int tile_rows : {kPrefillTileRowsSmall, kPrefillTileRowsLarge}) {
+  for (auto [tile_rows, kernel] : KernelsToTest(d, bs)) {
     HostPrefillBatch host(tile_rows);
     host.Add(0, position, n, seqs[0].blocks.data(), bs);
     const DevicePrefill batch = UploadPrefill(host);
     const double ms = TimeMs(10, [&] {
-      LaunchPrefillAttention(nullptr, t, d_q.get(), cache, batch.view, qh, kvh, d, 0, scale, d_new.get());
+      LaunchPrefillAttention(nullptr, t, d_q.get(), cache, batch.view, qh, kvh, d, 0, scale, d_new.get(), kernel);
     });
+    const bool wgmma = PrefillUsesWgmma(d, bs, tile_rows, kernel);
     const double diff = RelError(ToHost(d_new, rows * qh * d, t), ToHost(d_old, rows * qh * d, t));
-    std::printf("  prefill attention %lld+%lld tokens, tile %d: %.4f ms, %.1f TFLOP/s, relative difference to the "
+    std::printf("  prefill attention %lld+%lld tokens, tile %d%s: %.4f ms, %.1f TFLOP/s, relative difference to the "
                 "old kernel %.3g\n",
-                static_cast<long long>(position), static_cast<long long>(n), tile_rows, ms, flops / ms / 1e9, diff);
+                static_cast<long long>(position), static_cast<long long>(n), tile_rows, wgmma ? " wgmma" : " mma.sync",
+                ms, flops / ms / 1e9, diff);
     if (diff > Tolerance(t)) {
       std::printf("  FAIL: the kernels disagree\n");
       ++tgtest::Failures();
     }
-    if (tile_rows == chosen) chosen_ms = ms;
+    if (tile_rows == chosen && wgmma == PrefillUsesWgmma(d, bs, tile_rows)) chosen_ms = ms;
   }
   if (position == 0) {
     std::printf("RESULT prefill attention %lld tokens: %.4f ms, %.1f TFLOP/s (causal FLOPs = 4 * q_heads * d * "

@@ -255,7 +255,7 @@ KvLayer CudaLlamaModel::CacheLayer(int64_t layer) const {
   const int64_t half_bytes = (num_blocks_ + 1) * block_size_ * slice_.kv_heads * config_.head_dim *
                              static_cast<int64_t>(ElemSize(type_));
   char* base = kv_.as<char>() + 2 * layer * half_bytes;
-  return KvLayer{base, base + half_bytes, block_size_};
+  return KvLayer{base, base + half_bytes, block_size_, num_blocks_ + 1};
 }
 
 int64_t CudaLlamaModel::GraphMaxKeys() const {
@@ -316,7 +316,7 @@ StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const 
   auto to_prefill_kernel = [&](const ForwardSequence& q) { return prefill_kernel_ && q.count >= kPrefillMinRows; };
   int64_t prefill_rows = 0;
   for (const ForwardSequence& q : seqs) prefill_rows += to_prefill_kernel(q) ? q.count : 0;
-  HostPrefillBatch prefill(PrefillTileRows(prefill_rows, slice_.q_heads, sm_count_));
+  HostPrefillBatch prefill(PrefillTileRows(prefill_rows, slice_.q_heads, config_.head_dim, block_size_, sm_count_));
   for (size_t s = 0; s < seqs.size(); ++s) {
     const ForwardSequence& q = seqs[s];
     if (to_prefill_kernel(q)) {

@@ -38,6 +38,9 @@ struct KvLayer {
   void* k = nullptr;
   void* v = nullptr;
   int64_t block_size = 0;
+  // Blocks in each of k and v, when known: the Hopper prefill kernel's bulk tensor copies
+  // need the cache's extent (prefill_attention_wgmma.cu); 0 leaves it on cp.async.
+  int64_t num_blocks = 0;
 };
 
 // rope_kv_write.cu: for each row r of qkv ([rows, (q_heads + 2 kv_heads) * head_dim], q then k then v),

@@ -1,9 +1,9 @@
 // See pdl.cuh: whether launches on the current device use Programmatic Dependent Launch.
-#include <atomic>
 #include <cstdlib>
 #include <string>
 
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/per_device_flag.h"
 
 namespace tg {
 namespace cuda {
@@ -50,20 +50,8 @@ bool DeviceRunsPdl(int device) {
 
 bool PdlEnabled(PdlKernel which) {
   if (!(AllowedByEnvironment() & (1u << static_cast<int>(which)))) return false;
-  constexpr int kMaxDevices = 64;
-  enum : int { kUnknown = 0, kOff, kOn };
-  // Zero-initialised (static storage): every device starts kUnknown. Two threads that both
-  // find it unknown compute the same answer, so no lock is needed.
-  static std::atomic<int> state[kMaxDevices];
-  int device = 0;
-  TG_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= kMaxDevices) return false;
-  int known = state[device].load(std::memory_order_relaxed);
-  if (known == kUnknown) {
-    known = DeviceRunsPdl(device) ? kOn : kOff;
-    state[device].store(known, std::memory_order_relaxed);
-  }
-  return known == kOn;
+  static PerDeviceFlag runs_pdl;
+  return runs_pdl.Get(DeviceRunsPdl);
 }
 
 }  // namespace cuda

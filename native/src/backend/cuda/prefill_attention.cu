@@ -27,6 +27,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -36,6 +37,7 @@
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/prefill_attention.h"
+#include "backend/cuda/prefill_attention_wgmma.h"
 
 namespace tg {
 namespace cuda {
@@ -47,10 +49,7 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kBlockN = 64;  // keys per K/V tile
 
-struct Shape {
-  int q_heads, kv_heads, group, block_size, window;
-  float scale_log2;  // softmax scale × log2(e): scores go through exp2
-};
+using Shape = PrefillShape;
 
 // Shared-memory tiles hold rows of D 16-bit elements (D * 2 bytes, a multiple of 128),
 // 16-byte chunk c of row r stored at chunk c ^ (r % 8) (D >= 64: at least 8 chunks).
@@ -399,9 +398,17 @@ void Launch(cudaStream_t stream, const void* q, KvLayer cache, const PrefillBatc
 
 bool PrefillAttentionSupports(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
+bool PrefillUsesWgmma(int64_t head_dim, int64_t block_size, int tile_rows, PrefillKernel kernel) {
+  static const bool allowed = [] {
+    const char* env = std::getenv("TEXT_GEN_PREFILL_WGMMA");
+    return !(env && std::string(env) == "0");
+  }();
+  return kernel == PrefillKernel::kBest && allowed && PrefillWgmmaTakes(head_dim, block_size, tile_rows);
+}
+
 void LaunchPrefillAttention(cudaStream_t stream, ElemType type, const void* q, KvLayer cache,
                             const PrefillBatch& batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                            int64_t window, float scale, void* out) {
+                            int64_t window, float scale, void* out, PrefillKernel kernel) {
   if (batch.num_items <= 0) return;
   if (!PrefillAttentionSupports(head_dim)) {
     throw std::runtime_error("prefill_attention: head_dim " + std::to_string(head_dim) +
@@ -417,6 +424,10 @@ void LaunchPrefillAttention(cudaStream_t stream, ElemType type, const void* q, K
   if (batch.num_items > 65535) throw std::runtime_error("prefill_attention: more than 65535 work items");
   const Shape sh{static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(q_heads / kv_heads),
                  static_cast<int>(cache.block_size), static_cast<int>(window > 0 ? window : 0), scale * kLog2e};
+  if (cache.num_blocks > 0 && PrefillUsesWgmma(head_dim, cache.block_size, batch.tile_rows, kernel)) {
+    LaunchPrefillAttentionWgmma(stream, type, q, cache, batch, sh, out);
+    return;
+  }
   TG_DISPATCH_HALF(type, Launch, stream, q, cache, batch, head_dim, sh, out);
   TG_CUDA_CHECK_LAUNCH("prefill_attention");
 }

@@ -32,13 +32,6 @@ constexpr int64_t kPrefillMinRows = 256;
 constexpr int kPrefillTileRowsLarge = 128;
 constexpr int kPrefillTileRowsSmall = 64;
 
-// The tile rows for a step with `rows` prefill rows in total: the large tile when it
-// still gives about two waves of CTAs (two per SM fit), else the small one.
-inline int PrefillTileRows(int64_t rows, int64_t q_heads, int sm_count) {
-  const int64_t ctas = (rows + kPrefillTileRowsLarge - 1) / kPrefillTileRowsLarge * q_heads;
-  return ctas >= 4 * static_cast<int64_t>(sm_count) ? kPrefillTileRowsLarge : kPrefillTileRowsSmall;
-}
-
 // The prefill sequences of one attention call, device pointers (all int32 arrays).
 struct PrefillBatch {
   const int32_t* seq_row_start = nullptr;    // [seqs] first row of the sequence in q/out
@@ -103,6 +96,26 @@ struct HostPrefillBatch {
 // LaunchPagedAttention for every row.
 bool PrefillAttentionSupports(int64_t head_dim);
 
+// Which kernel takes the items: kBest the Hopper one (prefill_attention_wgmma.h) where it
+// takes the shape (head dim 128, 128-row items, blocks of a power of two >= 8 keys, the
+// cache's num_blocks known) and TEXT_GEN_PREFILL_WGMMA is not 0, else the mma.sync one,
+// which kMmaSync always takes (the tests compare the two).
+enum class PrefillKernel { kBest, kMmaSync };
+
+// Whether LaunchPrefillAttention runs the Hopper kernel for a cache of this block size
+// whose num_blocks is known.
+bool PrefillUsesWgmma(int64_t head_dim, int64_t block_size, int tile_rows, PrefillKernel kernel = PrefillKernel::kBest);
+
+// The tile rows for a step with `rows` prefill rows in total: the large tile when the
+// Hopper kernel takes it (it beat the mma.sync kernel's small tile at every size timed,
+// even 16 rows after 4k cached keys: cuda-notes, session 7) or when it still gives about
+// two waves of mma.sync CTAs (two per SM fit), else the small one.
+inline int PrefillTileRows(int64_t rows, int64_t q_heads, int64_t head_dim, int64_t block_size, int sm_count) {
+  if (PrefillUsesWgmma(head_dim, block_size, kPrefillTileRowsLarge)) return kPrefillTileRowsLarge;
+  const int64_t ctas = (rows + kPrefillTileRowsLarge - 1) / kPrefillTileRowsLarge * q_heads;
+  return ctas >= 4 * static_cast<int64_t>(sm_count) ? kPrefillTileRowsLarge : kPrefillTileRowsSmall;
+}
+
 // prefill_attention.cu: for each row of each sequence of `batch`, causal attention of
 // q ([rows, q_heads, head_dim], RoPE applied) over the cache's keys 0..position of
 // the row (with window > 0 only keys > position - window), query head h reading KV
@@ -111,7 +124,7 @@ bool PrefillAttentionSupports(int64_t head_dim);
 // head_dim or tile_rows.
 void LaunchPrefillAttention(cudaStream_t stream, ElemType type, const void* q, KvLayer cache,
                             const PrefillBatch& batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                            int64_t window, float scale, void* out);
+                            int64_t window, float scale, void* out, PrefillKernel kernel = PrefillKernel::kBest);
 
 }  // namespace cuda
 }  // namespace tg

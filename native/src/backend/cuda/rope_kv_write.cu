@@ -1,7 +1,10 @@
 // RoPE fused with the KV-cache write. A CTA takes one token row and kHeadsPerCta of its
 // heads (query, key or value), so that a decode row is spread over several SMs: the
 // kernel is latency-bound at batch 1, and one CTA looping over all heads of a row made it
-// several times slower. cos/sin of each frequency are computed per CTA (from the f32
+// several times slower. A step of kWholeRowRows rows or more (a prefill) has rows enough
+// to fill the GPU, and there a CTA takes all heads of its row: with 4 heads, each of a
+// row's CTAs repeated the row's sines and cosines and kept 3/4 of its threads idle, and an
+// 8k-token prefill's call took twice its bytes' time (cuda-notes, session 7). cos/sin of each frequency are computed per CTA (from the f32
 // angle, in double, as the CPU backend does); q is rotated into q_out, and k (rotated)
 // and v go straight into their paged slots. Each thread moves runs of 8 elements with
 // 16-byte loads and stores where the head dim allows (half a head a multiple of 8): a
@@ -20,6 +23,7 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kHeadsPerCta = 4;
+constexpr int64_t kWholeRowRows = 256;
 constexpr int kMaxHalf = 256;  // head_dim <= 512
 
 // W consecutive elements of a bf16/fp16 row, plus its f32 bias when there is one, as f32.
@@ -58,15 +62,15 @@ __device__ __forceinline__ void StoreRun(T* dst, const float (&v)[W]) {
 template <typename T, int W>
 __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t* positions, const float* inv_freq,
                                   const int32_t* freq_index, const int32_t* slot_block, const int32_t* slot_offset,
-                                  int q_heads, int kv_heads, int head_dim, T* q_out, T* k_cache, T* v_cache,
-                                  int64_t block_size) {
+                                  int q_heads, int kv_heads, int head_dim, int heads_per_cta, T* q_out, T* k_cache,
+                                  T* v_cache, int64_t block_size) {
   PdlStartShortKernel();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t r = blockIdx.x;
   const int half = head_dim / 2;
   const int rot_heads = q_heads + kv_heads;
-  const int head_begin = blockIdx.y * kHeadsPerCta;
-  const int head_end = min(head_begin + kHeadsPerCta, rot_heads + kv_heads);
+  const int head_begin = blockIdx.y * heads_per_cta;
+  const int head_end = min(head_begin + heads_per_cta, rot_heads + kv_heads);
   if (head_begin < rot_heads) {
     const float* freqs = inv_freq + (freq_index ? static_cast<int64_t>(freq_index[r]) * half : 0);
     const float pos = static_cast<float>(positions[r]);
@@ -117,13 +121,15 @@ template <typename T>
 void Launch(cudaStream_t stream, const void* qkv, const float* bias, const int32_t* positions, const float* inv_freq,
             const int32_t* freq_index, const int32_t* slot_block, const int32_t* slot_offset, int64_t rows,
             int64_t q_heads, int64_t kv_heads, int64_t head_dim, void* q_out, KvLayer cache) {
-  const unsigned head_groups = static_cast<unsigned>((q_heads + 2 * kv_heads + kHeadsPerCta - 1) / kHeadsPerCta);
+  const int64_t heads = q_heads + 2 * kv_heads;
+  const int heads_per_cta = static_cast<int>(rows >= kWholeRowRows ? heads : kHeadsPerCta);
+  const unsigned head_groups = static_cast<unsigned>((heads + heads_per_cta - 1) / heads_per_cta);
   // Every run of 8 starts 16 bytes into an aligned row (and 32 into the f32 bias).
   const bool runs_of_8 = (head_dim / 2) % 8 == 0 && Aligned(qkv, 16) && Aligned(q_out, 16) && Aligned(cache.k, 16) &&
                          Aligned(cache.v, 16) && Aligned(bias, 16);
   LaunchWithPdl(PdlKernel::kRope, runs_of_8 ? RopeKvWriteKernel<T, 8> : RopeKvWriteKernel<T, 1>, dim3(static_cast<unsigned>(rows), head_groups), dim3(kThreads),
                 0, stream, static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
-                static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim),
+                static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim), heads_per_cta,
                 static_cast<T*>(q_out), static_cast<T*>(cache.k), static_cast<T*>(cache.v), cache.block_size);
 }
 
