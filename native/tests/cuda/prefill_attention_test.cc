@@ -404,7 +404,7 @@ int Perf() {
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   std::printf("perf, bf16, Llama-3-8B attention (32/8 heads, d 128, block 16), median of 10 runs, %d SMs:\n", sms);
   for (int64_t n : {1024, 4096, 8192}) PerfOne(0, n, sms);
-  // Short chunks after a long prefix: where kPrefillMinRows should sit.
+  // Short chunks after a long prefix: where PrefillMinRows should sit.
   for (int64_t n : {16, 32, 64, 128, 512}) PerfOne(4096, n, sms);
   return tgtest::Failures() == 0 ? 0 : 1;
 }

@@ -313,7 +313,8 @@ StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const 
   HostAttentionBatch attention;
   std::vector<float> inv_freq = dynamic_rope_ ? std::vector<float>() : inv_freq_;
   StepLayout L;
-  auto to_prefill_kernel = [&](const ForwardSequence& q) { return prefill_kernel_ && q.count >= kPrefillMinRows; };
+  const int64_t min_rows = PrefillMinRows(d, bs);
+  auto to_prefill_kernel = [&](const ForwardSequence& q) { return prefill_kernel_ && q.count >= min_rows; };
   int64_t prefill_rows = 0;
   for (const ForwardSequence& q : seqs) prefill_rows += to_prefill_kernel(q) ? q.count : 0;
   HostPrefillBatch prefill(PrefillTileRows(prefill_rows, slice_.q_heads, config_.head_dim, block_size_, sm_count_));

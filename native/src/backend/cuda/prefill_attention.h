@@ -19,7 +19,7 @@
 namespace tg {
 namespace cuda {
 
-// Rows a sequence needs in a step to go to the prefill kernel. Below this the paged
+// Rows a sequence needs in a step to go to the mma.sync prefill kernel. Below this the paged
 // kernel (tensor-core decode attention with split-KV) is faster: on an H100 at the
 // Llama-3-8B head shape, a chunk after 4,096 cached keys took 0.03/0.05/0.08/0.13 ms
 // there for 16/32/64/128 rows against ~0.18 ms here, and 0.50 against 0.23 ms at 512
@@ -105,6 +105,14 @@ enum class PrefillKernel { kBest, kMmaSync };
 // Whether LaunchPrefillAttention runs the Hopper kernel for a cache of this block size
 // whose num_blocks is known.
 bool PrefillUsesWgmma(int64_t head_dim, int64_t block_size, int tile_rows, PrefillKernel kernel = PrefillKernel::kBest);
+
+// Rows a sequence needs in a step to go to the prefill kernels: kPrefillMinRows, or 128
+// where the Hopper kernel takes the shape. After 4,096 cached keys (H100, the 8B's heads) it
+// took 0.084 ms for a chunk of 128 rows against 0.125 in the paged kernel, and 0.085 against
+// 0.068 for 64 (cuda-notes, session 7).
+inline int64_t PrefillMinRows(int64_t head_dim, int64_t block_size) {
+  return PrefillUsesWgmma(head_dim, block_size, kPrefillTileRowsLarge) ? 128 : kPrefillMinRows;
+}
 
 // The tile rows for a step with `rows` prefill rows in total: the large tile when the
 // Hopper kernel takes it (it beat the mma.sync kernel's small tile at every size timed,
