@@ -39,7 +39,7 @@ struct KvLayer {
   void* v = nullptr;
   int64_t block_size = 0;
   // Blocks in each of k and v, when known: the Hopper prefill kernel's bulk tensor copies
-  // need the cache's extent (prefill_attention_wgmma.cu); 0 leaves it on cp.async.
+  // need the cache's extent (prefill_attention_wgmma.cu); with 0 prefills take the mma.sync kernel.
   int64_t num_blocks = 0;
 };
 
