@@ -303,7 +303,7 @@ async function bench(modelDir) {
     engine.close();
     return;
   }
-  await decode(`graphs${label}${label ? "," : ""}`);
+  await decode(label ? `graphs${label},` : "graphs");
   engine.close();
   if (decodeOnly) return;
   ({ engine } = await open(false));

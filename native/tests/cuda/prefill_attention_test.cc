@@ -185,7 +185,9 @@ std::vector<std::pair<int, PrefillKernel>> KernelsToTest(int64_t head_dim, int64
 void PoisonUnusedSlots(const std::vector<TestSeq>& seqs, const HostCache& hc, ElemType t, std::vector<uint16_t>* bits) {
   std::vector<bool> used(hc.num_blocks * hc.block_size, false);
   for (const TestSeq& s : seqs) {
-    for (int64_t p = 0; p < s.position + s.rows; ++p) used[s.blocks[p / hc.block_size] * hc.block_size + p % hc.block_size] = true;
+    for (int64_t p = 0; p < s.position + s.rows; ++p) {
+      used[s.blocks[p / hc.block_size] * hc.block_size + p % hc.block_size] = true;
+    }
   }
   const uint16_t nan = t == ElemType::kBF16 ? 0x7FC0 : 0x7E00;
   for (int64_t b = 0; b < hc.num_blocks; ++b) {

@@ -128,12 +128,11 @@ void Launch(cudaStream_t stream, float* residual, const void* delta_bytes, const
   int vecs = 1;
   while (quads > int64_t{kMaxThreads} * vecs) vecs *= 2;
   const int threads = static_cast<int>((quads + vecs - 1) / vecs + 31) / 32 * 32;
-  switch (vecs) {
-    case 1: return LaunchVec<T, 1>(stream, threads, residual, delta, weight, row_index, rows, hidden, eps, write_residual, out);
-    case 2: return LaunchVec<T, 2>(stream, threads, residual, delta, weight, row_index, rows, hidden, eps, write_residual, out);
-    case 4: return LaunchVec<T, 4>(stream, threads, residual, delta, weight, row_index, rows, hidden, eps, write_residual, out);
-    default: return LaunchVec<T, 8>(stream, threads, residual, delta, weight, row_index, rows, hidden, eps, write_residual, out);
-  }
+  auto launch = vecs == 1   ? LaunchVec<T, 1>
+                : vecs == 2 ? LaunchVec<T, 2>
+                : vecs == 4 ? LaunchVec<T, 4>
+                            : LaunchVec<T, 8>;
+  launch(stream, threads, residual, delta, weight, row_index, rows, hidden, eps, write_residual, out);
 }
 
 }  // namespace

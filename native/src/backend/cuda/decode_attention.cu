@@ -382,7 +382,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D>())
       float4* dst = reinterpret_cast<float4*>(partial + at * D + c);
       dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
       dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-      if (c == 0) *reinterpret_cast<float2*>(partial + PartialCount(batch, sh) * D + at * 2) = make_float2(row_max, sum);
+      if (c == 0) {
+        *reinterpret_cast<float2*>(partial + PartialCount(batch, sh) * D + at * 2) = make_float2(row_max, sum);
+      }
     }
   }
   if (sh.num_splits > 1 && batch.split_counters) {
@@ -474,9 +476,9 @@ void LaunchDim(cudaStream_t stream, const void* q, KvLayer cache, const Attentio
                float* workspace, void* out) {
   const dim3 grid(static_cast<unsigned>(batch.num_items), static_cast<unsigned>(sh.kv_heads),
                   static_cast<unsigned>(sh.num_splits));
-  LaunchWithPdl(PdlKernel::kAttention, DecodeAttentionKernel<T, D>, grid, dim3(kThreads), SharedBytes(D, sh.stages), stream,
-                static_cast<const T*>(q), static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), batch, sh,
-                workspace, static_cast<T*>(out));
+  LaunchWithPdl(PdlKernel::kAttention, DecodeAttentionKernel<T, D>, grid, dim3(kThreads), SharedBytes(D, sh.stages),
+                stream, static_cast<const T*>(q), static_cast<const T*>(cache.k), static_cast<const T*>(cache.v), batch,
+                sh, workspace, static_cast<T*>(out));
   if (sh.num_splits > 1 && !batch.split_counters) {
     TG_CUDA_CHECK_LAUNCH("decode_attention");
     const dim3 merge_grid(static_cast<unsigned>(batch.num_items), static_cast<unsigned>(sh.kv_heads));

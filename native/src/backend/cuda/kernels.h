@@ -123,7 +123,8 @@ inline int AttentionSplits(int64_t num_items, int64_t kv_heads, int64_t max_keys
 
 inline size_t AttentionWorkspaceBytes(int64_t num_items, int64_t kv_heads, int64_t head_dim, int num_splits) {
   if (num_splits <= 1) return 0;
-  return sizeof(float) * static_cast<size_t>(num_items * kv_heads * num_splits * kAttentionItemQueries * (head_dim + 2));
+  const int64_t states = num_items * kv_heads * num_splits * kAttentionItemQueries;  // each O (head_dim) + max + sum
+  return sizeof(float) * static_cast<size_t>(states * (head_dim + 2));
 }
 
 // silu_mul.cu: out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i] for i < inter.

@@ -49,8 +49,6 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kBlockN = 64;  // keys per K/V tile
 
-using Shape = PrefillShape;
-
 // Shared-memory tiles hold rows of D 16-bit elements (D * 2 bytes, a multiple of 128),
 // 16-byte chunk c of row r stored at chunk c ^ (r % 8) (D >= 64: at least 8 chunks).
 // Addresses are split so that unrolled loops only add constants: a lane's part,
@@ -76,7 +74,7 @@ constexpr int MinBlocks() { return D == 64 && kMTiles == 1 ? 4 : 2; }
 template <typename T, int D, int kMTiles>
 __global__ void __launch_bounds__(kThreads, MinBlocks<D, kMTiles>())
     PrefillAttentionKernel(const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-                           PrefillBatch batch, Shape sh, T* __restrict__ out) {
+                           PrefillBatch batch, PrefillShape sh, T* __restrict__ out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // mma.sync with bf16 and cp.async need sm_80
 #else
@@ -364,7 +362,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<D, kMTiles>())
 }
 
 template <typename T, int D, int kMTiles>
-void LaunchTile(cudaStream_t stream, const void* q, KvLayer cache, const PrefillBatch& batch, Shape sh, void* out) {
+void LaunchTile(cudaStream_t stream, const void* q, KvLayer cache, const PrefillBatch& batch, PrefillShape sh,
+                void* out) {
   constexpr int kBlockM = kWarps * 16 * kMTiles;
   constexpr size_t kSmem = sizeof(T) * (kBlockM + 4 * kBlockN) * D;
   auto kernel = PrefillAttentionKernel<T, D, kMTiles>;
@@ -381,8 +380,8 @@ void LaunchTile(cudaStream_t stream, const void* q, KvLayer cache, const Prefill
 }
 
 template <typename T>
-void Launch(cudaStream_t stream, const void* q, KvLayer cache, const PrefillBatch& batch, int64_t head_dim, Shape sh,
-            void* out) {
+void Launch(cudaStream_t stream, const void* q, KvLayer cache, const PrefillBatch& batch, int64_t head_dim,
+            PrefillShape sh, void* out) {
   // kMTiles = tile rows / 64: each of the 4 warps owns 16 · kMTiles rows.
   const bool large = batch.tile_rows == kPrefillTileRowsLarge;
   if (head_dim == 128) {
@@ -422,7 +421,7 @@ void LaunchPrefillAttention(cudaStream_t stream, ElemType type, const void* q, K
     throw std::runtime_error("prefill_attention: q_heads must be a multiple of kv_heads, block_size positive");
   }
   if (batch.num_items > 65535) throw std::runtime_error("prefill_attention: more than 65535 work items");
-  const Shape sh{static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(q_heads / kv_heads),
+  const PrefillShape sh{static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(q_heads / kv_heads),
                  static_cast<int>(cache.block_size), static_cast<int>(window > 0 ? window : 0), scale * kLog2e};
   if (cache.num_blocks > 0 && PrefillUsesWgmma(head_dim, cache.block_size, batch.tile_rows, kernel)) {
     LaunchPrefillAttentionWgmma(stream, type, q, cache, batch, sh, out);

@@ -122,8 +122,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // under a branch it cannot prove uniform (C7520).
   const int warp_id = __shfl_sync(0xffffffffu, tid / 32, 0);
   if (tid == 0) {
-    for (int b = 0; b < 4; ++b) tma::BarrierInit(bar_s + 8 * b, 1);  // full: the producer's arrival + bytes
-    for (int b = 4; b < kBarriers; ++b) tma::BarrierInit(bar_s + 8 * b, kConsumerThreads / 32);  // empty: each consumer warp
+    // Full: the producer's one arrival and the bytes. Empty: one arrival per consumer warp.
+    for (int b = 0; b < 4; ++b) tma::BarrierInit(bar_s + 8 * b, 1);
+    for (int b = 4; b < kBarriers; ++b) tma::BarrierInit(bar_s + 8 * b, kConsumerThreads / 32);
     tma::FenceBarrierInit();
   }
   __syncthreads();
@@ -429,7 +430,8 @@ void LaunchPrefillAttentionWgmma(cudaStream_t stream, ElemType type, const void*
     throw std::runtime_error("prefill_attention_wgmma: needs sm_90a code on an sm_90 GPU, tile_rows " +
                              std::to_string(kBlockM) + ", blocks of a power of two >= 8 keys and the cache's "
                              "num_blocks (got tile_rows " + std::to_string(batch.tile_rows) + ", block_size " +
-                             std::to_string(cache.block_size) + ", num_blocks " + std::to_string(cache.num_blocks) + ")");
+                             std::to_string(cache.block_size) + ", num_blocks " +
+                             std::to_string(cache.num_blocks) + ")");
   }
   TG_DISPATCH_HALF(type, Launch, stream, q, cache, batch, sh, out);
   TG_CUDA_CHECK_LAUNCH("prefill_attention_wgmma");

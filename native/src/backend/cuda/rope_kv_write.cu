@@ -4,11 +4,12 @@
 // several times slower. A step of kWholeRowRows rows or more (a prefill) has rows enough
 // to fill the GPU, and there a CTA takes all heads of its row: with 4 heads, each of a
 // row's CTAs repeated the row's sines and cosines and kept 3/4 of its threads idle, and an
-// 8k-token prefill's call took twice its bytes' time (cuda-notes, session 7). cos/sin of each frequency are computed per CTA (from the f32
-// angle, in double, as the CPU backend does); q is rotated into q_out, and k (rotated)
-// and v go straight into their paged slots. Each thread moves runs of 8 elements with
-// 16-byte loads and stores where the head dim allows (half a head a multiple of 8): a
-// prefill's rows are bandwidth-bound, and 2-byte accesses ran at a third of it.
+// 8k-token prefill's call took twice its bytes' time (cuda-notes, session 7). cos/sin of
+// each frequency are computed per CTA (from the f32 angle, in double, as the CPU backend
+// does); q is rotated into q_out, and k (rotated) and v go straight into their paged
+// slots. Each thread moves runs of 8 elements with 16-byte loads and stores where the
+// head dim allows (half a head a multiple of 8): a prefill's rows are bandwidth-bound,
+// and 2-byte accesses ran at a third of it.
 #include <cstdint>
 #include <stdexcept>
 
@@ -127,8 +128,9 @@ void Launch(cudaStream_t stream, const void* qkv, const float* bias, const int32
   // Every run of 8 starts 16 bytes into an aligned row (and 32 into the f32 bias).
   const bool runs_of_8 = (head_dim / 2) % 8 == 0 && Aligned(qkv, 16) && Aligned(q_out, 16) && Aligned(cache.k, 16) &&
                          Aligned(cache.v, 16) && Aligned(bias, 16);
-  LaunchWithPdl(PdlKernel::kRope, runs_of_8 ? RopeKvWriteKernel<T, 8> : RopeKvWriteKernel<T, 1>, dim3(static_cast<unsigned>(rows), head_groups), dim3(kThreads),
-                0, stream, static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
+  LaunchWithPdl(PdlKernel::kRope, runs_of_8 ? RopeKvWriteKernel<T, 8> : RopeKvWriteKernel<T, 1>,
+                dim3(static_cast<unsigned>(rows), head_groups), dim3(kThreads), 0, stream,
+                static_cast<const T*>(qkv), bias, positions, inv_freq, freq_index, slot_block, slot_offset,
                 static_cast<int>(q_heads), static_cast<int>(kv_heads), static_cast<int>(head_dim), heads_per_cta,
                 static_cast<T*>(q_out), static_cast<T*>(cache.k), static_cast<T*>(cache.v), cache.block_size);
 }

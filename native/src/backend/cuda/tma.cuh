@@ -20,7 +20,9 @@ __device__ __forceinline__ void BarrierInit(uint32_t bar, uint32_t arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
 }
 // Makes barrier initialisation visible to the copy engine; a __syncthreads must follow.
-__device__ __forceinline__ void FenceBarrierInit() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void FenceBarrierInit() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
 
 // The phase now open completes when `bytes` more bytes have been copied (0: at once).
 __device__ __forceinline__ void ArriveExpectBytes(uint32_t bar, uint32_t bytes) {
