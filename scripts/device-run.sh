@@ -7,7 +7,8 @@
 # Always: unpacks node, the compiled JS and the build's node_modules from .device/,
 # builds the addon with the CUDA backend (and the CUDA tests), compiles the cuBLASLt
 # and NCCL shim checks against the real headers, and runs the kernel tests
-# (cuda_ops_test, prefill_attention_test, gemv_test; peer_collectives_test with 2+ GPUs)
+# (cuda_ops_test, prefill_attention_test, silu_gate_up_gemm_test, gemv_test; peer_collectives_test
+# with 2+ GPUs)
 # and the end-to-end checks
 # through the addon (stories260k greedy, random models' logits against the CPU).
 # Then each MODE, in order:
@@ -26,9 +27,11 @@
 #             the copy and read bandwidth (membw), and the engine's timings on it
 #             (e2e.mjs bench: load, prefill 1k/4k/8k, decode with and without CUDA graphs)
 #   membw     the copy and read bandwidth of the GPU (torch: 1 GiB copy, 1 GiB sum)
-#   prefill   the prefill attention's timings (prefill_attention_test --perf), then the 8B's
-#             prefills of 1k/4k/8k tokens (e2e.mjs bench, E2E_BENCH=prefill) with the Hopper
-#             attention kernel and without it (TEXT_GEN_PREFILL_WGMMA=0)
+#   prefill   the prefill attention's and the gate/up GEMM's timings (prefill_attention_test and
+#             silu_gate_up_gemm_test --perf), then the 8B's prefills of 1k/4k/8k tokens (e2e.mjs
+#             bench, E2E_BENCH=prefill) as built alternating with $PREFILL_AB (default
+#             TEXT_GEN_SILU_GEMM=0: without the Hopper gate/up GEMM), then without the Hopper
+#             attention kernel (TEXT_GEN_PREFILL_WGMMA=0)
 #   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
 #   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
 #             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
@@ -84,7 +87,7 @@ step() {
 }
 finish() {
   echo
-  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/gemv*.txt "$LOGS"/peer.txt 2>/dev/null | head -n 20
+  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/silu-gemm*.txt "$LOGS"/gemv*.txt "$LOGS"/peer.txt 2>/dev/null | head -n 20
   grep -h "^worst relative error" -A12 "$LOGS"/kernels.txt 2>/dev/null | head -n 14
   grep -h "^RESULT" "$LOGS"/*.txt | sed 's/^RESULT /  /'
   echo "card: $card ($(date -u +%FT%TZ)), arch sm_$arch"
@@ -123,11 +126,16 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step kernels-2st kernels-2st.txt env TEXT_GEN_DECODE_STAGES=2 native/build/tests/cuda/cuda_ops_test
   step kernels-4st kernels-4st.txt env TEXT_GEN_DECODE_STAGES=4 native/build/tests/cuda/cuda_ops_test
   step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
+  step silu-gemm silu-gemm.txt native/build/tests/cuda/silu_gate_up_gemm_test
   step gemv gemv.txt native/build/tests/cuda/gemv_test
   # Programmatic Dependent Launch is off by default; its kernels must stay correct with it on.
   step kernels-pdl kernels-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/cuda_ops_test
   step gemv-pdl gemv-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/gemv_test
   step logits-pdl logits-pdl.txt env TEXT_GEN_PDL=all node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
+    .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
+  # Every step's MLP through the Hopper gate/up GEMM (from one row; the default is from 512),
+  # where the models' shapes allow it (not llama3-gqa4-d64's intermediate size of 688).
+  step logits-silu logits-silu.txt env TEXT_GEN_SILU_GEMM=1 node native/tests/cuda/e2e.mjs logits \
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
   step peer peer.txt native/build/tests/cuda/peer_collectives_test  # skips with fewer than 2 GPUs
   step stories260k stories.txt node native/tests/cuda/e2e.mjs stories models/stories260k
@@ -139,11 +147,13 @@ fi
 if has perf || has opsperf; then
   step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
 fi
-if has prefill && [ "${SKIP_TESTS:-0}" = 1 ]; then  # a measuring call still checks the kernel it times
+if has prefill && [ "${SKIP_TESTS:-0}" = 1 ]; then  # a measuring call still checks the kernels it times
   step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
+  step silu-gemm silu-gemm.txt native/build/tests/cuda/silu_gate_up_gemm_test
 fi
 if has perf || has prefill; then
   step attn-perf attn-perf.txt native/build/tests/cuda/prefill_attention_test --perf
+  step silu-gemm-perf silu-gemm-perf.txt native/build/tests/cuda/silu_gate_up_gemm_test --perf
 fi
 if has perf; then
   step kernel-perf-old kernel-perf-old.txt env TEXT_GEN_DECODE_ATTENTION=0 native/build/tests/cuda/cuda_ops_test --perf
@@ -195,8 +205,8 @@ if has membw; then membw; fi
 
 if has prefill; then
   gen_8b
-  step prefill-8b prefill-8b.txt timeout "$(budget 90)" env E2E_BENCH=prefill E2E_LABEL=best \
-    node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  step prefill-8b prefill-8b.txt timeout "$(budget 120)" env E2E_BENCH=prefill E2E_LABEL=best \
+    E2E_AB="${PREFILL_AB:-TEXT_GEN_SILU_GEMM=0}" node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
   step prefill-8b-mma prefill-8b-mma.txt timeout "$(budget 90)" env E2E_BENCH=prefill TEXT_GEN_PREFILL_WGMMA=0 \
     E2E_LABEL=mma.sync node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
 fi

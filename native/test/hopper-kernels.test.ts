@@ -1,8 +1,9 @@
-// The Hopper kernels compile for sm_90a the way they were measured: ptxas must not
-// serialise their wgmma's (it does so silently, with only an info line, when a wgmma sits
-// under a branch it cannot prove uniform or registers run short, and the prefill attention
-// then ran at half its speed: bench/results/cuda-notes.md, session 7), nor spill. Needs
-// nvcc (CI has it); without one the check says it skipped.
+// The Hopper kernels (the prefill attention, the gate/up GEMM) compile for sm_90a the way
+// they were measured: ptxas must not serialise their wgmma's (it does so silently, with only
+// an info line, when a wgmma sits under a branch it cannot prove uniform or registers run
+// short, and the prefill attention then ran at half its speed: bench/results/cuda-notes.md,
+// session 7), nor spill (the gate/up GEMM's fp16 epilogue did, at first). Needs nvcc (CI has
+// it); without one the check says it skipped.
 import t from "tap";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -10,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 const srcDir = resolve(import.meta.dirname, "../src");
-const kernels = ["backend/cuda/prefill_attention_wgmma.cu"];
+const kernels = ["backend/cuda/prefill_attention_wgmma.cu", "backend/cuda/silu_gate_up_gemm.cu"];
 
 function findNvcc(): string | undefined {
   const fromPath = spawnSync("nvcc", ["--version"], { encoding: "utf8" });

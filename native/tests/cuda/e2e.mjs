@@ -254,19 +254,37 @@ async function bench(modelDir) {
   // in its result lines (device-run.sh's envsets, pdlsets and prefill).
   const decodeOnly = process.env.E2E_BENCH === "decode";
   const label = process.env.E2E_LABEL ? `, ${process.env.E2E_LABEL}` : "";
-  for (const n of decodeOnly ? [] : [1024, 4096, 8192]) {
-    const times = [];
-    for (let rep = 0; rep < 3; ++rep) {  // the first run plans the GEMMs and grows the buffers
-      const s = seqOf(tokens(n, rep), 1);
-      const t = performance.now();
-      await engine.step([stepOf(s, s.prompt, 0, true)]);
-      times.push(performance.now() - t);
-      engine.release([s.id]);
+  // E2E_AB="K=V ...": each prefill size also runs with those variables set (the engine reads
+  // them at every step), alternating with the plain runs, 5 of each: under the GPU's power
+  // cap consecutive runs drift, which would favour whichever variant went first.
+  const ab = process.env.E2E_AB ? process.env.E2E_AB.split(" ").map((kv) => kv.split("=")) : null;
+  const setAb = (on) => {
+    for (const [k, v] of ab ?? []) {
+      if (on) process.env[k] = v;
+      else delete process.env[k];
     }
-    const ms = Math.min(...times.slice(1));
+  };
+  for (const n of decodeOnly ? [] : [1024, 4096, 8192]) {
+    const times = [[], []];
+    const variants = ab ? 2 : 1;
+    for (let rep = 0; rep < (ab ? 6 : 3); ++rep) {  // the first run plans the GEMMs and grows the buffers
+      for (let v = 0; v < variants; ++v) {
+        setAb(v === 1);
+        const s = seqOf(tokens(n, rep), 1);
+        const t = performance.now();
+        await engine.step([stepOf(s, s.prompt, 0, true)]);
+        times[v].push(performance.now() - t);
+        engine.release([s.id]);
+      }
+    }
+    setAb(false);
     // Causal attention: n(n+1)/2 query-key pairs, 4·d FLOPs each (QKᵀ and PV).
     const flops = 2 * n * layerParams * c.numLayers + 2 * n * (n + 1) * d * c.numHeads * c.numLayers + 2 * c.hiddenSize * c.vocabSize;
-    console.log(`RESULT bench prefill ${n} tokens${label}: ${ms.toFixed(1)} ms, ${(flops / ms / 1e9).toFixed(0)} TFLOP/s (runs ${times.map((x) => x.toFixed(0)).join(" ")} ms)`);
+    for (let v = 0; v < variants; ++v) {
+      const ms = Math.min(...times[v].slice(1));
+      const which = v === 1 ? `, ${process.env.E2E_AB}` : label;
+      console.log(`RESULT bench prefill ${n} tokens${which}: ${ms.toFixed(1)} ms, ${(flops / ms / 1e9).toFixed(0)} TFLOP/s (runs ${times[v].map((x) => x.toFixed(0)).join(" ")} ms)`);
+    }
   }
 
   // Whole decode steps (forward, lm_head, GPU sampling, tokens back), with the decode

@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -42,6 +43,7 @@
 #include "backend/cuda/peer/peer_communicator.h"
 #include "backend/cuda/prefill_attention.h"
 #include "backend/cuda/sampling/gpu_sampler.h"
+#include "backend/cuda/silu_gate_up_gemm.h"
 #include "backend/cuda/step_profiler.h"
 #include "core/dtype.h"
 #include "engine/engine.h"
@@ -54,6 +56,20 @@ namespace {
 // beyond them is sampled on the host (Engine::Step). 64 slots of up to a whole
 // vocabulary of (token, count) pairs is 64 MiB at V = 128256.
 constexpr int32_t kPenaltySlots = 64;
+// From this many rows a step's MLP takes the gate/up GEMM with SiLU-mul in its epilogue:
+// below it the 128-row tiles leave SMs idle and cuBLASLt's GEMM plus the pass was faster
+// (silu_gate_up_gemm_test --perf, cuda-notes session 8).
+constexpr int64_t kSiluGemmMinRows = 512;
+
+// Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
+// never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
+// in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
+int64_t SiluGemmMinRows() {
+  const char* env = std::getenv("TEXT_GEN_SILU_GEMM");
+  if (!env) return kSiluGemmMinRows;
+  const int64_t rows = std::atoll(env);
+  return rows > 0 ? rows : std::numeric_limits<int64_t>::max();
+}
 
 // The activations of one forward, grown to the largest step seen. Decode graphs
 // have their own set, allocated once at their largest bucket, since a graph holds
@@ -417,6 +433,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   prefill.tile_rows = L.p_tile_rows;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float eps = static_cast<float>(c.rms_norm_eps);
+  const int64_t silu_gemm_min_rows = SiluGemmMinRows();
   const float* inv_freq = reinterpret_cast<const float*>(at(L.inv_freq));
   auto mark = [&](const char* op) { profiler_.Mark(stream_, op); };
   auto all_reduce = [&](void* data, size_t count, ElemType type) {
@@ -446,8 +463,10 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
     add_norm(l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>());
-    gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
-    mark("qkv");
+    if (!profiler_.Skips("qkv")) {
+      gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
+      mark("qkv");
+    }
     if (!profiler_.Skips("rope_kv_write")) {
       LaunchRopeKvWrite(stream_, type_, a.qkv.get(), W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr,
                         at(L.positions), inv_freq, dynamic_rope_ ? at(L.freq_index) : nullptr, at(L.slot_block),
@@ -459,19 +478,37 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
                            splits, a.attn_workspace.as<float>(), a.attn.get());
       mark("attention");
     }
-    if (prefill.num_items > 0) {
+    if (prefill.num_items > 0 && !profiler_.Skips("prefill_attention")) {
       LaunchPrefillAttention(stream_, type_, a.q.get(), CacheLayer(l), prefill, qh, kvh, d, c.sliding_window, scale,
                              a.attn.get());
       mark("prefill_attention");
     }
-    gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
-    mark("o");
+    if (!profiler_.Skips("o")) {
+      gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
+      mark("o");
+    }
     add_norm(a.proj.get(), W.post_norm.as<float>());
-    gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
-    mark("gate_up");
-    gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
-                       type_);
-    mark("silu_down");
+    if (t >= silu_gemm_min_rows && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_)) {
+      // A prefill's MLP: SiLU-mul in the gate/up GEMM's epilogue, no [t, 2·inter] buffer.
+      if (!profiler_.Skips("gate_up")) {
+        LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden);
+        mark("gate_up_silu");
+      }
+      if (!profiler_.Skips("silu_down")) {
+        gemm_->Run(stream_, a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_, type_);
+        mark("down");
+      }
+    } else {
+      if (!profiler_.Skips("gate_up")) {
+        gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
+        mark("gate_up");
+      }
+      if (!profiler_.Skips("silu_down")) {
+        gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
+                           type_);
+        mark("silu_down");
+      }
+    }
   }
   if (r == 0) return;
   // Only the rows that need logits: the last residual add and the final norm, gathered.

@@ -1,6 +1,7 @@
-// Hopper warpgroup matrix multiply (wgmma, sm_90a) for the prefill attention: shared-memory
-// matrix descriptors for 128-byte-swizzled tiles, m64n128k16 with f32 accumulators and B
-// from shared memory, A from shared memory or registers, and the fences around them.
+// Hopper warpgroup matrix multiply (wgmma, sm_90a) for the prefill attention and the MLP's
+// gate/up GEMM: shared-memory matrix descriptors for 128-byte-swizzled tiles, m64n128k16 and
+// m64n256k16 with f32 accumulators and B from shared memory, A from shared memory or
+// registers, and the fences around them.
 //
 // The tile layout every descriptor here describes (PTX ISA, "Matrix Descriptor"; CUTLASS
 // calls it the 128-byte swizzle atom): rows of 64 16-bit elements (128 bytes), a row's
@@ -50,6 +51,13 @@ __device__ __forceinline__ void Touch(float& v) { asm volatile("" : "+f"(v)::"me
 __device__ __forceinline__ void Touch(float (&d)[16][4]) {
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) Touch(d[j][e]);
+  }
+}
+__device__ __forceinline__ void Touch(float (&d)[32][4]) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) Touch(d[j][e]);
   }
@@ -134,6 +142,75 @@ __device__ __forceinline__ void MmaRSTransB(float (&d)[16][4], const uint32_t (&
   }
 }
 
+#define TG_WGMMA_ACCUMULATORS_256(d) \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+  "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+  "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+  "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+  "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
+  "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+  "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+  "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
+  "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
+  "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
+  "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
+  "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
+  "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
+  "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
+  "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
+  "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]), \
+  "+f"(d[16][0]), "+f"(d[16][1]), "+f"(d[16][2]), "+f"(d[16][3]), \
+  "+f"(d[17][0]), "+f"(d[17][1]), "+f"(d[17][2]), "+f"(d[17][3]), \
+  "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]), \
+  "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3]), \
+  "+f"(d[20][0]), "+f"(d[20][1]), "+f"(d[20][2]), "+f"(d[20][3]), \
+  "+f"(d[21][0]), "+f"(d[21][1]), "+f"(d[21][2]), "+f"(d[21][3]), \
+  "+f"(d[22][0]), "+f"(d[22][1]), "+f"(d[22][2]), "+f"(d[22][3]), \
+  "+f"(d[23][0]), "+f"(d[23][1]), "+f"(d[23][2]), "+f"(d[23][3]), \
+  "+f"(d[24][0]), "+f"(d[24][1]), "+f"(d[24][2]), "+f"(d[24][3]), \
+  "+f"(d[25][0]), "+f"(d[25][1]), "+f"(d[25][2]), "+f"(d[25][3]), \
+  "+f"(d[26][0]), "+f"(d[26][1]), "+f"(d[26][2]), "+f"(d[26][3]), \
+  "+f"(d[27][0]), "+f"(d[27][1]), "+f"(d[27][2]), "+f"(d[27][3]), \
+  "+f"(d[28][0]), "+f"(d[28][1]), "+f"(d[28][2]), "+f"(d[28][3]), \
+  "+f"(d[29][0]), "+f"(d[29][1]), "+f"(d[29][2]), "+f"(d[29][3]), \
+  "+f"(d[30][0]), "+f"(d[30][1]), "+f"(d[30][2]), "+f"(d[30][3]), \
+  "+f"(d[31][0]), "+f"(d[31][1]), "+f"(d[31][2]), "+f"(d[31][3])
+#define TG_WGMMA_ACCUMULATOR_REGS_256 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
+
+// d (64 x 256, one [4] per 8 columns as above) = A·B (+ d when accumulate), A 64 x 16 and
+// B 16 x 256 (as N x K, K-major) both from shared memory: the widest tile one instruction
+// takes, for GEMMs (silu_gate_up_gemm.cu), where operands are read once per 256 columns.
+template <bool kBf16>
+__device__ __forceinline__ void MmaSS256(float (&d)[32][4], uint64_t a, uint64_t b, bool accumulate) {
+  if constexpr (kBf16) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+        TG_WGMMA_ACCUMULATOR_REGS_256
+        ", %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : TG_WGMMA_ACCUMULATORS_256(d)
+        : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+  } else {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+        TG_WGMMA_ACCUMULATOR_REGS_256
+        ", %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : TG_WGMMA_ACCUMULATORS_256(d)
+        : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+  }
+}
+
+#undef TG_WGMMA_ACCUMULATORS_256
+#undef TG_WGMMA_ACCUMULATOR_REGS_256
 #undef TG_WGMMA_ACCUMULATORS
 #undef TG_WGMMA_ACCUMULATOR_REGS
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
