@@ -1,7 +1,8 @@
 // CudaLlamaModel: the Llama-family forward (llama, mistral, qwen2) on one GPU, or
 // on one GPU per rank with Megatron tensor parallelism over NCCL: the same function
 // as the CPU backend's LlamaModel with bf16/fp16 weights, activations and KV cache,
-// f32 accumulation, an f32 residual stream and f32 logits.
+// f32 accumulation, an f32 residual stream and f32 logits. On one GPU the o and down
+// projections add their products into the residual stream themselves (Gemm::RunAddTo).
 //
 // Per step, every input the kernels need (tokens, positions, KV slots, the
 // attention work items, RoPE frequencies, logit rows, sampling rows) is packed on
@@ -160,6 +161,11 @@ class CudaLlamaModel : public ModelRunner {
   bool merge_in_kernel_ = true;
   // TEXT_GEN_ATTENTION_WAVES=N sizes split-KV for N waves of CTAs (AttentionSplits; A/B timings).
   int split_waves_ = 1;
+  // The o and down projections add straight into the f32 residual (Gemm::RunAddTo), so the
+  // norms after them only read it: 6 bytes per element instead of 12, and the products join
+  // the residual unrounded. Only without tensor parallelism, where the all-reduce must sum the
+  // ranks' partial products first; TEXT_GEN_RESIDUAL_IN_GEMM=0 turns it off (A/B runs).
+  bool residual_in_gemm_ = false;
 
   DeviceBuffer kv_;
   int64_t num_blocks_ = 0, block_size_ = 0;  // kv_ holds one more block: the padding rows' scratch
@@ -197,6 +203,8 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
     if (!why_not.empty()) std::fprintf(stderr, "text-gen rank %d: collectives through NCCL only (%s)\n", o.rank, why_not.c_str());
   }
   gemm_ = std::make_unique<Gemm>();
+  const char* residual_env = std::getenv("TEXT_GEN_RESIDUAL_IN_GEMM");
+  residual_in_gemm_ = comm_ == nullptr && !(residual_env && std::string(residual_env) == "0");
   dynamic_rope_ = cpu::RopeDependsOnLength(config_.rope);
   // TEXT_GEN_PREFILL_ATTENTION=0 keeps every row on the paged kernel (for A/B timings).
   const char* prefill_env = std::getenv("TEXT_GEN_PREFILL_ATTENTION");
@@ -432,20 +440,26 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
   // The residual add and RMSNorm after a row-parallel projection (o, down), with its
   // all-reduce folded in under tensor parallelism (one kernel with the peer collectives).
+  // A null delta (layer 0, or a projection that added itself in) leaves the residual as it is.
   auto add_norm = [&](void* delta, const float* weight) {
     if (profiler_.Skips("add_rms_norm")) return;
     if (comm_ && delta && !profiler_.Skips("all_reduce")) {
       comm_->AllReduceAddRmsNorm(delta, a.x.as<float>(), weight, t, hidden, eps, type_, a.h.get(), stream_);
       mark("all_reduce_norm");
     } else {
-      LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), delta, weight, nullptr, t, hidden, eps, true, a.h.get());
+      LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), delta, weight, nullptr, t, hidden, eps, delta != nullptr,
+                       a.h.get());
       mark("add_rms_norm");
     }
   };
+  // The o or down projection's output: added into the residual now (residual_in_gemm_), or
+  // a.proj, which the norm after it adds (after the all-reduce under tensor parallelism).
+  void* const delta = residual_in_gemm_ ? nullptr : a.proj.get();
+  float* const residual = a.x.as<float>();
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
-    add_norm(l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>());
+    add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
     gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
     mark("qkv");
     if (!profiler_.Skips("rope_kv_write")) {
@@ -464,20 +478,29 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
                              a.attn.get());
       mark("prefill_attention");
     }
-    gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
+    if (residual_in_gemm_) {
+      gemm_->RunAddTo(stream_, a.attn.get(), W.o.get(), residual, t, hidden, qh * d, type_);
+    } else {
+      gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
+    }
     mark("o");
-    add_norm(a.proj.get(), W.post_norm.as<float>());
+    add_norm(delta, W.post_norm.as<float>());
     gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
     mark("gate_up");
-    gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
-                       type_);
+    if (residual_in_gemm_) {
+      gemm_->RunSiluDownAddTo(stream_, a.gate_up.get(), a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
+    } else {
+      gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
+                         type_);
+    }
     mark("silu_down");
   }
   if (r == 0) return;
-  // Only the rows that need logits: the last residual add and the final norm, gathered.
+  // Only the rows that need logits: the last residual add (unless the down projection made
+  // it) and the final norm, gathered.
   all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
-  LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), a.proj.get(), weights_.final_norm.as<float>(), at(L.logit_rows), r,
-                   hidden, eps, false, a.normed.get());
+  LaunchAddRmsNorm(stream_, type_, residual, delta, weights_.final_norm.as<float>(), at(L.logit_rows), r, hidden, eps,
+                   false, a.normed.get());
   mark("final_norm");
   if (!comm_) {
     gemm_->Run(stream_, a.normed.get(), weights_.head(), a.logits.get(), r, c.vocab_size, hidden, type_, ElemType::kF32);
