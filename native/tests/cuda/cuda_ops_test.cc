@@ -190,6 +190,47 @@ TG_TEST(gemm_matches_cpu) {
   }
 }
 
+// Gemm::RunAddTo and RunSiluDownAddTo, f32 residual += the product, on cuBLASLt shapes and GEMV
+// ones (m = 4). The first call of each shape tunes cuBLASLt and times the GEMV kernel and the
+// fused SiLU against the alternatives, all of which must write a scratch: it must leave the
+// residual plus the product exactly once; the second call (decided) must add it once more.
+TG_TEST(gemm_adds_into_residual_once_per_call) {
+  ThreadPool pool(2);
+  Gemm gemm;
+  const ElemType f32 = ElemType::kF32;
+  struct Shape { int64_t m, n, k; };
+  const Shape shapes[] = {{300, 520, 256}, {4, 520, 256}, {4, 1000, 4096}, {37, 344, 520}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      for (bool silu : {false, true}) {
+        const Rounded w = Round(RandomFloats(s.n * s.k, -0.1f, 0.1f), t);
+        // x is what Gemm reads: the input, or a gate/up projection whose SiLU-mul is the input.
+        const Rounded x = silu ? Round(RandomFloats(s.m * 2 * s.k, -6.0f, 6.0f), t) : Round(RandomFloats(s.m * s.k), t);
+        const std::vector<float> input = silu ? SiluMulOnHost(x, s.m, s.k, t).values : x.values;
+        std::vector<float> product(s.m * s.n);
+        cpu::Matmul(pool, input.data(), w.values.data(), nullptr, s.m, s.n, s.k, product.data());
+        const std::vector<float> residual = RandomFloats(s.m * s.n);
+        auto d_x = ToDevice(x.bits), d_w = ToDevice(w.bits), d_residual = ToDevice(residual);
+        auto d_act = Poisoned(s.m * s.k * ElemSize(t));
+        for (int call = 1; call <= 2; ++call) {
+          if (silu) {
+            gemm.RunSiluDownAddTo(nullptr, d_x.get(), d_act.get(), d_w.get(), d_residual.as<float>(), s.m, s.n, s.k,
+                                  t);
+          } else {
+            gemm.RunAddTo(nullptr, d_x.get(), d_w.get(), d_residual.as<float>(), s.m, s.n, s.k, t);
+          }
+          std::vector<float> want(residual);
+          for (size_t i = 0; i < want.size(); ++i) want[i] += static_cast<float>(call) * product[i];
+          Expect(std::string(silu ? "gemm_silu_down_add_to " : "gemm_add_to ") + Name(t) + " " +
+                     std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k) + " call " +
+                     std::to_string(call),
+                 ToHost(d_residual, s.m * s.n, f32), want, Tolerance(f32));
+        }
+      }
+    }
+  }
+}
+
 namespace {
 
 

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cpu/ops.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_info.h"
@@ -58,6 +59,17 @@ inline Rounded Round(const std::vector<float>& v, ElemType t) {
     r.values[i] = t == ElemType::kBF16 ? Bf16ToF32(r.bits[i]) : F16ToF32(r.bits[i]);
   }
   return r;
+}
+
+// SiLU(gate) · up of a gate/up projection ([rows, 2 inter], gate then up in each row), by the
+// CPU backend, rounded to `t` as silu_mul.cu rounds it.
+inline Rounded SiluMulOnHost(const Rounded& gate_up, int64_t rows, int64_t inter, ElemType t) {
+  std::vector<float> act(static_cast<size_t>(rows * inter));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up.values.data() + r * 2 * inter;
+    cpu::SiluMul(g, g + inter, inter, act.data() + r * inter);
+  }
+  return Round(act, t);
 }
 
 // At least 16 bytes, so that kernels' 16-byte loads of a tiny tensor stay inside it.

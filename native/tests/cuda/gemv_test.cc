@@ -1,10 +1,11 @@
 // The GEMV kernel for decode batches (gemv.h) and Gemm's choice between it and
 // cuBLASLt (gemm.h), against the CPU backend's f32 Matmul on the same rounded
 // inputs, in the style of cuda_ops_test.cc: fresh random inputs, outputs poisoned
-// with NaN, relative L2 error with a tolerance for the output type. Covers m = 1..8,
-// odd n, k not a multiple of 64 or of 32, bf16 and fp16 in, f32 out; Gemm with
-// TEXT_GEN_GEMV forced on, forced off and automatic; Prepare; and Gemm inside a CUDA
-// graph capture (where it must not allocate, synchronise or time).
+// with NaN, relative L2 error with a tolerance for the output type. Covers m = 1..16,
+// odd n, k not a multiple of 64 or of 32, bf16 and fp16 in, f32 out, the product added
+// into an f32 output (GemvOutput::kAddTo); Gemm with TEXT_GEN_GEMV forced on, forced off
+// and automatic; Prepare; and Gemm inside a CUDA graph capture (where it must not
+// allocate, synchronise or time), storing and adding.
 // With --perf: the Llama-3-8B shapes at m = 1, 2, 4, 8, GEMV vs cuBLASLt, each timed
 // inside a CUDA graph, with W repeated (L2-resident when it fits) and rotated over
 // copies that exceed the L2 (as a decode step reads it).
@@ -12,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -117,6 +119,59 @@ void RunGemm(Gemm& gemm, cudaStream_t stream, const Problem& p, void* out) {
   gemm.Run(stream, p.d_x.get(), p.d_w->get(), out, p.m, p.n, p.k, p.in, p.out);
 }
 
+// An f32 output that had `residual` added to it: within the f32 tolerance of the CPU's `want`
+// (residual plus the CPU's product), and equal to residual + `stored` (the GEMV kernel's own
+// store of the same product) up to the one f32 rounding of that add, since the sums are the same.
+void ExpectAdded(const std::string& path, const std::string& name, const std::vector<float>& got,
+                 const std::vector<float>& want, const std::vector<float>& residual, const std::vector<float>& stored) {
+  ++cases_run;
+  const double err = RelError(got, want), tol = Tolerance(ElemType::kF32);
+  if (!(err <= tol)) {
+    std::printf("  FAIL %s %s: relative error %.3g (tolerance %.3g)\n", path.c_str(), name.c_str(), err, tol);
+    ++tgtest::Failures();
+  }
+  auto& w = worst[path];
+  if (!(err <= w.first)) w = {err, tol};
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float sum = residual[i] + stored[i];
+    if (!(std::fabs(got[i] - sum) <= std::fabs(sum) * FLT_EPSILON)) {
+      std::printf("  FAIL %s %s: element %zu is %.9g, the residual plus the stored product %.9g\n", path.c_str(),
+                  name.c_str(), i, got[i], sum);
+      ++tgtest::Failures();
+      return;
+    }
+  }
+}
+
+// Captures what `enqueue` puts on `stream` into a CUDA graph in global mode (where any
+// allocation or synchronisation, here or on another thread, invalidates the capture), then
+// replays it once and waits. Returns false, with the failure counted, when the capture fails.
+template <typename Fn>
+bool CaptureAndReplayOnce(cudaStream_t stream, Fn enqueue) {
+  cudaGraph_t graph = nullptr;
+  TG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  try {
+    enqueue();
+  } catch (const std::exception& e) {
+    std::printf("  threw during capture: %s\n", e.what());
+    ++tgtest::Failures();
+  }
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  if (end != cudaSuccess) {
+    std::printf("  capture failed: %s\n", cudaGetErrorString(end));
+    ++tgtest::Failures();
+    cudaGetLastError();
+    return false;
+  }
+  cudaGraphExec_t exec = nullptr;
+  TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  TG_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return true;
+}
+
 }  // namespace
 
 TG_TEST(gemv_supports_only_what_it_computes) {
@@ -135,6 +190,15 @@ TG_TEST(gemv_supports_only_what_it_computes) {
   CHECK(!GemvSupports(b, b + 8, 1, 16, 64, bf, bf));  // w not 16-byte aligned
   CHECK(!GemvSupports(b, b, 1, 16, 64, f32, f32));
   CHECK(!GemvSupports(b, b, 1, 16, 64, bf, f16));
+  const GemvInput plain = GemvInput::kPlain, silu = GemvInput::kSiluOfGateUp;
+  const GemvOutput store = GemvOutput::kStore, add_to = GemvOutput::kAddTo;
+  CHECK(GemvSupports(b, b, 5, 16, 64, bf, bf, silu, store));
+  CHECK(!GemvSupports(b, b, 5, 16, 64, bf, f32, silu, store));  // not built: the down projection stores in `in`
+  CHECK(GemvSupports(b, b, 9, 17, 64, f16, f32, plain, add_to));
+  CHECK(GemvSupports(b, b, 16, 17, 64, bf, f32, silu, add_to));
+  CHECK(!GemvSupports(b, b, 1, 16, 64, bf, bf, plain, add_to));  // adds only into f32
+  CHECK(!GemvSupports(b, b, 1, 16, 64, f16, f16, silu, add_to));
+  CHECK(!GemvSupports(b, b, 17, 16, 64, bf, f32, plain, add_to));
   CHECK_THROWS_WITH(LaunchGemv(nullptr, b, b, buf.get(), kGemvMaxRows + 1, 16, 64, bf, bf), "GEMV kernel cannot");
 }
 
@@ -215,17 +279,7 @@ TG_TEST(gemv_silu_input_equals_silu_then_gemv) {
         same_bits("gemm.RunSiluDown(gemv=1)", via_gemm);
 
         // The CPU's answer, for the cuBLASLt fallback (whose sums run in another order).
-        Problem p{m, s.n, s.k, t, t, Rounded{}, &w.host, {}, &w.dev, {}};
-        p.x = Round([&] {
-          std::vector<float> a(static_cast<size_t>(m * s.k));
-          for (int64_t r = 0; r < m; ++r) {
-            for (int64_t i = 0; i < s.k; ++i) {
-              const float g = gate_up.values[r * 2 * s.k + i], u = gate_up.values[r * 2 * s.k + s.k + i];
-              a[r * s.k + i] = g / (1.0f + std::exp(-g)) * u;
-            }
-          }
-          return a;
-        }(), t);
+        Problem p{m, s.n, s.k, t, t, SiluMulOnHost(gate_up, m, s.k, t), &w.host, {}, &w.dev, {}};
         p.want.resize(static_cast<size_t>(m * s.n));
         cpu::Matmul(Pool(), p.x.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, p.want.data());
         Expect("gemm.RunSiluDown(gemv=0)", p, [&](void* o) {
@@ -236,7 +290,48 @@ TG_TEST(gemv_silu_input_equals_silu_then_gemv) {
   }
   CHECK_THROWS_WITH(LaunchGemv(nullptr, nullptr, nullptr, nullptr, 1, 16, 64, ElemType::kBF16, ElemType::kF32,
                                GemvInput::kSiluOfGateUp),
-                    "SiLU input with f32 output");
+                    "GEMV kernel cannot");
+}
+
+// GemvOutput::kAddTo, plain and SiLU input: a random f32 residual plus the product (ExpectAdded),
+// for one and two x tiles, odd n, partial k steps.
+TG_TEST(gemv_adds_into_f32_output) {
+  const ElemType f32 = ElemType::kF32;
+  struct Shape { int64_t n, k; };
+  const Shape shapes[] = {{17, 40}, {33, 72}, {129, 520}, {1001, 4096}, {37, 14336}, {4095, 264}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const Weight w = MakeWeight(s.n, s.k, t);
+      for (int64_t m : {1, 5, 8, 9, 16}) {
+        for (GemvInput input : {GemvInput::kPlain, GemvInput::kSiluOfGateUp}) {
+          const bool silu = input == GemvInput::kSiluOfGateUp;
+          // x is what the kernel reads; `product_in` what it multiplies W with (x itself, or SiLU-mul of x).
+          const Rounded x = silu ? Round(RandomFloats(static_cast<size_t>(m * 2 * s.k), -6.0f, 6.0f), t)
+                                 : Round(RandomFloats(static_cast<size_t>(m * s.k)), t);
+          const Rounded product_in = silu ? SiluMulOnHost(x, m, s.k, t) : x;
+          const DeviceBuffer d_x = ToDevice(x.bits);
+          DeviceBuffer d_act;  // silu_mul.cu's output: the plain input whose store the SiLU sum equals
+          if (silu) {
+            d_act = Poisoned(static_cast<size_t>(m * s.k) * ElemSize(t));
+            LaunchSiluMul(nullptr, t, d_x.get(), m, s.k, d_act.get());
+          }
+          const std::vector<float> residual = RandomFloats(static_cast<size_t>(m * s.n));
+          std::vector<float> want(residual.size());
+          cpu::Matmul(Pool(), product_in.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, want.data());
+          for (size_t i = 0; i < want.size(); ++i) want[i] += residual[i];
+
+          DeviceBuffer stored = Poisoned(residual.size() * sizeof(float));
+          LaunchGemv(nullptr, silu ? d_act.get() : d_x.get(), w.dev.get(), stored.get(), m, s.n, s.k, t, f32);
+          DeviceBuffer added = ToDevice(residual);
+          LaunchGemv(nullptr, d_x.get(), w.dev.get(), added.get(), m, s.n, s.k, t, f32, input, GemvOutput::kAddTo);
+          const std::string name = std::string(Name(t)) + " m " + std::to_string(m) + " n " + std::to_string(s.n) +
+                                   " k " + std::to_string(s.k);
+          ExpectAdded(silu ? "gemv(silu input, add to)" : "gemv(add to)", name,
+                      ToHost(added, residual.size(), f32), want, residual, ToHost(stored, residual.size(), f32));
+        }
+      }
+    }
+  }
 }
 
 TG_TEST(gemm_prepare_settles_a_shape) {
@@ -276,26 +371,11 @@ TG_TEST(gemm_runs_inside_graph_capture) {
   std::vector<DeviceBuffer> outs;
   for (const Problem& p : problems) outs.push_back(Poisoned(static_cast<size_t>(p.m * p.n) * ElemSize(p.out)));
 
-  cudaGraph_t graph = nullptr;
-  // Global mode: any allocation or synchronisation in Run invalidates the capture.
-  TG_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  try {
+  const bool captured = CaptureAndReplayOnce(stream, [&] {
     CHECK_THROWS_WITH(gemm->Prepare(stream, 1, 64, 64, bf, bf), "capture");
     for (size_t i = 0; i < problems.size(); ++i) RunGemm(*gemm, stream, problems[i], outs[i].get());
-  } catch (const std::exception& e) {
-    std::printf("  Run threw during capture: %s\n", e.what());
-    ++tgtest::Failures();
-  }
-  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-  CHECK(end == cudaSuccess);
-  if (end != cudaSuccess) {
-    std::printf("  capture failed: %s\n", cudaGetErrorString(end));
-    cudaGetLastError();
-  } else {
-    cudaGraphExec_t exec = nullptr;
-    TG_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    TG_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    TG_CUDA_CHECK(cudaStreamSynchronize(stream));
+  });
+  if (captured) {
     for (size_t i = 0; i < problems.size(); ++i) {
       const Problem& p = problems[i];
       ++cases_run;
@@ -305,11 +385,66 @@ TG_TEST(gemm_runs_inside_graph_capture) {
         ++tgtest::Failures();
       }
     }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
   }
   // The same calls outside a capture now decide and tune, and still agree.
   for (const Problem& p : problems) Expect("gemm(after capture)", p, [&](void* o) { RunGemm(*gemm, stream, p, o); });
+  TG_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// RunAddTo and RunSiluDownAddTo captured (global mode: no allocation, so no timing scratch) on
+// undecided shapes, GEMV ones and cuBLASLt ones: one replay adds each product once; the same
+// calls after the capture decide and tune (on a scratch) and add it exactly once more.
+TG_TEST(gemm_adds_inside_graph_capture) {
+  auto gemm = MakeGemm(nullptr);
+  cudaStream_t stream = nullptr;
+  TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const ElemType t = ElemType::kBF16, f32 = ElemType::kF32;
+  const Weight w = MakeWeight(200, 264, t);
+  struct Case {
+    int64_t m;
+    bool silu;
+    std::vector<float> residual, product;
+    DeviceBuffer d_x, d_act, d_residual;
+  };
+  // m ≤ 16 and > 16 (GEMV and cuBLASLt), plain and SiLU input.
+  const std::pair<int64_t, bool> shapes[] = {{3, false}, {24, false}, {5, true}, {40, true}};
+  std::vector<Case> cases;
+  for (const auto& [m, silu] : shapes) {
+    Case c{m, silu, RandomFloats(static_cast<size_t>(m * w.n)), std::vector<float>(static_cast<size_t>(m * w.n)), {},
+           Poisoned(static_cast<size_t>(m * w.k) * ElemSize(t)), {}};
+    const Rounded x = Round(RandomFloats(static_cast<size_t>(m * (silu ? 2 : 1) * w.k)), t);
+    const Rounded product_in = silu ? SiluMulOnHost(x, m, w.k, t) : x;
+    cpu::Matmul(Pool(), product_in.values.data(), w.host.values.data(), nullptr, m, w.n, w.k, c.product.data());
+    c.d_x = ToDevice(x.bits);
+    c.d_residual = ToDevice(c.residual);
+    cases.push_back(std::move(c));
+  }
+  auto add = [&](Case& c) {
+    float* residual = c.d_residual.as<float>();
+    if (c.silu) {
+      gemm->RunSiluDownAddTo(stream, c.d_x.get(), c.d_act.get(), w.dev.get(), residual, c.m, w.n, w.k, t);
+    } else {
+      gemm->RunAddTo(stream, c.d_x.get(), w.dev.get(), residual, c.m, w.n, w.k, t);
+    }
+  };
+  // The residual after `times` adds, against the CPU.
+  auto check = [&](const Case& c, int times, const char* when) {
+    ++cases_run;
+    std::vector<float> want(c.residual);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += static_cast<float>(times) * c.product[i];
+    const double err = RelError(ToHost(c.d_residual, want.size(), f32), want);
+    if (!(err <= Tolerance(f32))) {
+      std::printf("  FAIL %s m %lld%s: relative error %.3g after %d adds\n", when, static_cast<long long>(c.m),
+                  c.silu ? " (silu input)" : "", err, times);
+      ++tgtest::Failures();
+    }
+  };
+
+  if (CaptureAndReplayOnce(stream, [&] { for (Case& c : cases) add(c); })) {
+    for (const Case& c : cases) check(c, 1, "captured add");
+    for (Case& c : cases) add(c);
+    for (const Case& c : cases) check(c, 2, "add after capture");
+  }
   TG_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 

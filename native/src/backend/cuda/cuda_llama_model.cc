@@ -1,7 +1,8 @@
 // CudaLlamaModel: the Llama-family forward (llama, mistral, qwen2) on one GPU, or
 // on one GPU per rank with Megatron tensor parallelism over NCCL: the same function
 // as the CPU backend's LlamaModel with bf16/fp16 weights, activations and KV cache,
-// f32 accumulation, an f32 residual stream and f32 logits.
+// f32 accumulation, an f32 residual stream and f32 logits. On one GPU the o and down
+// projections add their products into the residual stream themselves (Gemm::RunAddTo).
 //
 // Per step, every input the kernels need (tokens, positions, KV slots, the
 // attention work items, RoPE frequencies, logit rows, sampling rows) is packed on
@@ -64,6 +65,16 @@ constexpr int64_t kSiluGemmMinRows = 512;
 // Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
 // never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
 // in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
+// Whether the o and down projections add straight into the f32 residual (Gemm::RunAddTo),
+// so that the norms after them only read it: 6 bytes per element instead of 12, and the
+// products join the residual unrounded. Only without tensor parallelism, where the
+// all-reduce must sum the ranks' partial products first; TEXT_GEN_RESIDUAL_IN_GEMM=0 turns
+// it off (read at every step, like TEXT_GEN_SILU_GEMM).
+bool ResidualInGemm() {
+  const char* env = std::getenv("TEXT_GEN_RESIDUAL_IN_GEMM");
+  return !(env && std::string(env) == "0");
+}
+
 int64_t SiluGemmMinRows() {
   const char* env = std::getenv("TEXT_GEN_SILU_GEMM");
   if (!env) return kSiluGemmMinRows;
@@ -434,6 +445,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int64_t silu_gemm_min_rows = SiluGemmMinRows();
+  const bool residual_in_gemm = comm_ == nullptr && ResidualInGemm();
   const float* inv_freq = reinterpret_cast<const float*>(at(L.inv_freq));
   auto mark = [&](const char* op) { profiler_.Mark(stream_, op); };
   auto all_reduce = [&](void* data, size_t count, ElemType type) {
@@ -449,20 +461,26 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
   // The residual add and RMSNorm after a row-parallel projection (o, down), with its
   // all-reduce folded in under tensor parallelism (one kernel with the peer collectives).
+  // A null delta (layer 0, or a projection that added itself in) leaves the residual as it is.
   auto add_norm = [&](void* delta, const float* weight) {
     if (profiler_.Skips("add_rms_norm")) return;
     if (comm_ && delta && !profiler_.Skips("all_reduce")) {
       comm_->AllReduceAddRmsNorm(delta, a.x.as<float>(), weight, t, hidden, eps, type_, a.h.get(), stream_);
       mark("all_reduce_norm");
     } else {
-      LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), delta, weight, nullptr, t, hidden, eps, true, a.h.get());
+      LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), delta, weight, nullptr, t, hidden, eps, delta != nullptr,
+                       a.h.get());
       mark("add_rms_norm");
     }
   };
+  // The o or down projection's output: added into the residual now (residual_in_gemm), or
+  // a.proj, which the norm after it adds (after the all-reduce under tensor parallelism).
+  void* const delta = residual_in_gemm ? nullptr : a.proj.get();
+  float* const residual = a.x.as<float>();
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
-    add_norm(l == 0 ? nullptr : a.proj.get(), W.input_norm.as<float>());
+    add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
     if (!profiler_.Skips("qkv")) {
       gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
       mark("qkv");
@@ -484,37 +502,50 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
       mark("prefill_attention");
     }
     if (!profiler_.Skips("o")) {
-      gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
+      if (residual_in_gemm) {
+        gemm_->RunAddTo(stream_, a.attn.get(), W.o.get(), residual, t, hidden, qh * d, type_);
+      } else {
+        gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
+      }
       mark("o");
     }
-    add_norm(a.proj.get(), W.post_norm.as<float>());
+    add_norm(delta, W.post_norm.as<float>());
+    // The down projection, from act (the Hopper gate/up GEMM's SiLU-mul output) or from gate_up.
+    auto down = [&](bool from_act) {
+      if (profiler_.Skips("silu_down")) return;
+      if (from_act && residual_in_gemm) {
+        gemm_->RunAddTo(stream_, a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
+      } else if (from_act) {
+        gemm_->Run(stream_, a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_, type_);
+      } else if (residual_in_gemm) {
+        gemm_->RunSiluDownAddTo(stream_, a.gate_up.get(), a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
+      } else {
+        gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
+                           type_);
+      }
+      mark(from_act ? "down" : "silu_down");
+    };
     if (t >= silu_gemm_min_rows && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_)) {
       // A prefill's MLP: SiLU-mul in the gate/up GEMM's epilogue, no [t, 2·inter] buffer.
       if (!profiler_.Skips("gate_up")) {
         LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden);
         mark("gate_up_silu");
       }
-      if (!profiler_.Skips("silu_down")) {
-        gemm_->Run(stream_, a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_, type_);
-        mark("down");
-      }
+      down(true);
     } else {
       if (!profiler_.Skips("gate_up")) {
         gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
         mark("gate_up");
       }
-      if (!profiler_.Skips("silu_down")) {
-        gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
-                           type_);
-        mark("silu_down");
-      }
+      down(false);
     }
   }
   if (r == 0) return;
-  // Only the rows that need logits: the last residual add and the final norm, gathered.
+  // Only the rows that need logits: the last residual add (unless the down projection made
+  // it) and the final norm, gathered.
   all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
-  LaunchAddRmsNorm(stream_, type_, a.x.as<float>(), a.proj.get(), weights_.final_norm.as<float>(), at(L.logit_rows), r,
-                   hidden, eps, false, a.normed.get());
+  LaunchAddRmsNorm(stream_, type_, residual, delta, weights_.final_norm.as<float>(), at(L.logit_rows), r, hidden, eps,
+                   false, a.normed.get());
   mark("final_norm");
   if (!comm_) {
     gemm_->Run(stream_, a.normed.get(), weights_.head(), a.logits.get(), r, c.vocab_size, hidden, type_, ElemType::kF32);

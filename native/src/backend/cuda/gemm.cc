@@ -98,12 +98,39 @@ bool FirstIsFaster(cudaStream_t stream, A&& a, B&& b) {
   return a_ms <= b_ms;
 }
 
+// Where the timing launches of a decision write: the caller's `out` when the GEMM stores
+// (the real launch overwrites it afterwards), else a zeroed f32 scratch of out's size, since
+// each timing launch of an adding GEMM would add its product into the residual once more.
+// get() is null when there is no memory for the scratch: the caller launches untimed then.
+// Construct it only outside a capture; it is freed (after the timing's synchronisation) with it.
+class TimingOutput {
+ public:
+  TimingOutput(cudaStream_t stream, bool add_to, void* out, int64_t m, int64_t n) : ptr_(out) {
+    if (!add_to) return;
+    ptr_ = nullptr;
+    try {
+      scratch_.Resize(static_cast<size_t>(m * n) * sizeof(float));
+    } catch (const std::runtime_error&) {
+      cudaGetLastError();  // the failed cudaMalloc's error, so that later launch checks don't see it
+      return;
+    }
+    TG_CUDA_CHECK(cudaMemsetAsync(scratch_.get(), 0, scratch_.bytes(), stream));
+    ptr_ = scratch_.get();
+  }
+  void* get() const { return ptr_; }
+
+ private:
+  DeviceBuffer scratch_;
+  void* ptr_;
+};
+
 }  // namespace
 
 struct Gemm::Plan {
   const lt::Api* api = nullptr;
   lt::MatmulDesc desc = nullptr;
   lt::MatrixLayout a = nullptr, b = nullptr, c = nullptr;
+  float beta = 0.0f;  // 1 for an adding GEMM: D = A·B + C, with C = D
   lt::MatmulAlgo algo{};
   bool has_algo = false;
   ~Plan() {
@@ -134,17 +161,16 @@ Gemm::~Gemm() {
 Gemm::Plan& Gemm::PlanFor(const Key& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
-  const auto& [m, n, k, in_type, out_type] = key;
-  const ElemType in = static_cast<ElemType>(in_type), out = static_cast<ElemType>(out_type);
   auto p = std::make_unique<Plan>();
   p->api = &api_;
+  p->beta = key.add_to ? 1.0f : 0.0f;
   lt::Check(api_.MatmulDescCreate(&p->desc, lt::kCompute32F, CUDA_R_32F), "matmul desc create");
   lt::Operation ta = lt::kOpT, tb = lt::kOpN;
   lt::Check(api_.MatmulDescSetAttribute(p->desc, lt::kMatmulDescTransA, &ta, sizeof ta), "set transa");
   lt::Check(api_.MatmulDescSetAttribute(p->desc, lt::kMatmulDescTransB, &tb, sizeof tb), "set transb");
-  lt::Check(api_.MatrixLayoutCreate(&p->a, DataType(in), k, n, k), "layout A");
-  lt::Check(api_.MatrixLayoutCreate(&p->b, DataType(in), k, m, k), "layout B");
-  lt::Check(api_.MatrixLayoutCreate(&p->c, DataType(out), n, m, n), "layout C");
+  lt::Check(api_.MatrixLayoutCreate(&p->a, DataType(key.in), key.k, key.n, key.k), "layout A");
+  lt::Check(api_.MatrixLayoutCreate(&p->b, DataType(key.in), key.k, key.m, key.k), "layout B");
+  lt::Check(api_.MatrixLayoutCreate(&p->c, DataType(key.out), key.n, key.m, key.n), "layout C");
   return *plans_.emplace(key, std::move(p)).first->second;
 }
 
@@ -170,8 +196,8 @@ std::vector<lt::MatmulAlgo> Gemm::Candidates(const Plan& p, int count) {
 
 lt::Status Gemm::Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t stream, const void* x, const void* w,
                         void* out) {
-  const float alpha = 1.0f, beta = 0.0f;
-  return api_.Matmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &algo, workspace_.get(),
+  const float alpha = 1.0f;
+  return api_.Matmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &p.beta, out, p.c, out, p.c, &algo, workspace_.get(),
                      workspace_.bytes(), stream);
 }
 
@@ -199,19 +225,25 @@ lt::MatmulAlgo Gemm::Tune(const Plan& p, cudaStream_t stream, const void* x, con
 void Gemm::RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
   Plan& p = PlanFor(key);
   if (!p.has_algo) {
-    // One algorithm per (m bucket, n, k, types), timed on the first shape of the bucket that runs.
-    const auto& [m, n, k, in, out_type] = key;
-    const Key bucket_key{Bucket(m), n, k, in, out_type};
+    // One algorithm per (m bucket, n, k, types, add_to), timed on the first shape of the bucket that runs.
+    Key bucket_key = key;
+    bucket_key.m = Bucket(key.m);
     auto it = algos_.find(bucket_key);
     if (it == algos_.end()) {
+      // Tuning launches every candidate and waits on events, which a capture forbids (and an
+      // adding GEMM needs memory for its timing scratch): this launch takes the heuristic's
+      // first algorithm, and the bucket stays untuned so that a later call tunes it.
+      auto untuned = [&] { lt::Check(Launch(p, Candidates(p, 1)[0], stream, x, w, out), "matmul"); };
       if (IsCapturing(stream)) {
-        // Tuning launches every candidate and waits on events, which a capture forbids:
-        // this launch takes the heuristic's first algorithm, and the bucket stays untuned
-        // so that the next call outside a capture tunes it.
-        lt::Check(Launch(p, Candidates(p, 1)[0], stream, x, w, out), "matmul");
+        untuned();
         return;
       }
-      it = algos_.emplace(bucket_key, Tune(p, stream, x, w, out)).first;
+      TimingOutput timing(stream, key.add_to, out, key.m, key.n);
+      if (timing.get() == nullptr) {
+        untuned();
+        return;
+      }
+      it = algos_.emplace(bucket_key, Tune(p, stream, x, w, timing.get())).first;
     }
     p.algo = it->second;
     p.has_algo = true;
@@ -223,32 +255,36 @@ void Gemm::RunLt(cudaStream_t stream, const Key& key, const void* x, const void*
   }
 }
 
+void Gemm::LaunchGemvFor(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out,
+                         GemvInput input) {
+  LaunchGemv(stream, x, w, out, key.m, key.n, key.k, key.in, key.out, input, key.gemv_output());
+}
+
 bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const std::vector<const void*>& ws,
                       void* out) {
-  // Plain copies: C++17 lambdas cannot capture structured bindings.
-  const int64_t m = std::get<0>(key), n = std::get<1>(key), k = std::get<2>(key);
-  const ElemType in = static_cast<ElemType>(std::get<3>(key)), out_elem = static_cast<ElemType>(std::get<4>(key));
+  TimingOutput timing(stream, key.add_to, out, key.m, key.n);
+  if (timing.get() == nullptr) return true;  // as under a capture: the GEMV kernel, undecided
+  void* const target = timing.get();
   // Each once untimed: cuBLASLt tunes its bucket here, and both warm up.
-  RunLt(stream, key, x, ws[0], out);
-  LaunchGemv(stream, x, ws[0], out, m, n, k, in, out_elem);
+  RunLt(stream, key, x, ws[0], target);
+  LaunchGemvFor(stream, key, x, ws[0], target);
   const size_t reps = std::max<size_t>(kDecideReps, ws.size());
   size_t next = 0;
   const bool use = FirstIsFaster(
       stream,
       [&] {
-        for (size_t r = 0; r < reps; ++r) LaunchGemv(stream, x, ws[next++ % ws.size()], out, m, n, k, in, out_elem);
+        for (size_t r = 0; r < reps; ++r) LaunchGemvFor(stream, key, x, ws[next++ % ws.size()], target);
       },
       [&] {
-        for (size_t r = 0; r < reps; ++r) RunLt(stream, key, x, ws[next++ % ws.size()], out);
+        for (size_t r = 0; r < reps; ++r) RunLt(stream, key, x, ws[next++ % ws.size()], target);
       });
   use_gemv_[key] = use;
   return use;
 }
 
 bool Gemm::UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
-  const auto& [m, n, k, in, out_type] = key;
   if (gemv_mode_ == GemvMode::kOff ||
-      !GemvSupports(x, w, m, n, k, static_cast<ElemType>(in), static_cast<ElemType>(out_type))) {
+      !GemvSupports(x, w, key.m, key.n, key.k, key.in, key.out, GemvInput::kPlain, key.gemv_output())) {
     return false;
   }
   if (gemv_mode_ == GemvMode::kOn) return true;
@@ -260,68 +296,102 @@ bool Gemm::UseGemv(cudaStream_t stream, const Key& key, const void* x, const voi
   return IsCapturing(stream) ? true : DecideGemv(stream, key, x, {w}, out);
 }
 
-void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType in, ElemType out_type) {
-  if (m <= 0) return;
-  const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
+void Gemm::RunKey(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
+  if (key.m <= 0) return;
   if (UseGemv(stream, key, x, w, out)) {
-    LaunchGemv(stream, x, w, out, m, n, k, in, out_type);
+    LaunchGemvFor(stream, key, x, w, out);
     return;
   }
   RunLt(stream, key, x, w, out);
 }
 
-void Gemm::RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, const void* w, void* out, int64_t m,
-                       int64_t n, int64_t k, ElemType in, ElemType out_type) {
-  if (m <= 0) return;
-  const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
-  auto separate = [&] {
-    LaunchSiluMul(stream, in, gate_up, m, k, act);
-    Run(stream, act, w, out, m, n, k, in, out_type);
+void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+               ElemType in, ElemType out_type) {
+  RunKey(stream, Key{m, n, k, in, out_type, false}, x, w, out);
+}
+
+void Gemm::RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n,
+                    int64_t k, ElemType in) {
+  RunKey(stream, Key{m, n, k, in, ElemType::kF32, true}, x, w, residual);
+}
+
+void Gemm::RunSiluDownKey(cudaStream_t stream, const Key& key, const void* gate_up, void* act, const void* w,
+                          void* out) {
+  if (key.m <= 0) return;
+  auto separate = [&](void* dst) {
+    LaunchSiluMul(stream, key.in, gate_up, key.m, key.k, act);
+    RunKey(stream, key, act, w, dst);
   };
-  auto fused = [&] { LaunchGemv(stream, gate_up, w, out, m, n, k, in, out_type, GemvInput::kSiluOfGateUp); };
-  if (out_type != in || !GemvSupports(gate_up, w, m, n, k, in, out_type) || !UseGemv(stream, key, act, w, out)) {
-    separate();
+  auto fused = [&](void* dst) { LaunchGemvFor(stream, key, gate_up, w, dst, GemvInput::kSiluOfGateUp); };
+  if (!GemvSupports(gate_up, w, key.m, key.n, key.k, key.in, key.out, GemvInput::kSiluOfGateUp,
+                    key.gemv_output()) ||
+      !UseGemv(stream, key, act, w, out)) {
+    separate(out);
     return;
   }
   // Every CTA of the fused kernel computes SiLU over the whole of k, which costs more than
   // the separate kernel saves when n is short or the SMs are busy: time both once per shape
-  // (outside a capture; a capture of an undecided shape takes the separate kernels).
+  // (outside a capture and with memory for an adding GEMM's timing scratch; otherwise an
+  // undecided shape takes the separate kernels).
   auto it = fuse_silu_.find(key);
   if (it == fuse_silu_.end()) {
     if (IsCapturing(stream)) {
-      separate();
+      separate(out);
       return;
     }
-    fused();  // each once untimed, to warm up
-    separate();
+    TimingOutput timing(stream, key.add_to, out, key.m, key.n);
+    void* const target = timing.get();
+    if (target == nullptr) {
+      separate(out);
+      return;
+    }
+    fused(target);  // each once untimed, to warm up
+    separate(target);
     const bool fuse = FirstIsFaster(
-        stream, [&] { for (int r = 0; r < kDecideReps; ++r) fused(); },
-        [&] { for (int r = 0; r < kDecideReps; ++r) separate(); });
+        stream, [&] { for (int r = 0; r < kDecideReps; ++r) fused(target); },
+        [&] { for (int r = 0; r < kDecideReps; ++r) separate(target); });
     it = fuse_silu_.emplace(key, fuse).first;
   }
   if (it->second) {
-    fused();
+    fused(out);
   } else {
-    separate();
+    separate(out);
   }
+}
+
+void Gemm::RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, const void* w, void* out, int64_t m,
+                       int64_t n, int64_t k, ElemType in, ElemType out_type) {
+  RunSiluDownKey(stream, Key{m, n, k, in, out_type, false}, gate_up, act, w, out);
+}
+
+void Gemm::RunSiluDownAddTo(cudaStream_t stream, const void* gate_up, void* act, const void* w, float* residual,
+                            int64_t m, int64_t n, int64_t k, ElemType in) {
+  RunSiluDownKey(stream, Key{m, n, k, in, ElemType::kF32, true}, gate_up, act, w, residual);
 }
 
 bool Gemm::Prepare(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out_type,
                    const void* w) {
+  return PrepareKey(stream, Key{m, n, k, in, out_type, false}, w);
+}
+
+bool Gemm::PrepareAddTo(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, const void* w) {
+  return PrepareKey(stream, Key{m, n, k, in, ElemType::kF32, true}, w);
+}
+
+bool Gemm::PrepareKey(cudaStream_t stream, const Key& key, const void* w) {
+  const int64_t m = key.m, n = key.n, k = key.k;
   if (m <= 0 || n <= 0 || k <= 0) return false;
   if (IsCapturing(stream)) {
     throw std::runtime_error("Gemm::Prepare was called while its stream captures a CUDA graph; call it before capture");
   }
-  const Key key{m, n, k, static_cast<int>(in), static_cast<int>(out_type)};
-  const size_t w_bytes = static_cast<size_t>(n * k) * ElemSize(in);
-  DeviceBuffer x_buf(std::max<size_t>(static_cast<size_t>(m * k) * ElemSize(in), 16));
-  DeviceBuffer out_buf(std::max<size_t>(static_cast<size_t>(m * n) * ElemSize(out_type), 16));
+  const size_t w_bytes = static_cast<size_t>(n * k) * ElemSize(key.in);
+  DeviceBuffer x_buf(std::max<size_t>(static_cast<size_t>(m * k) * ElemSize(key.in), 16));
+  DeviceBuffer out_buf(std::max<size_t>(static_cast<size_t>(m * n) * ElemSize(key.out), 16));
   // 0x3C3C: bf16 0.0115, fp16 1.06 (finite; the values don't matter, only the time).
   TG_CUDA_CHECK(cudaMemsetAsync(x_buf.get(), 0x3C, x_buf.bytes(), stream));
   // x_buf stands in for a scratch W's alignment here.
-  const bool gemv_ok = gemv_mode_ != GemvMode::kOff &&
-                       GemvSupports(x_buf.get(), w ? w : x_buf.get(), m, n, k, in, out_type);
+  const bool gemv_ok = gemv_mode_ != GemvMode::kOff && GemvSupports(x_buf.get(), w ? w : x_buf.get(), m, n, k, key.in,
+                                                                    key.out, GemvInput::kPlain, key.gemv_output());
   const bool decide = gemv_ok && gemv_mode_ == GemvMode::kAuto && use_gemv_.count(key) == 0;
   // A decode step reads W from memory: when W fits in L2, time over copies that together
   // exceed it threefold (fewer if GPU memory is short).

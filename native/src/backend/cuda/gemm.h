@@ -1,5 +1,6 @@
 // Dense GEMMs of the CUDA backend: out[m, n] = x[m, k] · w[n, k]ᵀ with W stored [N, K]
-// as Hugging Face Linear layers are, f32 accumulation. Two engines:
+// as Hugging Face Linear layers are, f32 accumulation; or residual[m, n] += x · wᵀ into an
+// f32 residual stream (RunAddTo), so that a projection joins it unrounded. Two engines:
 // - cuBLASLt, for every shape. Its algorithm is chosen once per (m bucket, n, k, types):
 //   the first GEMM of a bucket times cuBLASLt's top heuristic candidates on its own
 //   operands and keeps the fastest (so the first step of each shape is slower; warm-up
@@ -8,10 +9,14 @@
 //   to memory bandwidth. Per exact (m, n, k, types) the first call times it against
 //   cuBLASLt and keeps the faster. TEXT_GEN_GEMV=0 turns it off, =1 uses it wherever it
 //   applies (for A/B runs); unset, it is chosen by that timing.
-// CUDA graphs: while `stream` captures, Run allocates, synchronises and times nothing.
+// CUDA graphs: while `stream` captures, no Run* allocates, synchronises or times anything.
 // An undecided m ≤ 16 shape then takes the GEMV kernel, and an untuned bucket cuBLASLt's
 // first heuristic algorithm (for that launch only: the next uncaptured call tunes it).
 // Prepare() settles a shape before capture.
+// Adding forms: every decision above is kept apart from the storing form's (its own key), and
+// each timing launch of one writes a scratch [m, n] (allocated for the timing, then freed), never
+// the residual, which the one real launch then adds to exactly once. Without memory for the
+// scratch a shape is left undecided and launches untimed, as under a capture.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -24,6 +29,7 @@
 #include "backend/cuda/cublaslt_shim.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/elem_type.h"
+#include "backend/cuda/gemv.h"
 
 namespace tg {
 namespace cuda {
@@ -47,6 +53,14 @@ class Gemm {
   void RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, const void* w, void* out, int64_t m, int64_t n,
                    int64_t k, ElemType in, ElemType out_type);
 
+  // residual[m, n] += x · wᵀ (each product added once), x and w in `in`; residual f32.
+  void RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n, int64_t k,
+                ElemType in);
+
+  // RunSiluDown's product added to the f32 residual: residual += (SiLU(gate) · up) · wᵀ.
+  void RunSiluDownAddTo(cudaStream_t stream, const void* gate_up, void* act, const void* w, float* residual, int64_t m,
+                        int64_t n, int64_t k, ElemType in);
+
   // Settles how Run computes this shape, ahead of a CUDA graph capture: tunes cuBLASLt's
   // algorithm for its m bucket and, for m ≤ 16, times the GEMV kernel against cuBLASLt with W
   // read from memory rather than L2 (over extra scratch copies of W when W fits in L2).
@@ -56,20 +70,38 @@ class Gemm {
   // this shape (given 16-byte aligned operands).
   bool Prepare(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out_type,
                const void* w = nullptr);
+  // The same for RunAddTo's shape (a scratch residual; the real one is never touched).
+  bool PrepareAddTo(cudaStream_t stream, int64_t m, int64_t n, int64_t k, ElemType in, const void* w = nullptr);
 
  private:
   enum class GemvMode { kAuto, kOff, kOn };
   struct Plan;
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;  // m, n, k, in, out
+  // One GEMM's shape and types, and whether it adds to out (then out is f32) or stores.
+  struct Key {
+    int64_t m, n, k;
+    ElemType in, out;
+    bool add_to;
+    bool operator<(const Key& o) const {
+      return std::tie(m, n, k, in, out, add_to) < std::tie(o.m, o.n, o.k, o.in, o.out, o.add_to);
+    }
+    GemvOutput gemv_output() const { return add_to ? GemvOutput::kAddTo : GemvOutput::kStore; }
+  };
+  // The bodies of Run and RunAddTo, RunSiluDown and RunSiluDownAddTo, Prepare and PrepareAddTo.
+  void RunKey(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
+  void RunSiluDownKey(cudaStream_t stream, const Key& key, const void* gate_up, void* act, const void* w, void* out);
+  bool PrepareKey(cudaStream_t stream, const Key& key, const void* w);
   Plan& PlanFor(const Key& key);
   std::vector<lt::MatmulAlgo> Candidates(const Plan& p, int count);
   lt::MatmulAlgo Tune(const Plan& p, cudaStream_t stream, const void* x, const void* w, void* out);
   lt::Status Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t stream, const void* x, const void* w,
                     void* out);
   void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
+  void LaunchGemvFor(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out,
+                     GemvInput input = GemvInput::kPlain);
   // Whether Run takes the GEMV kernel for `key` with these operands (deciding it now if undecided).
   bool UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
   // Times the GEMV kernel against cuBLASLt, W taken in turn from `ws`, and records the faster.
+  // Returns true, recording nothing, when an adding key has no memory for its timing scratch.
   bool DecideGemv(cudaStream_t stream, const Key& key, const void* x, const std::vector<const void*>& ws, void* out);
 
   const lt::Api& api_;

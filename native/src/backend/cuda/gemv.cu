@@ -89,12 +89,15 @@ __device__ __forceinline__ OutT FromAccumulator(float v) {
 // at 64); without the bound it picked 80 with a spill.
 // kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
 // the product is taken with SiLU(gate) · up, computed as the pieces are loaded.
+// kAddTo: out is f32 and the product is added to it (GemvOutput::kAddTo); its one extra
+// load per output comes after the k loop, where registers are free, so the bounds are the same.
 // kXTiles: x's rows in tiles of 8 (1 for m ≤ 8, 2 for m ≤ 16), one mma pair per tile.
 // Twice as many x registers (either way) spill at three CTAs per SM, so those variants
 // are bound to two (still the ~64 KB of W in flight per SM that the loads need).
-template <typename T, typename OutT, bool kSiluInput, int kXTiles>
+template <typename T, typename OutT, bool kSiluInput, bool kAddTo, int kXTiles>
 __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k) {
+  static_assert(!kAddTo || std::is_same_v<OutT, float>, "the product is added only to an f32 output");
   __shared__ float4 partial[kMaxWarps][kXTiles][32];  // each warp's accumulators, for the sum over warps
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -199,13 +202,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
     const int tile = col >> 3, src_lane = (r & 7) * 4 + ((col & 7) >> 1), element = (r >> 3) * 2 + (col & 1);
     float sum = 0.0f;
     for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][tile][src_lane])[element];
-    out[col * n + row] = FromAccumulator<OutT>(sum);
+    if constexpr (kAddTo) {
+      out[col * n + row] += sum;  // after PdlWaitForPrevious: every earlier write to out is visible
+    } else {
+      out[col * n + row] = FromAccumulator<OutT>(sum);
+    }
   }
 }
 
-template <typename T, typename OutT, bool kSiluInput>
+template <typename T, typename OutT, bool kSiluInput, bool kAddTo>
 void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k) {
-  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, 2> : GemvKernel<T, OutT, kSiluInput, 1>;
+  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kAddTo, 2> : GemvKernel<T, OutT, kSiluInput, kAddTo, 1>;
   const int64_t steps = (k / 8 + 3) / 4;
   // Up to kMaxWarps warps, each with at least one full block of steps.
   const int warps = static_cast<int>(
@@ -215,41 +222,51 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
                 static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k);
 }
 
+// The instances GemvSupports admits, and no others.
 template <typename T>
 void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType out_type, bool silu_input) {
-  if (silu_input) {
-    // The MLP's down projection: its output has the activations' type.
-    if (out_type == ElemType::kF32) throw std::invalid_argument("gemv: SiLU input with f32 output is not built");
-    Launch<T, T, true>(stream, x, w, out, m, n, k);
+               ElemType out_type, bool silu_input, bool add_to) {
+  if (add_to) {
+    if (silu_input) {
+      Launch<T, float, true, true>(stream, x, w, out, m, n, k);
+    } else {
+      Launch<T, float, false, true>(stream, x, w, out, m, n, k);
+    }
+  } else if (silu_input) {
+    Launch<T, T, true, false>(stream, x, w, out, m, n, k);
   } else if (out_type == ElemType::kF32) {
-    Launch<T, float, false>(stream, x, w, out, m, n, k);
+    Launch<T, float, false, false>(stream, x, w, out, m, n, k);
   } else {
-    Launch<T, T, false>(stream, x, w, out, m, n, k);
+    Launch<T, T, false, false>(stream, x, w, out, m, n, k);
   }
 }
 
 }  // namespace
 
-bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out) {
+bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
+                  GemvInput input, GemvOutput output) {
   const bool half_in = in == ElemType::kBF16 || in == ElemType::kF16;
-  return half_in && (out == in || out == ElemType::kF32) && m >= 1 && m <= kGemvMaxRows && n >= 1 &&
-         n <= (int64_t{1} << 34) && k >= 8 && k % 8 == 0 && Aligned(x, 16) && Aligned(w, 16);
+  const bool out_built = output == GemvOutput::kAddTo     ? out == ElemType::kF32
+                         : input == GemvInput::kSiluOfGateUp ? out == in
+                                                             : out == in || out == ElemType::kF32;
+  return half_in && out_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&
+         k % 8 == 0 && Aligned(x, 16) && Aligned(w, 16);
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-                ElemType in, ElemType out_type, GemvInput input) {
-  if (!GemvSupports(x, w, m, n, k, in, out_type)) {
+                ElemType in, ElemType out_type, GemvInput input, GemvOutput output) {
+  if (!GemvSupports(x, w, m, n, k, in, out_type, input, output)) {
     throw std::invalid_argument("GEMV kernel cannot compute m " + std::to_string(m) + " n " + std::to_string(n) +
                                 " k " + std::to_string(k) +
                                 " (needs m <= " + std::to_string(kGemvMaxRows) +
-                                ", k a multiple of 8, 16-byte aligned operands, bf16/fp16 in)");
+                                ", k a multiple of 8, 16-byte aligned operands, bf16/fp16 in, an output type it"
+                                " builds: f32 to add to, the input's for a SiLU input's store)");
   }
-  const bool silu = input == GemvInput::kSiluOfGateUp;
+  const bool silu = input == GemvInput::kSiluOfGateUp, add_to = output == GemvOutput::kAddTo;
   if (in == ElemType::kBF16) {
-    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu);
+    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, add_to);
   } else {
-    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu);
+    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, add_to);
   }
   TG_CUDA_CHECK_LAUNCH("gemv");
 }

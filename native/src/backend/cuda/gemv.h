@@ -1,4 +1,4 @@
-// The GEMV kernel for decode batches: out[m, n] = x[m, k] · w[n, k]ᵀ for m ≤ 16 rows,
+// The GEMV kernel for decode batches: out[m, n] = (or +=) x[m, k] · w[n, k]ᵀ for m ≤ 16 rows,
 // W stored [N, K] like Hugging Face Linear layers, f32 accumulation. A decode step
 // reads every weight once and does almost no arithmetic per byte, so this kernel is
 // built to stream W at memory bandwidth; Gemm (gemm.h) picks it or cuBLASLt per shape.
@@ -15,20 +15,30 @@ namespace cuda {
 // The most rows of x one launch handles (two N tiles of the tensor-core mma it uses).
 constexpr int64_t kGemvMaxRows = 16;
 
-// True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
-// x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, `out` `in` or f32.
-bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out);
-
 // What x holds: the product's input itself, or the MLP's gate/up projection ([m, 2k], gate
 // then up in each row), whose SiLU(gate) · up (as silu_mul.cu rounds it) is the input. The
 // second folds SiLU-mul into the down projection's loads: one kernel less per layer.
 enum class GemvInput { kPlain, kSiluOfGateUp };
 
-// out (row-major [m, n], in `out_type`) = x ([m, k], `in`) · w ([n, k], `in`)ᵀ.
-// Throws std::invalid_argument when !GemvSupports (or for kSiluOfGateUp with f32 out).
+// What happens to out: the product is stored, or added to what out holds (an f32 residual
+// stream, so that a projection joins it unrounded and the norm after it has nothing to add).
+// Each output element belongs to one thread, so adding needs no atomics.
+enum class GemvOutput { kStore, kAddTo };
+
+// True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
+// x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, and `out`
+// - kStore of kPlain input: `in` or f32;
+// - kStore of kSiluOfGateUp input: `in` (not built for f32: the storing down projection writes `in`);
+// - kAddTo: f32.
+bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
+                  GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore);
+
+// out (row-major [m, n], in `out_type`) = x ([m, k], `in`) · w ([n, k], `in`)ᵀ, or += for kAddTo.
+// Throws std::invalid_argument when !GemvSupports.
 // Allocates nothing and never synchronises, so it may run while `stream` captures a CUDA graph.
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-                ElemType in, ElemType out_type, GemvInput input = GemvInput::kPlain);
+                ElemType in, ElemType out_type, GemvInput input = GemvInput::kPlain,
+                GemvOutput output = GemvOutput::kStore);
 
 }  // namespace cuda
 }  // namespace tg
