@@ -133,7 +133,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step gemv-pdl gemv-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/gemv_test
   step logits-pdl logits-pdl.txt env TEXT_GEN_PDL=all node native/tests/cuda/e2e.mjs logits .device/models/llama3-gqa4-d64 \
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
-  # Every step's MLP through the Hopper gate/up GEMM (from one row; the default is from 512),
+  # Every step's MLP through the Hopper gate/up GEMM (from one row; the default is from 1,024),
   # where the models' shapes allow it (not llama3-gqa4-d64's intermediate size of 688).
   step logits-silu logits-silu.txt env TEXT_GEN_SILU_GEMM=1 node native/tests/cuda/e2e.mjs logits \
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias

@@ -2,8 +2,9 @@
 // backend: x · [gate; up]ᵀ in f32, gate and up rounded to the activation type, SiLU-mul in
 // f32, rounded again (what the cuBLASLt GEMM then LaunchSiluMul compute). Fresh random
 // inputs, outputs poisoned with NaN, rows past m must stay untouched. Shapes cover partial
-// row tiles, one and several column tiles, k of one to many 64-element steps, more tiles
-// than SMs (the persistent loop), bf16 and fp16.
+// row tiles, odd row-block counts (a cluster CTA with no rows), one and several column
+// tiles, k of one to many 64-element steps, more tile pairs than clusters (the persistent
+// loop), bf16 and fp16.
 // With --perf: the Llama-3-8B MLP's shapes against cuBLASLt's GEMM plus the SiLU-mul pass.
 // Without a CUDA device, or on a GPU other than sm_90 (or a build without sm_90a), it says
 // it skipped.
@@ -113,8 +114,9 @@ TG_TEST(silu_gate_up_gemm_takes_only_what_it_computes) {
 TG_TEST(silu_gate_up_gemm_matches_cpu) {
   if (!Runs()) return;
   struct Shape { int64_t m, n, k; };
-  // Partial row tiles (1, 77, 129, 300), one and several column tiles, k of 1 to 64 steps;
-  // the last two have more tiles than an H100's 132 SMs, so CTAs loop.
+  // Partial row tiles (1, 77, 129, 300), an odd number of row blocks (the cluster's second
+  // CTA then works on rows past m: 1, 77, 300, 2100), one and several column tiles, k of 1
+  // to 64 steps; the last has more tile pairs than an H100's clusters, so they loop.
   const Shape shapes[] = {{1, 128, 64},    {77, 256, 192},  {128, 128, 4096}, {129, 384, 320},
                           {300, 640, 128}, {1000, 512, 256}, {2100, 1024, 64}};
   for (ElemType t : {ElemType::kBF16, ElemType::kF16}) {

@@ -58,9 +58,10 @@ namespace {
 // vocabulary of (token, count) pairs is 64 MiB at V = 128256.
 constexpr int32_t kPenaltySlots = 64;
 // From this many rows a step's MLP takes the gate/up GEMM with SiLU-mul in its epilogue:
-// below it the 128-row tiles leave SMs idle and cuBLASLt's GEMM plus the pass was faster
-// (silu_gate_up_gemm_test --perf, cuda-notes session 8).
-constexpr int64_t kSiluGemmMinRows = 512;
+// at 512 rows its tile pairs fill the SMs' last round poorly and cuBLASLt's GEMM plus the
+// pass was 4–5% faster, from 1,024 rows it was itself 5% faster (silu_gate_up_gemm_test
+// --perf, cuda-notes session 8).
+constexpr int64_t kSiluGemmMinRows = 1024;
 
 // Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
 // never, =N from N rows. Read at every step, so that a benchmark can alternate both paths

@@ -1,6 +1,7 @@
-// A yes/no fact about a CUDA device that costs runtime queries to find (whether kernels may
-// launch with PDL, whether the Hopper kernels run): computed once per device, on first use
-// from that device, and cached for every later call, including ones during graph capture.
+// A fact about a CUDA device that costs runtime queries to find (yes/no: whether kernels may
+// launch with PDL, whether the Hopper kernels run; a count: how many clusters of a kernel fit
+// at once): computed once per device, on first use from that device, and cached for every
+// later call, including ones during graph capture.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -33,6 +34,28 @@ class PerDeviceFlag {
   static constexpr int kMaxDevices = 64;
   enum : int { kUnknown = 0, kNo, kYes };
   std::atomic<int> state_[kMaxDevices] = {};
+};
+
+// The same for a positive count.
+class PerDeviceCount {
+ public:
+  // compute(device) must return at least 1. Devices past kMaxDevices compute it every time.
+  template <typename Compute>
+  int Get(Compute compute) {
+    int device = 0;
+    TG_CUDA_CHECK(cudaGetDevice(&device));
+    if (device < 0 || device >= kMaxDevices) return compute(device);
+    int known = count_[device].load(std::memory_order_relaxed);
+    if (known == 0) {
+      known = compute(device);
+      count_[device].store(known, std::memory_order_relaxed);
+    }
+    return known;
+  }
+
+ private:
+  static constexpr int kMaxDevices = 64;
+  std::atomic<int> count_[kMaxDevices] = {};  // 0: not known yet
 };
 
 }  // namespace cuda

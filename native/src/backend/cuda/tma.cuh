@@ -57,6 +57,38 @@ __device__ __forceinline__ void Load2d(uint32_t dst, const void* map, int x, int
       : "memory");
 }
 
+// Load2d's box written to the same shared-memory offset of every CTA of the cluster in
+// `cta_mask` (bit i: the CTA of rank i), each counting the bytes on its barrier at `bar`'s offset.
+__device__ __forceinline__ void Load2dMulticast(uint32_t dst, const void* map, int x, int y, uint32_t bar,
+                                                uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+      "%3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(bar), "h"(cta_mask)
+      : "memory");
+}
+
+// This CTA's rank in its cluster.
+__device__ __forceinline__ uint32_t ClusterCtaRank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+
+// One arrival on the barrier at `bar`'s offset in the cluster's CTA of rank `cta` (this one
+// included). Only for barriers that guard shared memory read by the asynchronous proxy
+// (wgmma, completed before the arrival), so no memory ordering is asked of it.
+__device__ __forceinline__ void ArriveCluster(uint32_t bar, uint32_t cta) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(cta));
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
+}
+
+// Every thread of every CTA of the cluster meets here (warps converged: .aligned).
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
 #endif
 
 }  // namespace tma
