@@ -3,7 +3,7 @@
 #include <string>
 
 #include "backend/cuda/pdl.cuh"
-#include "backend/cuda/per_device_flag.h"
+#include "backend/cuda/per_device.h"
 
 namespace tg {
 namespace cuda {

@@ -31,7 +31,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/mma.cuh"
-#include "backend/cuda/per_device_flag.h"
+#include "backend/cuda/per_device.h"
 #include "backend/cuda/prefill_attention_wgmma.h"
 #include "backend/cuda/tensor_map.h"
 #include "backend/cuda/tma.cuh"
