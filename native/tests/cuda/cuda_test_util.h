@@ -1,7 +1,7 @@
 // Helpers shared by the CUDA kernel tests (cuda_ops_test, prefill_attention_test,
-// gemv_test), in the style of llama.cpp's test-backend-ops: seeded random inputs,
-// host values rounded to the element type (so the CPU reference sees exactly what the
-// GPU sees), device copies, NaN-poisoned outputs, and the relative L2 error.
+// silu_gate_up_gemm_test, gemv_test), in the style of llama.cpp's test-backend-ops: seeded
+// random inputs, host values rounded to the element type (so the CPU reference sees exactly
+// what the GPU sees), device copies, NaN-poisoned outputs, and the relative L2 error.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "backend/cpu/thread_pool.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_info.h"
@@ -27,6 +28,12 @@
 namespace tg {
 namespace cuda {
 namespace test {
+
+// The CPU references' thread pool (every core), shared by a test binary's cases.
+inline ThreadPool& CpuPool() {
+  static ThreadPool pool(0);
+  return pool;
+}
 
 inline std::mt19937& Rng() {
   static std::mt19937 gen(20261127);

@@ -24,7 +24,6 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
-#include "backend/cpu/thread_pool.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_info.h"
@@ -40,11 +39,6 @@ using namespace tg::cuda;
 using namespace tg::cuda::test;
 
 namespace {
-
-ThreadPool& Pool() {
-  static ThreadPool pool(0);
-  return pool;
-}
 
 // One product to check: rounded operands on host and device, and the CPU's answer.
 struct Problem {
@@ -77,7 +71,7 @@ Problem MakeProblem(int64_t m, const Weight& w, ElemType in, ElemType out) {
   Problem p{m, w.n, w.k, in, out, Round(RandomFloats(static_cast<size_t>(m * w.k)), in), &w.host, {}, &w.dev, {}};
   p.d_x = ToDevice(p.x.bits);
   p.want.resize(static_cast<size_t>(m * w.n));
-  cpu::Matmul(Pool(), p.x.values.data(), w.host.values.data(), nullptr, m, w.n, w.k, p.want.data());
+  cpu::Matmul(CpuPool(), p.x.values.data(), w.host.values.data(), nullptr, m, w.n, w.k, p.want.data());
   return p;
 }
 
@@ -281,7 +275,7 @@ TG_TEST(gemv_silu_input_equals_silu_then_gemv) {
         // The CPU's answer, for the cuBLASLt fallback (whose sums run in another order).
         Problem p{m, s.n, s.k, t, t, SiluMulOnHost(gate_up, m, s.k, t), &w.host, {}, &w.dev, {}};
         p.want.resize(static_cast<size_t>(m * s.n));
-        cpu::Matmul(Pool(), p.x.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, p.want.data());
+        cpu::Matmul(CpuPool(), p.x.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, p.want.data());
         Expect("gemm.RunSiluDown(gemv=0)", p, [&](void* o) {
           off->RunSiluDown(nullptr, d_gate_up.get(), scratch.get(), w.dev.get(), o, m, s.n, s.k, t, t);
         });
@@ -317,7 +311,7 @@ TG_TEST(gemv_adds_into_f32_output) {
           }
           const std::vector<float> residual = RandomFloats(static_cast<size_t>(m * s.n));
           std::vector<float> want(residual.size());
-          cpu::Matmul(Pool(), product_in.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, want.data());
+          cpu::Matmul(CpuPool(), product_in.values.data(), w.host.values.data(), nullptr, m, s.n, s.k, want.data());
           for (size_t i = 0; i < want.size(); ++i) want[i] += residual[i];
 
           DeviceBuffer stored = Poisoned(residual.size() * sizeof(float));
@@ -414,7 +408,7 @@ TG_TEST(gemm_adds_inside_graph_capture) {
            Poisoned(static_cast<size_t>(m * w.k) * ElemSize(t)), {}};
     const Rounded x = Round(RandomFloats(static_cast<size_t>(m * (silu ? 2 : 1) * w.k)), t);
     const Rounded product_in = silu ? SiluMulOnHost(x, m, w.k, t) : x;
-    cpu::Matmul(Pool(), product_in.values.data(), w.host.values.data(), nullptr, m, w.n, w.k, c.product.data());
+    cpu::Matmul(CpuPool(), product_in.values.data(), w.host.values.data(), nullptr, m, w.n, w.k, c.product.data());
     c.d_x = ToDevice(x.bits);
     c.d_residual = ToDevice(c.residual);
     cases.push_back(std::move(c));

@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
-#include "backend/cpu/thread_pool.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_info.h"
@@ -108,11 +107,6 @@ DevicePaged UploadPaged(const std::vector<TestSeq>& seqs, const std::vector<bool
   return d;
 }
 
-ThreadPool& Pool() {
-  static ThreadPool pool(0);
-  return pool;
-}
-
 // The CPU backend's attention for every row of every sequence: [rows, q_heads, d].
 std::vector<float> Reference(const std::vector<TestSeq>& seqs, int64_t total_rows, const HostCache& hc,
                              int64_t q_heads, int64_t window, float scale, const std::vector<float>& q,
@@ -123,7 +117,7 @@ std::vector<float> Reference(const std::vector<TestSeq>& seqs, int64_t total_row
   for (size_t s = 0; s < seqs.size(); ++s) {
     for (int64_t i = 0; i < seqs[s].rows; ++i) row_of[seqs[s].row_start + i] = {static_cast<int>(s), i};
   }
-  Pool().ParallelFor(total_rows, 1, [&](int64_t begin, int64_t end) {
+  CpuPool().ParallelFor(total_rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t row = begin; row < end; ++row) {
       const TestSeq& s = seqs[row_of[row].first];

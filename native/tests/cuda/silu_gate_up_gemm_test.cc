@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
-#include "backend/cpu/thread_pool.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/gemm.h"
@@ -35,18 +34,13 @@ using namespace tg::cuda::test;
 
 namespace {
 
-ThreadPool& Pool() {
-  static ThreadPool pool(0);
-  return pool;
-}
-
 int cases_run = 0;
 double worst_ratio = 0.0;
 
 // act = SiLU(gate) · up from the CPU's f32 product, rounded as the two-kernel path rounds.
 std::vector<float> Reference(const Rounded& x, const Rounded& w, int64_t m, int64_t n, int64_t k, ElemType t) {
   std::vector<float> product(static_cast<size_t>(m * 2 * n));
-  cpu::Matmul(Pool(), x.values.data(), w.values.data(), nullptr, m, 2 * n, k, product.data());
+  cpu::Matmul(CpuPool(), x.values.data(), w.values.data(), nullptr, m, 2 * n, k, product.data());
   const std::vector<float> gate_up = Round(product, t).values;
   std::vector<float> act(static_cast<size_t>(m * n));
   for (int64_t r = 0; r < m; ++r) {

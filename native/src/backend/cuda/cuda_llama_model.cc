@@ -63,9 +63,6 @@ constexpr int32_t kPenaltySlots = 64;
 // --perf, cuda-notes session 8).
 constexpr int64_t kSiluGemmMinRows = 1024;
 
-// Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
-// never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
-// in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
 // Whether the o and down projections add straight into the f32 residual (Gemm::RunAddTo),
 // so that the norms after them only read it: 6 bytes per element instead of 12, and the
 // products join the residual unrounded. Only without tensor parallelism, where the
@@ -76,6 +73,9 @@ bool ResidualInGemm() {
   return !(env && std::string(env) == "0");
 }
 
+// Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
+// never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
+// in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
 int64_t SiluGemmMinRows() {
   const char* env = std::getenv("TEXT_GEN_SILU_GEMM");
   if (!env) return kSiluGemmMinRows;
@@ -478,6 +478,14 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   // a.proj, which the norm after it adds (after the all-reduce under tensor parallelism).
   void* const delta = residual_in_gemm ? nullptr : a.proj.get();
   float* const residual = a.x.as<float>();
+  // A row-parallel projection (o, or down from act) of x ([t, k]) by w into that output.
+  auto project = [&](const void* x, const void* w, int64_t k) {
+    if (residual_in_gemm) {
+      gemm_->RunAddTo(stream_, x, w, residual, t, hidden, k, type_);
+    } else {
+      gemm_->Run(stream_, x, w, a.proj.get(), t, hidden, k, type_, type_);
+    }
+  };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
@@ -503,42 +511,33 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
       mark("prefill_attention");
     }
     if (!profiler_.Skips("o")) {
-      if (residual_in_gemm) {
-        gemm_->RunAddTo(stream_, a.attn.get(), W.o.get(), residual, t, hidden, qh * d, type_);
-      } else {
-        gemm_->Run(stream_, a.attn.get(), W.o.get(), a.proj.get(), t, hidden, qh * d, type_, type_);
-      }
+      project(a.attn.get(), W.o.get(), qh * d);
       mark("o");
     }
     add_norm(delta, W.post_norm.as<float>());
-    // The down projection, from act (the Hopper gate/up GEMM's SiLU-mul output) or from gate_up.
-    auto down = [&](bool from_act) {
-      if (profiler_.Skips("silu_down")) return;
-      if (from_act && residual_in_gemm) {
-        gemm_->RunAddTo(stream_, a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
-      } else if (from_act) {
-        gemm_->Run(stream_, a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_, type_);
+    // A prefill's MLP takes the Hopper gate/up GEMM with SiLU-mul in its epilogue (no
+    // [t, 2·inter] buffer), then the down projection of its output; other steps cuBLASLt's
+    // or the GEMV's gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into the GEMV.
+    const bool silu_in_gemm =
+        t >= silu_gemm_min_rows && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_);
+    if (!profiler_.Skips("gate_up")) {
+      if (silu_in_gemm) {
+        LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden);
+      } else {
+        gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
+      }
+      mark(silu_in_gemm ? "gate_up_silu" : "gate_up");
+    }
+    if (!profiler_.Skips("silu_down")) {
+      if (silu_in_gemm) {
+        project(a.act.get(), W.down.get(), inter);
       } else if (residual_in_gemm) {
         gemm_->RunSiluDownAddTo(stream_, a.gate_up.get(), a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
       } else {
         gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
                            type_);
       }
-      mark(from_act ? "down" : "silu_down");
-    };
-    if (t >= silu_gemm_min_rows && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_)) {
-      // A prefill's MLP: SiLU-mul in the gate/up GEMM's epilogue, no [t, 2·inter] buffer.
-      if (!profiler_.Skips("gate_up")) {
-        LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden);
-        mark("gate_up_silu");
-      }
-      down(true);
-    } else {
-      if (!profiler_.Skips("gate_up")) {
-        gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
-        mark("gate_up");
-      }
-      down(false);
+      mark(silu_in_gemm ? "down" : "silu_down");
     }
   }
   if (r == 0) return;

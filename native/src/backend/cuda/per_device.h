@@ -12,34 +12,12 @@
 namespace tg {
 namespace cuda {
 
-class PerDeviceFlag {
- public:
-  // The flag for the current device: compute(device) the first time, the cached answer
-  // after. Two threads that both find it unknown compute the same answer, so no lock is
-  // needed. Devices past kMaxDevices get false.
-  template <typename Compute>
-  bool Get(Compute compute) {
-    int device = 0;
-    TG_CUDA_CHECK(cudaGetDevice(&device));
-    if (device < 0 || device >= kMaxDevices) return false;
-    int known = state_[device].load(std::memory_order_relaxed);
-    if (known == kUnknown) {
-      known = compute(device) ? kYes : kNo;
-      state_[device].store(known, std::memory_order_relaxed);
-    }
-    return known == kYes;
-  }
-
- private:
-  static constexpr int kMaxDevices = 64;
-  enum : int { kUnknown = 0, kNo, kYes };
-  std::atomic<int> state_[kMaxDevices] = {};
-};
-
-// The same for a positive count.
+// A positive count.
 class PerDeviceCount {
  public:
-  // compute(device) must return at least 1. Devices past kMaxDevices compute it every time.
+  // The count for the current device: compute(device) (at least 1) the first time, the
+  // cached answer after. Two threads that both find it unknown compute the same answer, so
+  // no lock is needed. Devices past kMaxDevices compute it every time.
   template <typename Compute>
   int Get(Compute compute) {
     int device = 0;
@@ -56,6 +34,19 @@ class PerDeviceCount {
  private:
   static constexpr int kMaxDevices = 64;
   std::atomic<int> count_[kMaxDevices] = {};  // 0: not known yet
+};
+
+// A yes/no fact, kept as a count of 1 (no) or 2 (yes).
+class PerDeviceFlag {
+ public:
+  template <typename Compute>
+  bool Get(Compute compute) {
+    return answers_.Get([&](int device) { return compute(device) ? kYes : kNo; }) == kYes;
+  }
+
+ private:
+  enum : int { kNo = 1, kYes = 2 };
+  PerDeviceCount answers_;
 };
 
 }  // namespace cuda

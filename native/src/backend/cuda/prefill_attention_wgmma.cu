@@ -67,7 +67,7 @@ constexpr uint32_t kHalfBytes = kBlockN * 128;  // one 64-dim half of a tile
 // Barriers (8 bytes each): full and empty for each of the two K and two V buffers.
 constexpr int kBarriers = 8;
 // Swizzle atoms need 1,024-byte alignment, which the dynamic shared memory's start may lack.
-constexpr size_t kSmemBytes = 1024 + kQBytes + 4 * kTileBytes + 8 * kBarriers;
+constexpr size_t kSmemBytes = wgmma::kAtomBytes + kQBytes + 4 * kTileBytes + 8 * kBarriers;
 static_assert(kBlockM == kPrefillTileRowsLarge, "one CTA per large item");
 
 // Shared memory written through the generic proxy (cp.async, stores) that the tensor cores
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = SmemAddr(smem_raw);
-  const uint32_t align = ((raw + 1023) & ~1023u) - raw;
+  const uint32_t align = wgmma::AtomAligned(raw) - raw;
   unsigned char* const smem = smem_raw + align;  // generic pointer to q_s
   const uint32_t q_s = raw + align;              // [2 halves][kBlockM][64]
   const uint32_t k_s = q_s + kQBytes;            // [2 buffers][2 halves][kBlockN][64]
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Descriptors: Q (A) and K (B) are K-major, 8-row groups 1,024 bytes apart, k-steps of
   // 16 dims 32 bytes apart inside a 128-byte half row; V (B, transposed) has keys as rows:
   // a k-step is 16 keys (2,048 bytes) and its two 64-dim halves are a tile half apart.
-  constexpr uint32_t kAtomBytes = 1024;
+  using wgmma::kAtomBytes;
   auto q_desc = [&](int ks) {
     return wgmma::Descriptor(q_s + (ks / 4) * (kBlockM * 128) + group_row * 128 + (ks % 4) * 32, 16, kAtomBytes);
   };

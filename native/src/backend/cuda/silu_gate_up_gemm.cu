@@ -57,22 +57,24 @@ static_assert(2 * 128 * kConsumerRegisters + 128 * kProducerRegisters <= 65536, 
 constexpr uint32_t kABytes = kBlockM * kBlockK * 2;
 constexpr uint32_t kHalfBBytes = kBlockN * kBlockK * 2;  // gate's (or up's) rows of a stage
 constexpr uint32_t kStageBytes = kABytes + 2 * kHalfBBytes;
-// Swizzle atoms need 1,024-byte alignment, which the dynamic shared memory's start may lack.
-constexpr size_t kSmemBytes = 1024 + kStages * kStageBytes + 2 * kStages * 8;
+// Swizzle atoms need their alignment, which the dynamic shared memory's start may lack.
+constexpr size_t kSmemBytes = wgmma::kAtomBytes + kStages * kStageBytes + 2 * kStages * 8;
 
 constexpr int kCluster = 2;  // CTAs sharing each column block's w tile
 // Stage fills that a consumer warp of either CTA releases: all of them.
 constexpr int kEmptyArrivals = kCluster * kConsumerThreads / 32;
 
-// The order of tile pairs (a cluster's two row blocks of one column block): pairs of row
-// blocks fastest inside a group of kGroupM row blocks, then column blocks.
-__device__ __forceinline__ void PairAt(int pair, int row_pairs, int col_blocks, int* row_pair, int* col_block) {
+// The tile of the CTA of cluster rank `rank` in tile pair `pair`. Pairs (a cluster's two row
+// blocks of one column block) go row pairs fastest inside a group of kGroupM row blocks,
+// then column blocks.
+__device__ __forceinline__ void TileOfPair(int pair, uint32_t rank, int row_pairs, int col_blocks, int* row_block,
+                                           int* col_block) {
   constexpr int kGroupPairs = kGroupM / kCluster;
   const int per_group = kGroupPairs * col_blocks;
   const int first = pair / per_group * kGroupPairs;
   const int pairs_here = min(row_pairs - first, kGroupPairs);
   const int in_group = pair % per_group;
-  *row_pair = first + in_group % pairs_here;
+  *row_block = (first + in_group % pairs_here) * kCluster + static_cast<int>(rank);
   *col_block = in_group / pairs_here;
 }
 
@@ -98,8 +100,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   // The same offsets in both CTAs of the cluster (the dynamic shared memory starts at the
   // same address in each), which the multicast copies and the remote arrivals rely on.
-  const uint32_t raw = SmemAddr(smem_raw);
-  const uint32_t base = (raw + 1023) & ~1023u;
+  const uint32_t base = wgmma::AtomAligned(SmemAddr(smem_raw));
   auto a_stage = [&](int s) { return base + s * kStageBytes; };
   auto b_stage = [&](int s) { return base + s * kStageBytes + kABytes; };
   const uint32_t bars = base + kStages * kStageBytes;
@@ -133,9 +134,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       // the second CTA of a last, odd row block) arrive as zeros and still count their bytes.
       int fill = 0;
       for (int pair = cluster; pair < pairs; pair += clusters) {
-        int row_pair, col_block;
-        PairAt(pair, row_pairs, col_blocks, &row_pair, &col_block);
-        const int row_block = row_pair * kCluster + static_cast<int>(rank);
+        int row_block, col_block;
+        TileOfPair(pair, rank, row_pairs, col_blocks, &row_block, &col_block);
         for (int ks = 0; ks < k_steps; ++ks, ++fill) {
           const int s = fill % kStages;
           tma::Wait(empty(s), ((fill / kStages) & 1) ^ 1);
@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int g = lane / 4, t4 = lane % 4;
     // K-major operands, 8-row groups 1,024 bytes apart, k-steps of 16 elements 32 bytes apart
     // inside the 128-byte rows. B's 256 rows are gate's 128, then up's.
-    constexpr uint32_t kAtomBytes = 1024;
+    using wgmma::kAtomBytes;
     auto a_desc = [&](int s, int kk) {
       return wgmma::Descriptor(a_stage(s) + warpgroup * 64 * 128 + kk * 32, 16, kAtomBytes);
     };
@@ -169,9 +169,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     float acc[32][4];
     int fill = 0;
     for (int pair = cluster; pair < pairs; pair += clusters) {
-      int row_pair, col_block;
-      PairAt(pair, row_pairs, col_blocks, &row_pair, &col_block);
-      const int row_block = row_pair * kCluster + static_cast<int>(rank);
+      int row_block, col_block;
+      TileOfPair(pair, rank, row_pairs, col_blocks, &row_block, &col_block);
       for (int ks = 0; ks < k_steps; ++ks, ++fill) {
         const int s = fill % kStages;
         tma::Wait(full(s), (fill / kStages) & 1);

@@ -17,6 +17,14 @@ namespace tg {
 namespace cuda {
 namespace wgmma {
 
+// A swizzle atom: 8 rows of 128 bytes. Atoms start 1,024-byte aligned, the stride between
+// 8-row groups of every K-major tile here.
+constexpr uint32_t kAtomBytes = 1024;
+
+// The first atom-aligned shared address at or after `addr` (the dynamic shared memory's start
+// may lack the alignment: kernels ask for kAtomBytes more than their tiles need).
+__device__ __forceinline__ uint32_t AtomAligned(uint32_t addr) { return (addr + kAtomBytes - 1) & ~(kAtomBytes - 1); }
+
 // Byte offset of 16-byte chunk `chunk` (of the head dim) of row `row` in a tile of
 // `rows` rows stored as column halves of 64 elements.
 __device__ __forceinline__ uint32_t TileOffset(int rows, int row, int chunk) {
@@ -94,28 +102,28 @@ __device__ __forceinline__ void Touch(uint32_t (&a)[8][4]) {
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
   "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 
+// Each multiply below is one asm statement for both input types but for the type's name in
+// the instruction: TG_WGMMA_AS(TYPE) is that statement, defined around each function's body.
+
 // d (64 x 128, this thread's part in the mma.m16n8 C layout of its warp's 16 rows, one
 // [4] per 8 columns) = A·B (+ d when accumulate), A 64 x 16 and B 16 x 128 (as N x K,
 // K-major) both from shared memory.
 template <bool kBf16>
 __device__ __forceinline__ void MmaSS(float (&d)[16][4], uint64_t a, uint64_t b, bool accumulate) {
+#define TG_WGMMA_AS(TYPE)                                                       \
+  asm volatile(                                                                 \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                              \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "          \
+      TG_WGMMA_ACCUMULATOR_REGS                                                 \
+      ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                         \
+      : TG_WGMMA_ACCUMULATORS(d)                                                \
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
   if constexpr (kBf16) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        TG_WGMMA_ACCUMULATOR_REGS
-        ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : TG_WGMMA_ACCUMULATORS(d)
-        : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+    TG_WGMMA_AS("bf16");
   } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        TG_WGMMA_ACCUMULATOR_REGS
-        ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : TG_WGMMA_ACCUMULATORS(d)
-        : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+    TG_WGMMA_AS("f16");
   }
+#undef TG_WGMMA_AS
 }
 
 // d = A·B (+ d when accumulate) with A (64 x 16) from registers, this thread's four in the mma.m16n8k16 A
@@ -123,58 +131,24 @@ __device__ __forceinline__ void MmaSS(float (&d)[16][4], uint64_t a, uint64_t b,
 // on load: its rows are K).
 template <bool kBf16>
 __device__ __forceinline__ void MmaRSTransB(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b, bool accumulate) {
+#define TG_WGMMA_AS(TYPE)                                                                   \
+  asm volatile(                                                                             \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                      \
+      TG_WGMMA_ACCUMULATOR_REGS                                                             \
+      ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                       \
+      : TG_WGMMA_ACCUMULATORS(d)                                                            \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate)))
   if constexpr (kBf16) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        TG_WGMMA_ACCUMULATOR_REGS
-        ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : TG_WGMMA_ACCUMULATORS(d)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate)));
+    TG_WGMMA_AS("bf16");
   } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        TG_WGMMA_ACCUMULATOR_REGS
-        ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : TG_WGMMA_ACCUMULATORS(d)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate)));
+    TG_WGMMA_AS("f16");
   }
+#undef TG_WGMMA_AS
 }
 
-#define TG_WGMMA_ACCUMULATORS_256(d) \
-  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-  "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-  "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-  "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-  "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-  "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-  "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-  "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
-  "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
-  "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
-  "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
-  "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
-  "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
-  "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
-  "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
-  "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]), \
-  "+f"(d[16][0]), "+f"(d[16][1]), "+f"(d[16][2]), "+f"(d[16][3]), \
-  "+f"(d[17][0]), "+f"(d[17][1]), "+f"(d[17][2]), "+f"(d[17][3]), \
-  "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]), \
-  "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3]), \
-  "+f"(d[20][0]), "+f"(d[20][1]), "+f"(d[20][2]), "+f"(d[20][3]), \
-  "+f"(d[21][0]), "+f"(d[21][1]), "+f"(d[21][2]), "+f"(d[21][3]), \
-  "+f"(d[22][0]), "+f"(d[22][1]), "+f"(d[22][2]), "+f"(d[22][3]), \
-  "+f"(d[23][0]), "+f"(d[23][1]), "+f"(d[23][2]), "+f"(d[23][3]), \
-  "+f"(d[24][0]), "+f"(d[24][1]), "+f"(d[24][2]), "+f"(d[24][3]), \
-  "+f"(d[25][0]), "+f"(d[25][1]), "+f"(d[25][2]), "+f"(d[25][3]), \
-  "+f"(d[26][0]), "+f"(d[26][1]), "+f"(d[26][2]), "+f"(d[26][3]), \
-  "+f"(d[27][0]), "+f"(d[27][1]), "+f"(d[27][2]), "+f"(d[27][3]), \
-  "+f"(d[28][0]), "+f"(d[28][1]), "+f"(d[28][2]), "+f"(d[28][3]), \
-  "+f"(d[29][0]), "+f"(d[29][1]), "+f"(d[29][2]), "+f"(d[29][3]), \
-  "+f"(d[30][0]), "+f"(d[30][1]), "+f"(d[30][2]), "+f"(d[30][3]), \
-  "+f"(d[31][0]), "+f"(d[31][1]), "+f"(d[31][2]), "+f"(d[31][3])
+// The 256-column accumulators: rows 0–15 of d, then rows 16–31 (d + 16 is a [4] array's address).
+#define TG_WGMMA_ACCUMULATORS_256(d) TG_WGMMA_ACCUMULATORS(d), TG_WGMMA_ACCUMULATORS((d + 16))
 #define TG_WGMMA_ACCUMULATOR_REGS_256 \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
@@ -190,23 +164,20 @@ __device__ __forceinline__ void MmaRSTransB(float (&d)[16][4], const uint32_t (&
 // takes, for GEMMs (silu_gate_up_gemm.cu), where operands are read once per 256 columns.
 template <bool kBf16>
 __device__ __forceinline__ void MmaSS256(float (&d)[32][4], uint64_t a, uint64_t b, bool accumulate) {
+#define TG_WGMMA_AS(TYPE)                                                       \
+  asm volatile(                                                                 \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                             \
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " "          \
+      TG_WGMMA_ACCUMULATOR_REGS_256                                             \
+      ", %128, %129, p, 1, 1, 0, 0;\n}\n"                                       \
+      : TG_WGMMA_ACCUMULATORS_256(d)                                            \
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
   if constexpr (kBf16) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-        TG_WGMMA_ACCUMULATOR_REGS_256
-        ", %128, %129, p, 1, 1, 0, 0;\n}\n"
-        : TG_WGMMA_ACCUMULATORS_256(d)
-        : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+    TG_WGMMA_AS("bf16");
   } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
-        TG_WGMMA_ACCUMULATOR_REGS_256
-        ", %128, %129, p, 1, 1, 0, 0;\n}\n"
-        : TG_WGMMA_ACCUMULATORS_256(d)
-        : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+    TG_WGMMA_AS("f16");
   }
+#undef TG_WGMMA_AS
 }
 
 #undef TG_WGMMA_ACCUMULATORS_256
