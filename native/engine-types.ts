@@ -149,8 +149,16 @@ export interface NativeEngine {
   memoryInfo(): { freeBytes: number; totalBytes: number };
   /** Allocates the paged KV cache (block 0 included); replaces an earlier one. */
   allocateKvCache(numBlocks: number): void;
-  /** Runs one batched forward pass (prefill chunks and decodes mixed) and samples. */
-  step(sequences: StepSequence[]): Promise<StepOutput[]>;
+  /**
+   * Runs one batched forward pass (prefill chunks and decodes mixed) and samples.
+   * `ahead`: also start the next decode step of these sequences on the device, fed with
+   * the tokens this step samples, before this one's results come back, so that the device
+   * computes while the caller turns them around; a later step asking for exactly that
+   * (each sequence's sampled token, at the next position, same blocks and topN) takes its
+   * result from there. Only where every sequence samples on the device without penalties
+   * and holds the KV block for one more token (CUDA); otherwise it is a plain step.
+   */
+  step(sequences: StepSequence[], options?: { ahead?: boolean }): Promise<StepOutput[]>;
   /** Drops the sampler state of finished or cancelled sequences. */
   release(ids: number[]): void;
   /** Frees the weights and the KV cache; the engine is unusable afterwards. */

@@ -46,8 +46,10 @@
 #   tpsets    the same entries at --num-shard 2 (and 4 with TPSETS_SHARDS=4) through the launcher:
 #             batch-1 TPOT (bench/gpu/run.sh --only batch1)
 #   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
-#             steps at batch 1 and 16 on one GPU (e2e.mjs bench), then batch 1 through the launcher at
-#             --num-shard 2 (and 4 with 4+ GPUs); the per-op tables in profile-*.txt
+#             steps at batch 1 and 16 on one GPU (e2e.mjs bench), again with no event between ops
+#             (the step's GPU and host time only), then batch 1 through the launcher at --num-shard
+#             2 (and 4 with 4+ GPUs; $PROFILE_SHARDS picks, 1 included; PROFILE_OPS=0: the split only);
+#             the tables in profile-*.txt
 #   gpubench  the serving benchmark through the launcher with HF in the same call
 #             (bench/gpu/run.sh), results into $OUT
 #   parity    HF transformers against the engine (scripts/device-parity.sh): the small
@@ -166,7 +168,9 @@ fi
 
 if has serve; then
   step sampler sampler.txt node native/tests/cuda/e2e.mjs sampler models/stories260k
-  step serve serve.txt node native/tests/cuda/serve.mjs models/stories260k
+  # float16: the exact-text check needs the dtype that reproduces llama2.c (192/192); in
+  # bfloat16 one line parts at a near-tie (0.036 nats, e2e.mjs stories reports it).
+  step serve serve.txt node native/tests/cuda/serve.mjs models/stories260k --dtype float16
   step sampling sampling.txt env OUT= bash scripts/device-sampling-test.sh "sm_$arch"
 fi
 
@@ -261,14 +265,18 @@ if has profile; then
   gen_8b
   step profile-tp1 profile-tp1.txt timeout "$(budget 90)" env TEXT_GEN_STEP_PROFILE=16 E2E_BENCH=decode \
     E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
-  for n in 2 4; do
+  # The whole step's split between GPU and host, with no event between ops.
+  step profile-split profile-split.txt timeout "$(budget 90)" env TEXT_GEN_STEP_PROFILE=16 TEXT_GEN_STEP_PROFILE_OPS=0 \
+    E2E_BENCH=decode E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
+  for n in ${PROFILE_SHARDS:-2 4}; do
     [ "$(nvidia-smi -L | wc -l)" -ge "$n" ] || continue
-    step "profile-tp$n" "profile-tp$n-run.txt" timeout "$(budget 150)" env TEXT_GEN_STEP_PROFILE=300 bash bench/gpu/run.sh \
+    step "profile-server-tp$n" "profile-server-tp$n-run.txt" timeout "$(budget 150)" env TEXT_GEN_STEP_PROFILE=300 \
+      TEXT_GEN_STEP_PROFILE_OPS="${PROFILE_OPS:-1}" bash bench/gpu/run.sh \
       --shape llama3-8b --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
       --results-dir "/tmp/profile-tp$n" --run-dir "/tmp/profile-tp$n-run"
     # The shards' stderr reaches the launcher's log as pino lines: their messages.
     grep -h "step profile" "/tmp/profile-tp$n-run/launcher.log" | sed -E 's/.*"msg":"([^"]*)".*/\1/' \
-      > "$LOGS/profile-tp$n.txt"
+      > "$LOGS/profile-server-tp$n.txt"
   done
 fi
 

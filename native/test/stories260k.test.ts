@@ -96,8 +96,8 @@ class Seq {
   }
 }
 
-async function stepAll(engine: NativeEngine, parts: [Seq, StepSequence][]): Promise<void> {
-  const outputs = await engine.step(parts.map(([, s]) => s));
+async function stepAll(engine: NativeEngine, parts: [Seq, StepSequence][], options?: { ahead?: boolean }): Promise<void> {
+  const outputs = await engine.step(parts.map(([, s]) => s), options);
   outputs.forEach((out, i) => {
     const [seq, input] = parts[i]!;
     if (out.id !== seq.id) throw new Error(`output ${i} is for sequence ${out.id}, not ${seq.id}`);
@@ -106,9 +106,16 @@ async function stepAll(engine: NativeEngine, parts: [Seq, StepSequence][]): Prom
 }
 
 /** Greedy tokens of one sequence run alone: prompt in chunks of `chunk`, then decodes. */
-async function runAlone(engine: NativeEngine, id: number, prompt: number[], count: number, chunk = Infinity): Promise<number[]> {
+async function runAlone(
+  engine: NativeEngine,
+  id: number,
+  prompt: number[],
+  count: number,
+  chunk = Infinity,
+  options?: { ahead?: boolean },
+): Promise<number[]> {
   const seq = new Seq(id, prompt, new BlockAllocator().take(prompt.length + count));
-  while (seq.generated.length < count) await stepAll(engine, [[seq, seq.next(chunk)]]);
+  while (seq.generated.length < count) await stepAll(engine, [[seq, seq.next(chunk)]], options);
   engine.release([id]);
   return seq.generated;
 }
@@ -139,6 +146,14 @@ t.test("greedy decoding reproduces the reference generations", async (t) => {
     const tokens = await runAlone(engine, 100 + i, ref.prompt_token_ids, ref.greedy_token_ids.length);
     t.same(tokens, ref.greedy_token_ids, `"${ref.prompt}"`);
   }
+});
+
+t.test("asking steps to run ahead changes no token (the CPU runs none ahead)", async (t) => {
+  const ref = references[1]!;
+  const tokens = await runAlone(engine, 150, ref.prompt_token_ids, ref.greedy_token_ids.length, 5, { ahead: true });
+  t.same(tokens, ref.greedy_token_ids);
+  t.throws(() => engine.step([new Seq(151, [1], Int32Array.from([1])).next()], { ahead: 1 } as never), /ahead must be a boolean/);
+  t.throws(() => engine.step([new Seq(152, [1], Int32Array.from([1])).next()], 7 as never), /options must be an object/);
 });
 
 t.test("chunked prefill gives the same tokens", async (t) => {

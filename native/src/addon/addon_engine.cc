@@ -12,12 +12,13 @@ namespace {
 // JS object so that neither goes away while the step runs.
 class AddonStepWorker : public Napi::AsyncWorker {
  public:
-  AddonStepWorker(AddonEngine* owner, std::shared_ptr<Engine> engine, std::vector<StepInput> inputs,
+  AddonStepWorker(AddonEngine* owner, std::shared_ptr<Engine> engine, std::vector<StepInput> inputs, bool ahead,
                   Napi::Promise::Deferred deferred)
       : Napi::AsyncWorker(owner->Env(), "text_gen_engine.step"),
         owner_(owner),
         engine_(std::move(engine)),
         inputs_(std::move(inputs)),
+        ahead_(ahead),
         deferred_(deferred) {
     owner_->Ref();
   }
@@ -25,7 +26,7 @@ class AddonStepWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      results_ = engine_->Step(inputs_);
+      results_ = engine_->Step(inputs_, ahead_);
     } catch (const std::exception& e) {
       SetError(e.what());
     } catch (...) {
@@ -61,6 +62,7 @@ class AddonStepWorker : public Napi::AsyncWorker {
   AddonEngine* owner_;
   std::shared_ptr<Engine> engine_;
   std::vector<StepInput> inputs_;
+  bool ahead_;
   std::vector<StepResult> results_;
   Napi::Promise::Deferred deferred_;
 };
@@ -138,8 +140,15 @@ Napi::Value AddonEngine::Step(const Napi::CallbackInfo& info) {
   Open(env);
   if (info.Length() < 1) throw Napi::TypeError::New(env, "step() takes an array of sequences");
   std::vector<StepInput> inputs = ParseStepInputs(info[0]);
+  bool ahead = false;
+  if (info.Length() >= 2 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "step(sequences, options): options must be an object");
+    Napi::Value v = info[1].As<Napi::Object>().Get("ahead");
+    if (!v.IsUndefined() && !v.IsBoolean()) throw Napi::TypeError::New(env, "step options: ahead must be a boolean");
+    ahead = v.IsBoolean() && v.As<Napi::Boolean>().Value();
+  }
   auto deferred = Napi::Promise::Deferred::New(env);
-  pending_.push_back({std::move(inputs), deferred});
+  pending_.push_back({std::move(inputs), ahead, deferred});
   if (!step_running_) StartNext();
   return deferred.Promise();
 }
@@ -149,7 +158,7 @@ void AddonEngine::StartNext() {
   PendingStep next = std::move(pending_.front());
   pending_.pop_front();
   step_running_ = true;
-  (new AddonStepWorker(this, engine_, std::move(next.inputs), next.deferred))->Queue();
+  (new AddonStepWorker(this, engine_, std::move(next.inputs), next.ahead, next.deferred))->Queue();
 }
 
 void AddonEngine::OnStepSettled() {

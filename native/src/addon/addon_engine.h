@@ -28,6 +28,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
  private:
   struct PendingStep {
     std::vector<StepInput> inputs;
+    bool ahead = false;  // Engine::Step's
     Napi::Promise::Deferred deferred;
   };
 

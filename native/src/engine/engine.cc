@@ -1,6 +1,7 @@
 // See engine.h.
 #include "engine/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -26,6 +27,17 @@ struct Engine::Sequence {
   bool slot_current = false;
   bool keeps_history = false;
   std::vector<int32_t> history;
+};
+
+// One sequence's decode step run ahead (Engine::Step's `ahead`).
+struct Engine::AheadRow {
+  std::shared_ptr<Sequence> seq;  // the sequence it was run for (not one re-created under its id)
+  int64_t position = 0;           // of its input token
+  int32_t token = -1;             // its input token: the one the step before sampled
+  int32_t top_n = 0;
+  std::vector<int32_t> blocks;    // the KV blocks it used
+  bool ready = false;             // its result is back
+  SampleResult result;
 };
 
 static void SetSampled(SampleResult&& s, StepResult* out) {
@@ -103,6 +115,8 @@ EngineMemoryInfo Engine::MemoryInfo() const {
 
 void Engine::AllocateKvCache(int64_t num_blocks) {
   std::lock_guard<std::mutex> lock(step_mu_);
+  FinishAhead();  // the cache it writes goes away
+  ahead_rows_.clear();
   runner_->AllocateKvCache(num_blocks, options_.block_size);
   // The runner sizes its device penalty counts with the cache and starts them empty.
   std::lock_guard<std::mutex> seq_lock(seq_mu_);
@@ -146,9 +160,82 @@ void Engine::Validate(const std::vector<StepInput>& inputs) const {
   }
 }
 
-std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
+std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs, bool ahead) {
   std::lock_guard<std::mutex> step_lock(step_mu_);
   Validate(inputs);
+  std::vector<StepResult> results(inputs.size());
+  if (ahead_rows_.empty()) {
+    RunStep(inputs, ahead, &results);
+    return results;
+  }
+  DropStaleAhead();
+  std::vector<char> hit(inputs.size(), 0);
+  bool all_in_flight = ahead_slot_ >= 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    hit[i] = AheadHit(inputs[i]);
+    all_in_flight = all_in_flight && hit[i] && !ahead_rows_.at(inputs[i].id).ready;
+  }
+  if (all_in_flight) {
+    // The steady state: this whole step is in flight. Its successor goes in behind it
+    // (fed by its samples) before it is waited for.
+    std::vector<int64_t> source_rows;
+    for (const StepInput& in : inputs) {
+      source_rows.push_back(std::find(ahead_order_.begin(), ahead_order_.end(), in.id) - ahead_order_.begin());
+    }
+    std::vector<std::shared_ptr<Sequence>> states;
+    for (const StepInput& in : inputs) states.push_back(ahead_rows_.at(in.id).seq);
+    const int finishing = ahead_slot_;
+    std::vector<int64_t> finishing_order = std::move(ahead_order_);
+    ahead_order_.clear();
+    ahead_slot_ = -1;
+    std::unordered_map<int64_t, AheadRow> next;
+    if (ahead) {
+      std::swap(next, ahead_rows_);  // StartAhead fills ahead_rows_ with the new step's rows
+      StartAhead(finishing == 1 ? 2 : 1, inputs, states, source_rows);
+      std::swap(next, ahead_rows_);
+    }
+    std::vector<float> no_logits;
+    std::vector<SampleResult> sampled;
+    runner_->FinishStep(finishing, &no_logits, &sampled);
+    for (size_t k = 0; k < finishing_order.size(); ++k) {
+      auto it = ahead_rows_.find(finishing_order[k]);
+      if (it == ahead_rows_.end() || it->second.ready) continue;
+      it->second.ready = true;
+      it->second.result = std::move(sampled[k]);
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      TakeAheadResult(inputs[i], &results[i]);
+      auto row = next.find(inputs[i].id);
+      if (row != next.end()) row->second.token = results[i].token;
+    }
+    // The new step's rows join those of the sequences this step did not name, which
+    // stay, ready, for a later step.
+    for (auto& [id, row] : next) ahead_rows_[id] = std::move(row);
+    return results;
+  }
+  // Otherwise the step in flight is waited for, the inputs it (or an earlier one)
+  // computed take their results, and the rest run now.
+  FinishAhead();
+  std::vector<StepInput> rest;
+  std::vector<size_t> rest_index;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (hit[i]) {
+      TakeAheadResult(inputs[i], &results[i]);
+    } else {
+      ahead_rows_.erase(inputs[i].id);  // computed for another token or position: never asked for
+      rest.push_back(inputs[i]);
+      rest_index.push_back(i);
+    }
+  }
+  if (!rest.empty()) {
+    std::vector<StepResult> rest_results(rest.size());
+    RunStep(rest, ahead && rest.size() == inputs.size(), &rest_results);
+    for (size_t k = 0; k < rest.size(); ++k) results[rest_index[k]] = std::move(rest_results[k]);
+  }
+  return results;
+}
+
+void Engine::RunStep(const std::vector<StepInput>& inputs, bool ahead, std::vector<StepResult>* results_out) {
   const int64_t vocab = options_.config.vocab_size;
   const bool device_sampler = runner_->device_penalty_slots() > 0;
 
@@ -229,13 +316,20 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
   logit_rows.insert(logit_rows.end(), device_rows.begin(), device_rows.end());
   std::vector<float> logits;
   std::vector<SampleResult> sampled;
+  bool started_ahead = false;
   if (samples.empty()) {
     runner_->Forward(batch, logit_rows, &logits);
+  } else if (ahead && runner_->runs_ahead()) {
+    runner_->EnqueueStep(0, batch, logit_rows, host_rows, samples);
+    const bool every_row_on_device = std::all_of(on_device.begin(), on_device.end(), [](char c) { return c != 0; });
+    // No step is in flight here (Step waited for it), so slot 1 is free.
+    started_ahead = every_row_on_device && StartAhead(1, inputs, states, sample_index);
+    runner_->FinishStep(0, &logits, &sampled);
   } else {
     runner_->ForwardAndSample(batch, logit_rows, host_rows, samples, &logits, &sampled);
   }
 
-  std::vector<StepResult> results(inputs.size());
+  std::vector<StepResult>& results = *results_out;
   std::vector<float> logprobs;  // scratch for prompt logprobs, sized only when a row asks
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
@@ -278,7 +372,105 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs) {
       ++seq.generated;
     }
   }
-  return results;
+  if (started_ahead) {
+    for (size_t i = 0; i < inputs.size(); ++i) ahead_rows_.at(inputs[i].id).token = results[i].token;
+  }
+}
+
+bool Engine::AheadHit(const StepInput& in) const {
+  auto it = ahead_rows_.find(in.id);
+  if (it == ahead_rows_.end()) return false;
+  const AheadRow& row = it->second;
+  if (in.init || !in.sample || in.prompt_logprobs || in.tokens.size() != 1 || in.tokens[0] != row.token ||
+      in.position != row.position || in.top_n != row.top_n || in.blocks.size() < row.blocks.size() ||
+      !std::equal(row.blocks.begin(), row.blocks.end(), in.blocks.begin())) {
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  auto seq = sequences_.find(in.id);
+  return seq != sequences_.end() && seq->second == row.seq;
+}
+
+// The host's side of a sampled decode step, as RunStep does it for a row the device sampled.
+void Engine::TakeAheadResult(const StepInput& in, StepResult* out) {
+  auto it = ahead_rows_.find(in.id);
+  AheadRow& row = it->second;
+  Sequence& seq = *row.seq;
+  out->id = in.id;
+  seq.sampler.Observe(in.tokens.data(), 1);
+  seq.slot_current = true;
+  seq.last_logprobs.clear();
+  ++seq.generated;
+  SetSampled(std::move(row.result), out);
+  ahead_rows_.erase(it);
+}
+
+bool Engine::StartAhead(int slot, const std::vector<StepInput>& inputs,
+                        const std::vector<std::shared_ptr<Sequence>>& states, const std::vector<int64_t>& source_rows) {
+  const int64_t bs = options_.block_size;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const StepInput& in = inputs[i];
+    const int64_t next = in.position + static_cast<int64_t>(in.tokens.size());
+    if (!in.sample || in.prompt_logprobs || states[i]->keeps_history || source_rows[i] < 0 ||
+        static_cast<int64_t>(in.blocks.size()) < (next + 1 + bs - 1) / bs) {
+      return false;
+    }
+  }
+  std::vector<int32_t> sources(inputs.size());
+  std::vector<ForwardSequence> batch;
+  std::vector<DeviceSample> samples;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const StepInput& in = inputs[i];
+    const int64_t next = in.position + static_cast<int64_t>(in.tokens.size());
+    sources[i] = static_cast<int32_t>(source_rows[i]);
+    batch.push_back({&sources[i], 1, next, in.blocks.data(), static_cast<int64_t>(in.blocks.size())});
+    DeviceSample d;
+    d.params = states[i]->sampler.params();
+    d.generated_index = states[i]->generated + 1;  // this step's sample comes first
+    d.top_n = in.top_n;
+    samples.push_back(d);
+  }
+  if (!runner_->EnqueueDecodeAhead(slot, batch, samples)) return false;
+  ahead_slot_ = slot;
+  ahead_order_.clear();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const StepInput& in = inputs[i];
+    AheadRow& row = ahead_rows_[in.id];
+    row = AheadRow();
+    row.seq = states[i];
+    row.position = batch[i].position;
+    row.top_n = in.top_n;
+    row.blocks.assign(in.blocks.begin(), in.blocks.begin() + (row.position + 1 + bs - 1) / bs);
+    ahead_order_.push_back(in.id);
+  }
+  return true;
+}
+
+void Engine::FinishAhead() {
+  if (ahead_slot_ < 0) return;
+  std::vector<float> no_logits;
+  std::vector<SampleResult> sampled;
+  const int slot = ahead_slot_;
+  ahead_slot_ = -1;
+  runner_->FinishStep(slot, &no_logits, &sampled);
+  for (size_t k = 0; k < ahead_order_.size() && k < sampled.size(); ++k) {
+    auto it = ahead_rows_.find(ahead_order_[k]);
+    if (it == ahead_rows_.end() || it->second.ready) continue;
+    it->second.ready = true;
+    it->second.result = std::move(sampled[k]);
+  }
+  ahead_order_.clear();
+}
+
+// Rows whose sequence was released (or re-created) since: no step can ask for them.
+// Rows of the step in flight stay until it is waited for.
+void Engine::DropStaleAhead() {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  for (auto it = ahead_rows_.begin(); it != ahead_rows_.end();) {
+    auto seq = sequences_.find(it->first);
+    const bool stale = seq == sequences_.end() || seq->second != it->second.seq;
+    it = stale && it->second.ready ? ahead_rows_.erase(it) : std::next(it);
+  }
 }
 
 void Engine::Release(const std::vector<int64_t>& ids) {

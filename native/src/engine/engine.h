@@ -96,14 +96,36 @@ class Engine {
   void AllocateKvCache(int64_t num_blocks);
   // One batched forward and sampling; outputs in the order of `inputs`. Validates
   // everything before touching state, so a rejected step changes nothing.
-  std::vector<StepResult> Step(const std::vector<StepInput>& inputs);
+  //
+  // With `ahead`, when every sequence of the step samples on the device and has the KV
+  // block for one more token, the runner is also handed the next decode step of these
+  // sequences before this one's results are waited for, fed on the device with the
+  // tokens this step samples: the device computes it while the caller turns this step's
+  // tokens around. A later step that asks for exactly that (a sequence, its sampled token
+  // at the next position, the same blocks and top-n) takes its result from there. What
+  // no step asks for is dropped: a stopped sequence's extra token, and its KV write past
+  // its end, which nothing reads. Sequences with penalties (host counts) never run ahead.
+  std::vector<StepResult> Step(const std::vector<StepInput>& inputs, bool ahead = false);
   // Forgets the sampler state of these sequences (unknown ids are ignored).
   void Release(const std::vector<int64_t>& ids);
 
  private:
   struct Sequence;
 
+  struct AheadRow;
+
   void Validate(const std::vector<StepInput>& inputs) const;
+  // Step's parts: sequences computed now; results taken from steps run ahead; the next
+  // step started ahead; the step in flight waited for and its results kept.
+  void RunStep(const std::vector<StepInput>& inputs, bool ahead, std::vector<StepResult>* results);
+  bool AheadHit(const StepInput& in) const;
+  void TakeAheadResult(const StepInput& in, StepResult* out);
+  // Starts the next decode step of `inputs` in runner slot `slot` (1 or 2: 0 is RunStep's),
+  // input i fed by sample row source_rows[i] of the step queued last; false if it can't.
+  bool StartAhead(int slot, const std::vector<StepInput>& inputs, const std::vector<std::shared_ptr<Sequence>>& states,
+                  const std::vector<int64_t>& source_rows);
+  void FinishAhead();
+  void DropStaleAhead();
 
   EngineOptions options_;
   std::unique_ptr<Communicator> comm_;
@@ -113,6 +135,12 @@ class Engine {
   std::unordered_map<int64_t, std::shared_ptr<Sequence>> sequences_;
   // Device penalty slots not held by a sequence (guarded by seq_mu_).
   std::vector<int32_t> free_penalty_slots_;
+  // Decode steps run ahead, by sequence id (guarded by step_mu_): rows of the step in
+  // flight (in slot ahead_slot_, in ahead_order_), and rows whose results came back
+  // but no step has asked for yet.
+  std::unordered_map<int64_t, AheadRow> ahead_rows_;
+  int ahead_slot_ = -1;
+  std::vector<int64_t> ahead_order_;
 };
 
 }  // namespace tg

@@ -22,6 +22,19 @@ void ModelRunner::ForwardAndSample(const std::vector<ForwardSequence>& seqs, con
   Forward(seqs, logit_rows, logits);
 }
 
+void ModelRunner::EnqueueStep(int, const std::vector<ForwardSequence>&, const std::vector<int64_t>&, int64_t,
+                              const std::vector<DeviceSample>&) {
+  throw std::logic_error("this runner does not run steps ahead");
+}
+
+void ModelRunner::FinishStep(int, std::vector<float>*, std::vector<SampleResult>*) {
+  throw std::logic_error("this runner does not run steps ahead");
+}
+
+bool ModelRunner::EnqueueDecodeAhead(int, const std::vector<ForwardSequence>&, const std::vector<DeviceSample>&) {
+  return false;
+}
+
 std::unique_ptr<ModelRunner> MakeModelRunner(const EngineOptions& options, Communicator& comm) {
   if (options.device == "cpu") return MakeCpuModelRunner(options, comm);
   if (options.device != "cuda") {

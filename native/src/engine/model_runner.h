@@ -76,6 +76,24 @@ class ModelRunner {
                                 int64_t host_rows, const std::vector<DeviceSample>& samples,
                                 std::vector<float>* logits, std::vector<SampleResult>* sampled);
   virtual DeviceMemory memory_info() const { return {}; }
+
+  // Steps that overlap (Engine's decode ahead): a runner that computes asynchronously
+  // may hold up to kStepSlots steps in flight, each in its own slot, and start a decode
+  // step before the host knows the tokens it consumes.
+  static constexpr int kStepSlots = 3;
+  virtual bool runs_ahead() const { return false; }
+  // ForwardAndSample in two halves: EnqueueStep queues the step on the device with its
+  // results going to `slot` (which must not hold a step), FinishStep waits for the step
+  // in `slot` and returns its results. A slot's steps finish in the order they were queued.
+  virtual void EnqueueStep(int slot, const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                           int64_t host_rows, const std::vector<DeviceSample>& samples);
+  virtual void FinishStep(int slot, std::vector<float>* logits, std::vector<SampleResult>* sampled);
+  // Queues, into `slot`, a decode step of `seqs` (one token each, every row sampled on
+  // the device by `samples`) whose token i is the one that the step queued last sampled
+  // in its sample row seqs[i].tokens[0]: the tokens arrays hold those sample rows, not
+  // tokens. False, with nothing queued, when the runner can't run this step ahead.
+  virtual bool EnqueueDecodeAhead(int slot, const std::vector<ForwardSequence>& seqs,
+                                  const std::vector<DeviceSample>& samples);
 };
 
 // The runner for options.device: "cpu" always; "cuda" when this build has the

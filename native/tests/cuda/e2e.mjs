@@ -50,7 +50,7 @@ async function load(modelDir, device, dtype) {
 }
 
 /** Runs sequences together: prompts (in chunks of `chunk` tokens), then greedy decodes. */
-async function generate(engine, prompts, steps, { chunk = Infinity, topN = 0 } = {}) {
+async function generate(engine, prompts, steps, { chunk = Infinity, topN = 0, ahead = false } = {}) {
   let nextBlock = 1;
   const seqs = prompts.map((prompt, i) => {
     const nBlocks = Math.ceil((prompt.length + steps) / BLOCK);
@@ -74,7 +74,7 @@ async function generate(engine, prompts, steps, { chunk = Infinity, topN = 0 } =
       s.position += tokens.length;
       return input;
     });
-    const outputs = await engine.step(inputs);
+    const outputs = await engine.step(inputs, { ahead });
     outputs.forEach((out, i) => {
       const s = active[i];
       if (!inputs[i].sample) return;
@@ -120,6 +120,11 @@ async function stories(modelDir) {
     const t0 = performance.now();
     const seqs = await generate(engine, refs.map((r) => r.prompt_token_ids), 64);
     const ms = performance.now() - t0;
+    // Steps run ahead (Engine::Step's ahead) must give the same tokens as steps one by one.
+    const ahead = await generate(engine, refs.map((r) => r.prompt_token_ids), 64, { ahead: true });
+    const aheadSame = ahead.reduce((n, s, i) => n + agreement(s.generated, seqs[i].generated).same, 0);
+    console.log(`RESULT stories260k ${device}/${dtype} steps run ahead: ${aheadSame}/${64 * seqs.length} tokens as without`);
+    if (aheadSame !== 64 * seqs.length) failed = true;
     engine.close();
     let total = 0;
     seqs.forEach((s, i) => {
@@ -133,7 +138,7 @@ async function stories(modelDir) {
 }
 
 /** Runs sequences with their own params; topNAt(step) picks topN per decode step (21: host sampler). */
-async function sampleRun(engine, prompts, steps, paramsOf, topNAt = () => 0) {
+async function sampleRun(engine, prompts, steps, paramsOf, topNAt = () => 0, ahead = false) {
   let nextBlock = 1;
   const seqs = prompts.map((prompt, i) => {
     const nBlocks = Math.ceil((prompt.length + steps) / BLOCK);
@@ -151,7 +156,7 @@ async function sampleRun(engine, prompts, steps, paramsOf, topNAt = () => 0) {
       if (first) input.init = { params: paramsOf(i), prefix: new Int32Array(0) };
       return input;
     });
-    const outputs = await engine.step(inputs);
+    const outputs = await engine.step(inputs, { ahead });
     outputs.forEach((o, i) => seqs[i].generated.push(o.token));
   }
   engine.release(seqs.map((s) => s.id));
@@ -176,6 +181,11 @@ async function sampler(modelDir) {
   const runA = await sampleRun(engine, prompts, steps, seeded);
   const runB = await sampleRun(engine, prompts, steps, seeded);
   compare("seeded (temperature 0.8, top-k 40, top-p 0.9) run 1 vs run 2, device sampler", runA, runB, true);
+  compare("seeded, steps run ahead vs one by one", await sampleRun(engine, prompts, steps, seeded, () => 0, true), runA, true);
+  compare("seeded + penalties, ahead asked (never runs ahead) vs one by one",
+    await sampleRun(engine, prompts, steps, both, () => 0, true), await sampleRun(engine, prompts, steps, both), true);
+  compare("seeded, ahead asked with top-n changing every other step vs one by one",
+    await sampleRun(engine, prompts, steps, seeded, (k) => (k % 2 ? 3 : 0), true), runA, true);
   compare("seeded, device vs host sampler", runA, await sampleRun(engine, prompts, steps, seeded, () => 21), false);
   compare("penalties greedy, device vs host sampler", await sampleRun(engine, prompts, steps, penalised),
     await sampleRun(engine, prompts, steps, penalised, () => 21), false);
@@ -201,6 +211,12 @@ async function logits(modelDirs) {
       const gpu = await load(modelDir, "cuda", dtype);
       for (const chunk of [Infinity, 24]) {
         const got = await generate(gpu.engine, prompts, 32, { topN: vocab, chunk });
+        // The same with steps run ahead (prompts finish prefill at different steps; topN
+        // drops from the whole vocabulary, sampled on the host, to 2 after the first token).
+        const ahead = await generate(gpu.engine, prompts, 32, { topN: vocab, chunk, ahead: true });
+        const aheadSame = ahead.reduce((n, s, i) => n + agreement(s.generated, got[i].generated).same, 0);
+        console.log(`RESULT ${name} cuda/${dtype} chunk ${chunk}: steps run ahead ${aheadSame}/${32 * prompts.length} tokens as without`);
+        if (aheadSame !== 32 * prompts.length) failed = true;
         const errs = got.map((s, i) => relError(centred(s.firstTop, vocab), centred(ref[i].firstTop, vocab)));
         const agree = got.map((s, i) => agreement(s.generated, ref[i].generated));
         // Where greedy parts from the CPU, the CPU's own top-2 margin at that step (a near-tie?).
@@ -302,19 +318,23 @@ async function bench(modelDir) {
         outs.forEach((o) => last.set(o.id, o.token));
       }
       let position = 1024;
-      const times = [];
-      for (let k = 0; k < steps; ++k) {
-        const t = performance.now();
-        const outs = await engine.step(seqs.map((s) => stepOf(s, [last.get(s.id)], position, true)));
-        times.push(performance.now() - t);
-        ++position;
-        outs.forEach((o) => last.set(o.id, o.token));
+      // E2E_AHEAD=1: the same steps again, each starting the next on the device before
+      // its own tokens come back (Engine::Step's ahead), as the shard runs them.
+      for (const ahead of process.env.E2E_AHEAD === "1" ? [false, true] : [false]) {
+        const times = [];
+        for (let k = 0; k < steps; ++k) {
+          const t = performance.now();
+          const outs = await engine.step(seqs.map((s) => stepOf(s, [last.get(s.id)], position, true)), { ahead });
+          times.push(performance.now() - t);
+          ++position;
+          outs.forEach((o) => last.set(o.id, o.token));
+        }
+        const sorted = times.slice(2).sort((a, b) => a - b);
+        const ms = sorted[Math.floor(sorted.length / 2)];
+        const gbs = batch === 1 ? `, ${(info.weightBytes / ms / 1e6).toFixed(0)} GB/s of weights` : "";
+        console.log(`RESULT bench decode ${label}${ahead ? ", ahead" : ""} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
       }
       engine.release(seqs.map((s) => s.id));
-      const sorted = times.slice(2).sort((a, b) => a - b);
-      const ms = sorted[Math.floor(sorted.length / 2)];
-      const gbs = batch === 1 ? `, ${(info.weightBytes / ms / 1e6).toFixed(0)} GB/s of weights` : "";
-      console.log(`RESULT bench decode ${label} batch ${batch} at 1k context: ${ms.toFixed(2)} ms/step median, ${(batch / ms * 1000).toFixed(0)} tok/s${gbs}`);
     }
   };
   if (process.env.E2E_BENCH === "prefill") {

@@ -147,10 +147,37 @@ class CudaLlamaModel : public ModelRunner {
   }
   void ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
                         int64_t host_rows, const std::vector<DeviceSample>& samples, std::vector<float>* logits,
-                        std::vector<SampleResult>* sampled) override;
+                        std::vector<SampleResult>* sampled) override {
+    EnqueueStep(0, seqs, logit_rows, host_rows, samples);
+    FinishStep(0, logits, sampled);
+  }
   DeviceMemory memory_info() const override;
+  bool runs_ahead() const override { return true; }
+  void EnqueueStep(int slot, const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                   int64_t host_rows, const std::vector<DeviceSample>& samples) override {
+    Enqueue(slot, seqs, logit_rows, host_rows, samples, false);
+  }
+  void FinishStep(int slot, std::vector<float>* logits, std::vector<SampleResult>* sampled) override;
+  bool EnqueueDecodeAhead(int slot, const std::vector<ForwardSequence>& seqs,
+                          const std::vector<DeviceSample>& samples) override;
 
  private:
+  // The host side of a step in flight.
+  struct StepSlot {
+    bool busy = false;
+    bool queued = false;  // false for a step of no sequences: nothing to wait for
+    PinnedBuffer in, sampled;  // the step's packed inputs, and its sampler outputs copied back
+    cudaEvent_t done = nullptr;  // after the step's last copy back
+    int32_t ns = 0, top_stride = 0;
+    std::vector<int32_t> top_n;  // per sampled row
+    int64_t host_rows = 0;
+    int profile_kind = 0, profile_step = -1;
+  };
+  // EnqueueStep, and EnqueueDecodeAhead with tokens_are_sample_rows (then false, with
+  // nothing queued, when the step isn't a graph bucket's or would move a buffer that
+  // the steps in flight use).
+  bool Enqueue(int slot, const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+               int64_t host_rows, const std::vector<DeviceSample>& samples, bool tokens_are_sample_rows);
   KvLayer CacheLayer(int64_t layer) const;
   // Packs the step's inputs. With pad_to > 0 (a decode graph's bucket) every per-row and
   // per-sequence array is padded to pad_to entries (rows that read and write only the
@@ -193,8 +220,10 @@ class CudaLlamaModel : public ModelRunner {
   int64_t num_blocks_ = 0, block_size_ = 0;  // kv_ holds one more block: the padding rows' scratch
   std::unique_ptr<GpuPenaltyState> penalties_;  // sized with the KV cache
 
-  // Per-step buffers.
-  PinnedBuffer host_in_, host_logits_, host_sampled_;
+  // Per-step buffers. Only a step in slot 0 has rows whose logits come back (the engine
+  // runs no other step with it), so host_logits_ is one.
+  StepSlot slots_[kStepSlots];
+  PinnedBuffer host_logits_;
   DeviceBuffer sampled_;  // the sampler's outputs, one block copied back
   DeviceBuffer dev_in_;   // eager steps' inputs
   Activations eager_;
@@ -251,7 +280,11 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
 }
 
 CudaLlamaModel::~CudaLlamaModel() {
+  if (stream_) cudaStreamSynchronize(stream_);  // steps left in flight (run ahead) use the buffers
   graphs_.Clear();
+  for (StepSlot& slot : slots_) {
+    if (slot.done) cudaEventDestroy(slot.done);
+  }
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -563,30 +596,57 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   mark("gather_vocab");
 }
 
-void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
-                                      int64_t host_rows, const std::vector<DeviceSample>& samples,
-                                      std::vector<float>* logits, std::vector<SampleResult>* sampled) {
+bool CudaLlamaModel::EnqueueDecodeAhead(int slot, const std::vector<ForwardSequence>& seqs,
+                                        const std::vector<DeviceSample>& samples) {
+  if (seqs.empty() || samples.size() != seqs.size()) return false;
+  std::vector<int64_t> logit_rows(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) logit_rows[i] = static_cast<int64_t>(i);
+  return Enqueue(slot, seqs, logit_rows, 0, samples, true);
+}
+
+bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
+                             int64_t host_rows, const std::vector<DeviceSample>& samples,
+                             bool tokens_are_sample_rows) {
   if (num_blocks_ == 0) throw std::runtime_error("forward before the KV cache is allocated");
   if (host_rows < 0 || host_rows + static_cast<int64_t>(samples.size()) != static_cast<int64_t>(logit_rows.size())) {
     throw std::logic_error("ForwardAndSample: logit_rows must be host_rows rows, then one per sample");
   }
-  logits->clear();
-  sampled->clear();
-  if (seqs.empty()) return;
+  if (slot < 0 || slot >= kStepSlots || slots_[slot].busy) throw std::logic_error("EnqueueStep: slot in use");
+  StepSlot& out_slot = slots_[slot];
+  out_slot.ns = 0;
+  out_slot.host_rows = 0;
+  out_slot.profile_step = -1;
+  out_slot.queued = false;
+  if (seqs.empty()) {
+    out_slot.busy = true;  // finishes with nothing
+    return true;
+  }
   TG_CUDA_CHECK(cudaSetDevice(device_));  // steps come from the addon's worker threads
-  const int64_t vocab = config_.vocab_size;
+  profiler_.EnterStep();
 
   // A decode step (one new token per sequence, each with logits) runs in a graph.
   const bool decode = std::all_of(seqs.begin(), seqs.end(), [](const ForwardSequence& q) { return q.count == 1; }) &&
                       logit_rows.size() == seqs.size();
   const int32_t bucket = decode && !dynamic_rope_ ? graphs_.BucketFor(static_cast<int64_t>(seqs.size())) : 0;
+  // A step run ahead is a graph bucket's, so that it moves no buffer the step before
+  // it may still be using: the graphs' inputs and activations stay where they are.
+  if (tokens_are_sample_rows && bucket == 0) return false;
+
+  const int32_t ns = static_cast<int32_t>(samples.size());
+  int32_t top_stride = 0;
+  for (const DeviceSample& ds : samples) top_stride = std::max(top_stride, ds.top_n);
+  // Sampler outputs: tokens, logprobs, then top ids and top logprobs ([ns][top_stride]).
+  const size_t sampled_words = static_cast<size_t>(ns) * (2 + 2 * static_cast<size_t>(top_stride));
+  if (tokens_are_sample_rows && sampled_.bytes() < sampled_words * 4) return false;
 
   const int profile_kind = bucket > 0 ? bucket : decode ? StepProfiler::kEagerDecode : StepProfiler::kPrefill;
   StepPlan plan;
   const StepLayout L = Pack(seqs, logit_rows, samples, bucket, &plan);
   const size_t in_bytes = plan.words.size() * sizeof(int32_t);
-  host_in_.Reserve(in_bytes);
-  std::memcpy(host_in_.as<char>(), plan.words.data(), in_bytes);
+  if (tokens_are_sample_rows && graph_in_.bytes() < in_bytes) return false;
+  const int profile_step = profiler_.StepBegin(stream_);
+  out_slot.in.Reserve(in_bytes);
+  std::memcpy(out_slot.in.as<char>(), plan.words.data(), in_bytes);
   Activations* act = &eager_;
   if (bucket > 0) {
     if (graph_in_.bytes() < in_bytes) {
@@ -596,15 +656,23 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
                             static_cast<size_t>((GraphMaxKeys() + block_size_ - 1) / block_size_ + 1);
       const size_t want = in_bytes + tables * sizeof(int32_t) + graphs_.max_bucket() * sizeof(GpuSamplingRow);
       graphs_.Clear();
+      TG_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a step in flight may still read it
       graph_in_.Resize(std::max(want, graph_in_.bytes() * 2));
     }
-    TG_CUDA_CHECK(cudaMemcpyAsync(graph_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
+    TG_CUDA_CHECK(cudaMemcpyAsync(graph_in_.get(), out_slot.in.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
+    if (tokens_are_sample_rows) {
+      // The tokens the step before sampled, still on the device, replace the sample rows.
+      LaunchTokensFromSamples(stream_, sampled_.as<int32_t>(), graph_in_.as<int32_t>() + L.tokens,
+                              static_cast<int64_t>(seqs.size()));
+    }
     act = &graph_act_;
     const int32_t* in = graph_in_.as<int32_t>();
     graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_, profile_kind); });
   } else {
+    // An eager step may grow these buffers: the steps in flight must be done with them.
+    TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
     dev_in_.Reserve(in_bytes);
-    TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), host_in_.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
+    TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), out_slot.in.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
     const int splits = Splits(L.num_items, L.max_keys);
     ReserveActivations(eager_, L.rows, L.logit_row_count, L.num_items,
                        AttentionWorkspaceBytes(L.num_items, slice_.kv_heads, config_.head_dim, splits));
@@ -612,12 +680,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
   }
   const int32_t* in = bucket > 0 ? graph_in_.as<int32_t>() : dev_in_.as<int32_t>();
 
-  logits->assign(static_cast<size_t>(host_rows * vocab), 0.0f);
-  const int32_t ns = static_cast<int32_t>(samples.size());
-  int32_t top_stride = 0;
-  for (const DeviceSample& ds : samples) top_stride = std::max(top_stride, ds.top_n);
-  // Sampler outputs: tokens, logprobs, then top ids and top logprobs ([ns][top_stride]).
-  const size_t sampled_words = static_cast<size_t>(ns) * (2 + 2 * static_cast<size_t>(top_stride));
+  const int64_t vocab = config_.vocab_size;
   std::vector<std::vector<int2>> counts;  // pageable: cudaMemcpyAsync has read them when it returns
   if (host_rows > 0) {
     host_logits_.Reserve(host_rows * vocab * 4);
@@ -630,7 +693,10 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
       counts.push_back(CountTokens(ds.reset_counts->data(), static_cast<int64_t>(ds.reset_counts->size())));
       penalties_->SetCounts(ds.penalty_slot, counts.back().data(), static_cast<int32_t>(counts.back().size()), stream_);
     }
-    sampled_.Reserve(sampled_words * 4);
+    if (sampled_.bytes() < sampled_words * 4) {
+      TG_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a step in flight may still copy it back
+      sampled_.Reserve(sampled_words * 4);
+    }
     GpuSamplingOutputs out;
     out.tokens = sampled_.as<int32_t>();
     out.logprobs = reinterpret_cast<float*>(out.tokens + ns);
@@ -642,15 +708,43 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
     // After the host rows' copy on the same stream: the sampler changes its rows in place.
     LaunchGpuSampling(stream_, act->logits.as<float>() + host_rows * vocab, ns, static_cast<int32_t>(vocab),
                       reinterpret_cast<const GpuSamplingRow*>(in + L.sample_rows), penalties_->view(), out);
-    host_sampled_.Reserve(sampled_words * 4);
-    TG_CUDA_CHECK(cudaMemcpyAsync(host_sampled_.as<int32_t>(), sampled_.get(), sampled_words * 4,
+    out_slot.sampled.Reserve(sampled_words * 4);
+    TG_CUDA_CHECK(cudaMemcpyAsync(out_slot.sampled.as<int32_t>(), sampled_.get(), sampled_words * 4,
                                   cudaMemcpyDeviceToHost, stream_));
   }
-  TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  profiler_.Collect(profile_kind);
-  if (host_rows > 0) std::memcpy(logits->data(), host_logits_.as<float>(), host_rows * vocab * 4);
+  profiler_.StepEnd(profile_step, stream_);
+  if (!out_slot.done) TG_CUDA_CHECK(cudaEventCreateWithFlags(&out_slot.done, cudaEventDisableTiming));
+  TG_CUDA_CHECK(cudaEventRecord(out_slot.done, stream_));
+  out_slot.busy = true;
+  out_slot.queued = true;
+  out_slot.ns = ns;
+  out_slot.top_stride = top_stride;
+  out_slot.top_n.clear();
+  for (const DeviceSample& ds : samples) out_slot.top_n.push_back(ds.top_n);
+  out_slot.host_rows = host_rows;
+  out_slot.profile_kind = profile_kind;
+  out_slot.profile_step = profile_step;
+  return true;
+}
+
+void CudaLlamaModel::FinishStep(int slot, std::vector<float>* logits, std::vector<SampleResult>* sampled) {
+  if (slot < 0 || slot >= kStepSlots || !slots_[slot].busy) throw std::logic_error("FinishStep: no step in this slot");
+  StepSlot& s = slots_[slot];
+  s.busy = false;
+  logits->clear();
+  sampled->clear();
+  if (!s.queued) return;
+  TG_CUDA_CHECK(cudaSetDevice(device_));
+  TG_CUDA_CHECK(cudaEventSynchronize(s.done));
+  profiler_.Collect(s.profile_kind, s.profile_step);
+  const int64_t vocab = config_.vocab_size;
+  if (s.host_rows > 0) {
+    logits->resize(static_cast<size_t>(s.host_rows * vocab));
+    std::memcpy(logits->data(), host_logits_.as<float>(), s.host_rows * vocab * 4);
+  }
+  const int32_t ns = s.ns, top_stride = s.top_stride;
   if (ns > 0) {
-    const int32_t* tokens_out = host_sampled_.as<int32_t>();
+    const int32_t* tokens_out = s.sampled.as<int32_t>();
     const float* logprobs_out = reinterpret_cast<const float*>(tokens_out + ns);
     const int32_t* top_ids_out = tokens_out + 2 * ns;
     const float* top_lp_out = reinterpret_cast<const float*>(top_ids_out + static_cast<size_t>(ns) * top_stride);
@@ -662,7 +756,7 @@ void CudaLlamaModel::ForwardAndSample(const std::vector<ForwardSequence>& seqs, 
       }
       res.token = tokens_out[k];
       res.logprob = logprobs_out[k];
-      for (int32_t j = 0; j < samples[static_cast<size_t>(k)].top_n; ++j) {
+      for (int32_t j = 0; j < s.top_n[static_cast<size_t>(k)]; ++j) {
         const size_t at_k = static_cast<size_t>(k) * top_stride + j;
         if (top_ids_out[at_k] < 0) break;
         res.top_ids.push_back(top_ids_out[at_k]);

@@ -1,4 +1,5 @@
-// The embedding gather: one CTA per token row, widened to the f32 residual stream.
+// The embedding gather: one CTA per token row, widened to the f32 residual stream (and
+// the tokens of a step run ahead, from the sampler's outputs of the step before).
 // With tensor parallelism each rank holds a range of the vocabulary's rows and
 // writes zeros for tokens outside it; the all-reduce that follows sums the ranks.
 #include <stdexcept>
@@ -34,7 +35,18 @@ void Launch(cudaStream_t stream, const void* table, const int32_t* tokens, int64
                 static_cast<const T*>(table), tokens, vocab_begin, vocab_rows, hidden, x);
 }
 
+__global__ void TokensFromSamplesKernel(const int32_t* sampled, int32_t* tokens, int64_t rows) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r < rows) tokens[r] = sampled[tokens[r]];
+}
+
 }  // namespace
+
+void LaunchTokensFromSamples(cudaStream_t stream, const int32_t* sampled, int32_t* tokens, int64_t rows) {
+  if (rows <= 0) return;
+  TokensFromSamplesKernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(sampled, tokens, rows);
+  TG_CUDA_CHECK_LAUNCH("tokens from samples");
+}
 
 void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, int64_t vocab_begin, int64_t vocab_rows,
                      const int32_t* tokens, int64_t rows, int64_t hidden, float* x) {

@@ -20,6 +20,11 @@ namespace cuda {
 void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, int64_t vocab_begin, int64_t vocab_rows,
                      const int32_t* tokens, int64_t rows, int64_t hidden, float* x);
 
+// embedding.cu: tokens[r] = sampled[tokens[r]] for r < rows. A decode step run ahead
+// (ModelRunner::EnqueueDecodeAhead) is packed with the sampler rows of the step before in
+// place of its tokens, which only the device knows yet; this puts the tokens there.
+void LaunchTokensFromSamples(cudaStream_t stream, const int32_t* sampled, int32_t* tokens, int64_t rows);
+
 // vocab_shards.cu: the all-gathered logits of a vocab-parallel lm_head, [ranks][rows][shard]
 // (rank k holds vocabulary ids [k * shard, (k + 1) * shard)), into out [rows][vocab], dropping
 // the padding past `vocab`.

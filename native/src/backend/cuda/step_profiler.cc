@@ -2,6 +2,7 @@
 #include "backend/cuda/step_profiler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -9,9 +10,17 @@
 
 namespace tg {
 namespace cuda {
+namespace {
+
+double HostMs() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 StepProfiler::StepProfiler(std::string name) : name_(std::move(name)) {
   if (const char* env = std::getenv("TEXT_GEN_STEP_PROFILE")) every_ = std::max(0, std::atoi(env));
+  if (const char* env = std::getenv("TEXT_GEN_STEP_PROFILE_OPS")) op_marks_ = std::string(env) != "0";
   if (const char* env = std::getenv("TEXT_GEN_STEP_SKIP")) {
     skip_ = std::string(",") + env + ",";
     std::fprintf(stderr, "text-gen %s: TEXT_GEN_STEP_SKIP=%s leaves those ops out: outputs are wrong\n", name_.c_str(), env);
@@ -20,6 +29,10 @@ StepProfiler::StepProfiler(std::string name) : name_(std::move(name)) {
 
 StepProfiler::~StepProfiler() {
   for (auto& [kind, t] : timelines_) DropEvents(t);
+  for (StepBounds& b : bounds_) {
+    if (b.begin) cudaEventDestroy(b.begin);
+    if (b.end) cudaEventDestroy(b.end);
+  }
 }
 
 void StepProfiler::DropEvents(Timeline& t) {
@@ -55,22 +68,60 @@ void StepProfiler::BeginRecording(int kind, cudaStream_t stream) {
 }
 
 void StepProfiler::Mark(cudaStream_t stream, const char* op) {
-  if (!enabled() || !recording_) return;
+  if (!enabled() || !recording_ || !op_marks_) return;
   cudaEvent_t event = NewEvent();
   recording_->marks.emplace_back(op, event);
   Record(event, stream);
 }
 
-void StepProfiler::Collect(int kind) {
+void StepProfiler::EnterStep() {
+  if (enabled()) host_entry_ms_ = HostMs();
+}
+
+int StepProfiler::StepBegin(cudaStream_t stream) {
+  if (!enabled()) return -1;
+  const int step = next_bounds_;
+  next_bounds_ = (next_bounds_ + 1) % (kStepsInFlight + 1);
+  StepBounds& b = bounds_[step];
+  if (!b.begin) {
+    b.begin = NewEvent();
+    b.end = NewEvent();
+  }
+  b.host_begin_ms = host_entry_ms_;
+  TG_CUDA_CHECK(cudaEventRecord(b.begin, stream));
+  return step;
+}
+
+void StepProfiler::StepEnd(int step, cudaStream_t stream) {
+  if (step < 0) return;
+  TG_CUDA_CHECK(cudaEventRecord(bounds_[step].end, stream));
+  bounds_[step].host_wait_from_ms = HostMs();
+}
+
+void StepProfiler::Collect(int kind, int step) {
   if (!enabled()) return;
   recording_ = nullptr;
-  auto it = timelines_.find(kind);
-  if (it == timelines_.end() || !it->second.start) return;
-  Timeline& t = it->second;
+  Timeline& t = timelines_[kind];
+  if (step >= 0) {
+    const StepBounds& b = bounds_[step];
+    const double now = HostMs();
+    t.host_ms += now - b.host_begin_ms;
+    t.host_wait_ms += now - b.host_wait_from_ms;
+    float ms = 0.0f;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, b.begin, b.end));
+    t.gpu_busy_ms += ms;
+    if (last_collected_ >= 0) {
+      // Negative when this step began before the last one ended (another stream's).
+      TG_CUDA_CHECK(cudaEventElapsedTime(&ms, bounds_[last_collected_].end, b.begin));
+      t.gpu_idle_ms += ms;
+      ++t.idle_steps;
+    }
+    last_collected_ = step;
+  }
   cudaEvent_t before = t.start;
   for (auto& [op, event] : t.marks) {
     float ms = 0.0f;
-    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, before, event));
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, before, event));  // marks exist only after a start
     auto& [total, calls] = t.total_ms_and_calls[op];
     total += ms;
     ++calls;
@@ -91,6 +142,11 @@ void StepProfiler::Report(int kind, Timeline& t) {
   std::sort(rows.rbegin(), rows.rend());
   std::fprintf(stderr, "text-gen step profile %s (%s, %d steps): %.3f ms per step between the first and last op\n",
                name_.c_str(), what.c_str(), t.steps, step_ms);
+  std::fprintf(stderr,
+               "text-gen step profile %s   whole step: GPU busy %.3f ms, GPU idle before it %.3f ms; host in the step "
+               "%.3f ms, %.3f of them waiting for the GPU\n",
+               name_.c_str(), t.gpu_busy_ms / t.steps, t.idle_steps > 0 ? t.gpu_idle_ms / t.idle_steps : 0.0,
+               t.host_ms / t.steps, t.host_wait_ms / t.steps);
   for (auto& [ms, op] : rows) {
     const auto& tc = t.total_ms_and_calls[op];
     const double calls = static_cast<double>(tc.second) / t.steps;
@@ -100,6 +156,8 @@ void StepProfiler::Report(int kind, Timeline& t) {
   }
   t.total_ms_and_calls.clear();
   t.steps = 0;
+  t.gpu_busy_ms = t.gpu_idle_ms = t.host_ms = t.host_wait_ms = 0;
+  t.idle_steps = 0;
 }
 
 }  // namespace cuda

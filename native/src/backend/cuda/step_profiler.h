@@ -13,6 +13,13 @@
 // Programmatic Dependent Launch and graph replay as they really run, which the event nodes
 // above disturb. The ops: add_rms_norm (TP 1's norms, or at TP > 1 the fused all-reduce
 // and norm), all_reduce (TP > 1: the norm without its all-reduce), rope_kv_write, attention.
+//
+// Each report also splits the whole step (from its input copy to its last copy back)
+// between the GPU and the host: how long the GPU worked on it, how long it sat idle
+// before it (the host preparing it, the caller turning the last step's tokens around),
+// and how long the host spent in the step and waiting for it.
+// TEXT_GEN_STEP_PROFILE_OPS=0 keeps only that split (no event between ops, so the step
+// runs as it does unprofiled).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -44,9 +51,18 @@ class StepProfiler {
   void BeginRecording(int kind, cudaStream_t stream);
   // The op that has just been enqueued on `stream` ends here.
   void Mark(cudaStream_t stream, const char* op);
-  // After the stream synchronisation of a step of kind `kind`: adds its op times, and
-  // prints and resets the kind's totals every N steps.
-  void Collect(int kind);
+  // The whole step: EnterStep when the host starts preparing it; StepBegin and StepEnd
+  // on `stream`, outside any graph, before its input copy and after its last copy back
+  // (StepEnd also notes the host's clock before it waits). StepBegin returns the step's
+  // mark, which StepEnd and Collect take: up to kStepsInFlight steps may be between
+  // StepBegin and Collect at once (steps run ahead), and they are collected in order.
+  static constexpr int kStepsInFlight = 3;
+  void EnterStep();
+  int StepBegin(cudaStream_t stream);
+  void StepEnd(int step, cudaStream_t stream);
+  // After the step `step` (StepBegin's mark; -1: none) of kind `kind` is done: adds its
+  // op times, and prints and resets the kind's totals every N steps.
+  void Collect(int kind, int step);
 
  private:
   struct Timeline {
@@ -54,6 +70,10 @@ class StepProfiler {
     std::vector<std::pair<std::string, cudaEvent_t>> marks;
     std::map<std::string, std::pair<double, int>> total_ms_and_calls;  // summed over steps
     int steps = 0;
+    // Summed over steps: the GPU's time on the step and idle before it; the host's in
+    // the step (entry to return) and in its final wait.
+    double gpu_busy_ms = 0, gpu_idle_ms = 0, host_ms = 0, host_wait_ms = 0;
+    int idle_steps = 0;  // steps with an earlier step to measure the idle time from
   };
   void Report(int kind, Timeline& t);
   cudaEvent_t NewEvent();
@@ -62,6 +82,17 @@ class StepProfiler {
 
   std::string name_;
   int every_ = 0;
+  bool op_marks_ = true;  // TEXT_GEN_STEP_PROFILE_OPS unset or not 0
+  // The bounds of the last steps, a ring one longer than the steps in flight, so that
+  // the step collected before is still there to measure the GPU's idle time from.
+  struct StepBounds {
+    cudaEvent_t begin = nullptr, end = nullptr;
+    double host_begin_ms = 0, host_wait_from_ms = 0;
+  };
+  StepBounds bounds_[kStepsInFlight + 1];
+  int next_bounds_ = 0;
+  int last_collected_ = -1;  // the ring entry of the step collected last
+  double host_entry_ms_ = 0;
   std::string skip_;  // ",op,op,"
   std::map<int, Timeline> timelines_;
   Timeline* recording_ = nullptr;
