@@ -86,11 +86,13 @@ static std::unique_ptr<Communicator> MakeCommunicator(const EngineOptions& o) {
   return MakeShmCommunicator(o.comm_name, o.rank, o.world_size, o.comm_timeout_ms);
 }
 
-Engine::Engine(const EngineOptions& options) : options_(options) {
+Engine::Engine(const EngineOptions& options) : Engine(options, nullptr) {}
+
+Engine::Engine(const EngineOptions& options, std::unique_ptr<ModelRunner> runner) : options_(options) {
   CheckOptions(options_);
   MakeTpSlice(options_.config, options_.rank, options_.world_size);  // fail before the rendezvous
   comm_ = MakeCommunicator(options_);
-  runner_ = MakeModelRunner(options_, *comm_);
+  runner_ = runner ? std::move(runner) : MakeModelRunner(options_, *comm_);
   for (int32_t slot = runner_->device_penalty_slots() - 1; slot >= 0; --slot) free_penalty_slots_.push_back(slot);
 }
 
@@ -196,7 +198,17 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs, bool 
     }
     std::vector<float> no_logits;
     std::vector<SampleResult> sampled;
-    runner_->FinishStep(finishing, &no_logits, &sampled);
+    try {
+      runner_->FinishStep(finishing, &no_logits, &sampled);
+    } catch (...) {
+      // Its results are lost (e.g. a row with no finite logit). Its rows must go: left in
+      // flight, the step queued behind it would fill them with its own results, for the
+      // position after theirs, and a caller trying this step again would take those. That
+      // successor, fed from the lost samples, is waited for and dropped with them.
+      for (int64_t id : finishing_order) ahead_rows_.erase(id);
+      FinishAhead();
+      throw;
+    }
     for (size_t k = 0; k < finishing_order.size(); ++k) {
       auto it = ahead_rows_.find(finishing_order[k]);
       if (it == ahead_rows_.end() || it->second.ready) continue;

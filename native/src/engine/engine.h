@@ -87,6 +87,9 @@ class Engine {
   // Creates the communicator (ranks rendezvous here) and loads the weights.
   // Throws std::runtime_error with a message fit for the user.
   explicit Engine(const EngineOptions& options);
+  // The same over a runner made by the caller (tests drive the engine with a fake one);
+  // null makes the runner for options.device, as the constructor above does.
+  Engine(const EngineOptions& options, std::unique_ptr<ModelRunner> runner);
   ~Engine();
 
   EngineInfo Info() const;
