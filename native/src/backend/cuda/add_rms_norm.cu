@@ -41,13 +41,19 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int quads = hidden >> 2;
   float4* x = reinterpret_cast<float4*>(residual + r * hidden);
   const Four<T>* d = delta ? reinterpret_cast<const Four<T>*>(delta + r * hidden) : nullptr;
-  float4 v[kVecs];
+  const float4* w = reinterpret_cast<const float4*>(weight);
+  // The weight is loaded with the row, not after the reduction: a decode step has long
+  // evicted it from L2, and its round trip would otherwise come after the barrier. Past four
+  // float4s a thread (hidden > 16,384) that many registers spill, so it comes after.
+  constexpr bool kWeightEarly = kVecs <= 4;
+  float4 v[kVecs], wv[kVecs];
   float sum = 0.0f;
 #pragma unroll
   for (int u = 0; u < kVecs; ++u) {
     const int q = threadIdx.x + u * blockDim.x;
     if (q >= quads) continue;
     v[u] = x[q];
+    if (kWeightEarly) wv[u] = w[q];
     if (d) {
       const Four<T> dv = d[q];
       v[u].x += ToFloat(dv.v[0]);
@@ -65,18 +71,17 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
   }
   const float inv = rsqrtf(CtaSum<kMaxThreads>(sum) / static_cast<float>(hidden) + eps);
-  const float4* w = reinterpret_cast<const float4*>(weight);
   Four<T>* o = reinterpret_cast<Four<T>*>(out + i * hidden);
 #pragma unroll
   for (int u = 0; u < kVecs; ++u) {
     const int q = threadIdx.x + u * blockDim.x;
     if (q >= quads) continue;
-    const float4 wv = w[q];
+    if (!kWeightEarly) wv[u] = w[q];
     Four<T> ov;
-    ov.v[0] = FromFloat<T>(wv.x * (v[u].x * inv));
-    ov.v[1] = FromFloat<T>(wv.y * (v[u].y * inv));
-    ov.v[2] = FromFloat<T>(wv.z * (v[u].z * inv));
-    ov.v[3] = FromFloat<T>(wv.w * (v[u].w * inv));
+    ov.v[0] = FromFloat<T>(wv[u].x * (v[u].x * inv));
+    ov.v[1] = FromFloat<T>(wv[u].y * (v[u].y * inv));
+    ov.v[2] = FromFloat<T>(wv[u].z * (v[u].z * inv));
+    ov.v[3] = FromFloat<T>(wv[u].w * (v[u].w * inv));
     o[q] = ov;
   }
 }
