@@ -3,7 +3,8 @@
 // inputs, in the style of cuda_ops_test.cc: fresh random inputs, outputs poisoned
 // with NaN, relative L2 error with a tolerance for the output type. Covers m = 1..16,
 // odd n, k not a multiple of 64 or of 32, bf16 and fp16 in, f32 out, the product added
-// into an f32 output (GemvOutput::kAddTo); Gemm with TEXT_GEN_GEMV forced on, forced off
+// into an f32 output (GemvOutput::kAddTo), SiLU-mul of the gate/up halves written by the GEMV
+// (GemvOutput::kSiluOfHalves); Gemm with TEXT_GEN_GEMV forced on, forced off
 // and automatic; Prepare; and Gemm inside a CUDA graph capture (where it must not
 // allocate, synchronise or time), storing and adding.
 // With --perf: the Llama-3-8B shapes at m = 1, 2, 4, 8, GEMV vs cuBLASLt, each timed
@@ -285,6 +286,58 @@ TG_TEST(gemv_silu_input_equals_silu_then_gemv) {
   CHECK_THROWS_WITH(LaunchGemv(nullptr, nullptr, nullptr, nullptr, 1, 16, 64, ElemType::kBF16, ElemType::kF32,
                                GemvInput::kSiluOfGateUp),
                     "GEMV kernel cannot");
+}
+
+// The gate/up GEMV writing SiLU-mul itself (GemvOutput::kSiluOfHalves, Gemm::RunGateUpSilu)
+// against the gate/up GEMV's store then silu_mul.cu: the same bits, one and two x tiles, k with
+// partial steps; RunGateUpSilu only where Run settled on the GEMV for the gate/up product.
+TG_TEST(gemv_silu_of_halves_equals_gate_up_then_silu) {
+  struct Shape { int64_t inter, k; };
+  const Shape shapes[] = {{8, 8}, {40, 72}, {64, 520}, {1000, 264}, {136, 4096}, {7168, 4104}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const Weight w = MakeWeight(2 * s.inter, s.k, t);
+      for (int64_t m : {1, 2, 5, 8, 9, 16}) {
+        const Rounded x = Round(RandomFloats(static_cast<size_t>(m * s.k), -2.0f, 2.0f), t);
+        DeviceBuffer d_x = ToDevice(x.bits);
+        DeviceBuffer gate_up = Poisoned(static_cast<size_t>(m * 2 * s.inter) * ElemSize(t));
+        DeviceBuffer want = Poisoned(static_cast<size_t>(m * s.inter) * ElemSize(t));
+        DeviceBuffer got = Poisoned(static_cast<size_t>(m * s.inter) * ElemSize(t));
+        LaunchGemv(nullptr, d_x.get(), w.dev.get(), gate_up.get(), m, 2 * s.inter, s.k, t, t);
+        LaunchSiluMul(nullptr, t, gate_up.get(), m, s.inter, want.get());
+        LaunchGemv(nullptr, d_x.get(), w.dev.get(), got.get(), m, s.inter, s.k, t, t, GemvInput::kPlain,
+                   GemvOutput::kSiluOfHalves);
+        ++cases_run;
+        const size_t count = static_cast<size_t>(m * s.inter);
+        if (ToHost(got, count, t) != ToHost(want, count, t)) {
+          std::printf("  FAIL gemv(silu of halves) %s m %lld inter %lld k %lld: differs from the store then SiLU-mul\n",
+                      Name(t), static_cast<long long>(m), static_cast<long long>(s.inter), static_cast<long long>(s.k));
+          ++tgtest::Failures();
+        }
+      }
+    }
+  }
+  DeviceBuffer buf(4096);
+  const char* b = buf.as<char>();
+  const ElemType bf = ElemType::kBF16;
+  const GemvOutput halves = GemvOutput::kSiluOfHalves;
+  CHECK(GemvSupports(b, b, 16, 8, 64, bf, bf, GemvInput::kPlain, halves));
+  CHECK(!GemvSupports(b, b, 1, 12, 64, bf, bf, GemvInput::kPlain, halves));  // n not a multiple of 8
+  CHECK(!GemvSupports(b, b, 1, 16, 64, bf, ElemType::kF32, GemvInput::kPlain, halves));
+  CHECK(!GemvSupports(b, b, 1, 16, 64, bf, bf, GemvInput::kSiluOfGateUp, halves));
+
+  // Gemm::RunGateUpSilu.
+  auto forced = MakeGemm("1"), off = MakeGemm("0"), automatic = MakeGemm(nullptr);
+  const int64_t inter = 1024, k = 4096;
+  const Weight w = MakeWeight(2 * inter, k, bf);
+  DeviceBuffer x = ToDevice(Round(RandomFloats(static_cast<size_t>(k)), bf).bits);
+  DeviceBuffer act = Poisoned(inter * 2), gate_up = Poisoned(2 * inter * 2);
+  CHECK(forced->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
+  CHECK(!off->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
+  CHECK(!automatic->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));  // undecided
+  automatic->Run(nullptr, x.get(), w.dev.get(), gate_up.get(), 1, 2 * inter, k, bf, bf);      // decides it
+  CHECK(automatic->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 // GemvOutput::kAddTo, plain and SiLU input: a random f32 residual plus the product (ExpectAdded),

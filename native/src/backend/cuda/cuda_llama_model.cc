@@ -73,6 +73,14 @@ bool ResidualInGemm() {
   return !(env && std::string(env) == "0");
 }
 
+// Whether a decode step's gate/up GEMV writes SiLU-mul itself (Gemm::RunGateUpSilu), so that
+// the down projection is a plain GEMV instead of one that computes SiLU-mul in every CTA.
+// TEXT_GEN_SILU_GEMV=0 turns it off (read at every step; a captured graph keeps its choice).
+bool SiluInGateUpGemv() {
+  const char* env = std::getenv("TEXT_GEN_SILU_GEMV");
+  return !(env && std::string(env) == "0");
+}
+
 // Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
 // never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
 // in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
@@ -480,6 +488,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int64_t silu_gemm_min_rows = SiluGemmMinRows();
   const bool residual_in_gemm = comm_ == nullptr && ResidualInGemm();
+  const bool silu_in_gemv = SiluInGateUpGemv();
   const float* inv_freq = reinterpret_cast<const float*>(at(L.inv_freq));
   auto mark = [&](const char* op) { profiler_.Mark(stream_, op); };
   auto all_reduce = [&](void* data, size_t count, ElemType type) {
@@ -553,16 +562,22 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     // or the GEMV's gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into the GEMV.
     const bool silu_in_gemm =
         t >= silu_gemm_min_rows && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_);
+    // A decode step's GEMV may write SiLU-mul itself (gate and up rows of the same outputs in
+    // one CTA); then the down projection takes act as it is.
+    bool act_ready = silu_in_gemm;
     if (!profiler_.Skips("gate_up")) {
       if (silu_in_gemm) {
         LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden);
+      } else if (silu_in_gemv &&
+                 gemm_->RunGateUpSilu(stream_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden, type_)) {
+        act_ready = true;
       } else {
         gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
       }
-      mark(silu_in_gemm ? "gate_up_silu" : "gate_up");
+      mark(act_ready ? "gate_up_silu" : "gate_up");
     }
     if (!profiler_.Skips("silu_down")) {
-      if (silu_in_gemm) {
+      if (act_ready) {
         project(a.act.get(), W.down.get(), inter);
       } else if (residual_in_gemm) {
         gemm_->RunSiluDownAddTo(stream_, a.gate_up.get(), a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
@@ -570,7 +585,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
         gemm_->RunSiluDown(stream_, a.gate_up.get(), a.act.get(), W.down.get(), a.proj.get(), t, hidden, inter, type_,
                            type_);
       }
-      mark(silu_in_gemm ? "down" : "silu_down");
+      mark(act_ready ? "down" : "silu_down");
     }
   }
   if (r == 0) return;

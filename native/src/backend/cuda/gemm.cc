@@ -310,6 +310,21 @@ void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int
   RunKey(stream, Key{m, n, k, in, out_type, false}, x, w, out);
 }
 
+bool Gemm::RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter,
+                         int64_t k, ElemType in) {
+  if (m <= 0 || gemv_mode_ == GemvMode::kOff ||
+      !GemvSupports(x, w, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves)) {
+    return false;
+  }
+  if (gemv_mode_ == GemvMode::kAuto) {
+    // Decided by the gate/up product's own timing (Run's first call of that shape).
+    auto it = use_gemv_.find(Key{m, 2 * inter, k, in, in, false});
+    if (it == use_gemv_.end() || !it->second) return false;
+  }
+  LaunchGemv(stream, x, w, act, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves);
+  return true;
+}
+
 void Gemm::RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n,
                     int64_t k, ElemType in) {
   RunKey(stream, Key{m, n, k, in, ElemType::kF32, true}, x, w, residual);

@@ -57,6 +57,14 @@ class Gemm {
   void RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n, int64_t k,
                 ElemType in);
 
+  // act[m, inter] = SiLU(x · gateᵀ) · (x · upᵀ) for the MLP's gate/up weight w ([2·inter, k],
+  // gate rows then up rows) in one GEMV launch (GemvOutput::kSiluOfHalves), where Run has
+  // settled on the GEMV kernel for the gate/up product (m, 2·inter, k): the bits of Run then
+  // LaunchSiluMul, with no [m, 2·inter] buffer, and the down projection after it a plain GEMM.
+  // Otherwise launches nothing and returns false (the caller runs those two).
+  bool RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter, int64_t k,
+                     ElemType in);
+
   // RunSiluDown's product added to the f32 residual: residual += (SiLU(gate) · up) · wᵀ.
   void RunSiluDownAddTo(cudaStream_t stream, const void* gate_up, void* act, const void* w, float* residual, int64_t m,
                         int64_t n, int64_t k, ElemType in);

@@ -89,24 +89,30 @@ __device__ __forceinline__ OutT FromAccumulator(float v) {
 // at 64); without the bound it picked 80 with a spill.
 // kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
 // the product is taken with SiLU(gate) · up, computed as the pieces are loaded.
-// kAddTo: out is f32 and the product is added to it (GemvOutput::kAddTo); its one extra
+// kOutput kAddTo: out is f32 and the product is added to it; its one extra
 // load per output comes after the k loop, where registers are free, so the bounds are the same.
 // kXTiles: x's rows in tiles of 8 (1 for m ≤ 8, 2 for m ≤ 16), one mma pair per tile.
 // Twice as many x registers (either way) spill at three CTAs per SM, so those variants
 // are bound to two (still the ~64 KB of W in flight per SM that the loads need).
-template <typename T, typename OutT, bool kSiluInput, bool kAddTo, int kXTiles>
+// kSiluOfHalves: n is the output's width; the CTA's W rows 0-7 are gate rows 8·b.., its rows
+// 8-15 the up rows n + 8·b.. of the same outputs (GemvOutput::kSiluOfHalves).
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles>
 __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k) {
+  constexpr bool kAddTo = kOutput == GemvOutput::kAddTo, kSiluOutput = kOutput == GemvOutput::kSiluOfHalves;
   static_assert(!kAddTo || std::is_same_v<OutT, float>, "the product is added only to an f32 output");
+  static_assert(!kSiluOutput || (std::is_same_v<OutT, T> && !kSiluInput), "SiLU of halves: plain input, stored in T");
   __shared__ float4 partial[kMaxWarps][kXTiles][32];  // each warp's accumulators, for the sum over warps
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kTileRows;
   const int64_t pieces = k >> 3;  // 16-byte pieces per row
   // Rows past n (the last tile of an n that is not a multiple of 16) re-read row n - 1;
-  // their results are never stored.
-  const int64_t row_lo = first_row + g < n ? first_row + g : n - 1;
-  const int64_t row_hi = first_row + g + 8 < n ? first_row + g + 8 : n - 1;
+  // their results are never stored. SiLU of halves: gate row 8b + g and up row n + 8b + g
+  // (n a multiple of 8, so every row exists).
+  const int64_t half_first = static_cast<int64_t>(blockIdx.x) * 8;
+  const int64_t row_lo = kSiluOutput ? half_first + g : first_row + g < n ? first_row + g : n - 1;
+  const int64_t row_hi = kSiluOutput ? n + half_first + g : first_row + g + 8 < n ? first_row + g + 8 : n - 1;
   const uint4* w_lo = reinterpret_cast<const uint4*>(w) + row_lo * pieces + t;
   const uint4* w_hi = reinterpret_cast<const uint4*>(w) + row_hi * pieces + t;
   // Lane g reads x row g + 8·j for tile j. Lanes of x rows past m read row 0 again (the
@@ -192,16 +198,31 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
                                          c0[j][3] + c1[j][3]);
   }
   __syncthreads();
+  // The sum over warps of tile row r (0-15) for x row col: the mma of x tile col / 8 left
+  // it in lane (r % 8)·4 + (col % 8) / 2, element (r / 8)·2 + col % 2.
+  auto row_sum = [&](int r, int col) {
+    const int tile = col >> 3, src_lane = (r & 7) * 4 + ((col & 7) >> 1), element = (r >> 3) * 2 + (col & 1);
+    float sum = 0.0f;
+    for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][tile][src_lane])[element];
+    return sum;
+  };
+  if constexpr (kSiluOutput) {
+    // Output (8b + r, x row col) for j = col·8 + r: SiLU(gate) · up of tile rows r and r + 8,
+    // each rounded to T first, as the gate/up store and silu_mul.cu round them.
+    for (int j = threadIdx.x; j < 8 * m; j += blockDim.x) {
+      const int col = j >> 3, r = j & 7;
+      const float gate = ToFloat(FromFloat<T>(row_sum(r, col))), up = ToFloat(FromFloat<T>(row_sum(r + 8, col)));
+      out[col * n + half_first + r] = FromFloat<T>(SiluMul(gate, up));
+    }
+    return;
+  }
   // Output (row first_row + r, x row col) for j = col·16 + r, so 16 consecutive threads
-  // store 16 consecutive outputs. The mma of x tile col / 8 left it in lane
-  // (r % 8)·4 + (col % 8) / 2, element (r / 8)·2 + col % 2.
+  // store 16 consecutive outputs.
   for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
     const int col = j >> 4, r = j & 15;
     const int64_t row = first_row + r;
     if (row >= n) continue;
-    const int tile = col >> 3, src_lane = (r & 7) * 4 + ((col & 7) >> 1), element = (r >> 3) * 2 + (col & 1);
-    float sum = 0.0f;
-    for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][tile][src_lane])[element];
+    const float sum = row_sum(r, col);
     if constexpr (kAddTo) {
       out[col * n + row] += sum;  // after PdlWaitForPrevious: every earlier write to out is visible
     } else {
@@ -210,14 +231,16 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   }
 }
 
-template <typename T, typename OutT, bool kSiluInput, bool kAddTo>
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput>
 void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k) {
-  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kAddTo, 2> : GemvKernel<T, OutT, kSiluInput, kAddTo, 1>;
+  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2> : GemvKernel<T, OutT, kSiluInput, kOutput, 1>;
   const int64_t steps = (k / 8 + 3) / 4;
   // Up to kMaxWarps warps, each with at least one full block of steps.
   const int warps = static_cast<int>(
       std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
-  const unsigned blocks = static_cast<unsigned>((n + kTileRows - 1) / kTileRows);
+  // A CTA per 16 rows of W, or per 8 outputs (8 gate and 8 up rows) for SiLU of halves.
+  const int64_t outputs_per_cta = kOutput == GemvOutput::kSiluOfHalves ? 8 : kTileRows;
+  const unsigned blocks = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
   LaunchWithPdl(PdlKernel::kGemv, kernel, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
                 static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k);
 }
@@ -225,19 +248,22 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
 // The instances GemvSupports admits, and no others.
 template <typename T>
 void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType out_type, bool silu_input, bool add_to) {
-  if (add_to) {
+               ElemType out_type, bool silu_input, GemvOutput output) {
+  constexpr GemvOutput kStore = GemvOutput::kStore, kAddTo = GemvOutput::kAddTo;
+  if (output == GemvOutput::kSiluOfHalves) {
+    Launch<T, T, false, GemvOutput::kSiluOfHalves>(stream, x, w, out, m, n, k);
+  } else if (output == kAddTo) {
     if (silu_input) {
-      Launch<T, float, true, true>(stream, x, w, out, m, n, k);
+      Launch<T, float, true, kAddTo>(stream, x, w, out, m, n, k);
     } else {
-      Launch<T, float, false, true>(stream, x, w, out, m, n, k);
+      Launch<T, float, false, kAddTo>(stream, x, w, out, m, n, k);
     }
   } else if (silu_input) {
-    Launch<T, T, true, false>(stream, x, w, out, m, n, k);
+    Launch<T, T, true, kStore>(stream, x, w, out, m, n, k);
   } else if (out_type == ElemType::kF32) {
-    Launch<T, float, false, false>(stream, x, w, out, m, n, k);
+    Launch<T, float, false, kStore>(stream, x, w, out, m, n, k);
   } else {
-    Launch<T, T, false, false>(stream, x, w, out, m, n, k);
+    Launch<T, T, false, kStore>(stream, x, w, out, m, n, k);
   }
 }
 
@@ -246,7 +272,9 @@ void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
                   GemvInput input, GemvOutput output) {
   const bool half_in = in == ElemType::kBF16 || in == ElemType::kF16;
-  const bool out_built = output == GemvOutput::kAddTo     ? out == ElemType::kF32
+  const bool silu_of_halves = output == GemvOutput::kSiluOfHalves;
+  const bool out_built = output == GemvOutput::kAddTo        ? out == ElemType::kF32
+                         : silu_of_halves                    ? out == in && input == GemvInput::kPlain && n % 8 == 0
                          : input == GemvInput::kSiluOfGateUp ? out == in
                                                              : out == in || out == ElemType::kF32;
   return half_in && out_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&
@@ -260,13 +288,14 @@ void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, in
                                 " k " + std::to_string(k) +
                                 " (needs m <= " + std::to_string(kGemvMaxRows) +
                                 ", k a multiple of 8, 16-byte aligned operands, bf16/fp16 in, an output type it"
-                                " builds: f32 to add to, the input's for a SiLU input's store)");
+                                " builds: f32 to add to, the input's for a SiLU input's store or a SiLU of"
+                                " halves (plain input, n a multiple of 8))");
   }
-  const bool silu = input == GemvInput::kSiluOfGateUp, add_to = output == GemvOutput::kAddTo;
+  const bool silu = input == GemvInput::kSiluOfGateUp;
   if (in == ElemType::kBF16) {
-    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, add_to);
+    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, output);
   } else {
-    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, add_to);
+    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, output);
   }
   TG_CUDA_CHECK_LAUNCH("gemv");
 }
