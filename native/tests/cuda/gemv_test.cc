@@ -4,7 +4,8 @@
 // with NaN, relative L2 error with a tolerance for the output type. Covers m = 1..16,
 // odd n, k not a multiple of 64 or of 32, bf16 and fp16 in, f32 out, the product added
 // into an f32 output (GemvOutput::kAddTo), SiLU-mul of the gate/up halves written by the GEMV
-// (GemvOutput::kSiluOfHalves); Gemm with TEXT_GEN_GEMV forced on, forced off
+// (GemvOutput::kSiluOfHalves), RoPE and the KV write done by the qkv GEMV (kRopeKvWrite); Gemm
+// with TEXT_GEN_GEMV forced on, forced off
 // and automatic; Prepare; and Gemm inside a CUDA graph capture (where it must not
 // allocate, synchronise or time), storing and adding.
 // With --perf: the Llama-3-8B shapes at m = 1, 2, 4, 8, GEMV vs cuBLASLt, each timed
@@ -338,6 +339,92 @@ TG_TEST(gemv_silu_of_halves_equals_gate_up_then_silu) {
   automatic->Run(nullptr, x.get(), w.dev.get(), gate_up.get(), 1, 2 * inter, k, bf, bf);      // decides it
   CHECK(automatic->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
   TG_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// The qkv GEMV doing RoPE and the KV-cache write itself (GemvOutput::kRopeKvWrite,
+// Gemm::RunQkvRope) against the GEMV's store then rope_kv_write.cu: q_out and both caches the
+// same bits (slots left alone included), with and without a qkv bias, GQA 1, 4 and 8, head dims
+// 16, 64 and 128, one and two x tiles, random positions and slots.
+TG_TEST(gemv_rope_output_equals_gemv_then_rope_kv_write) {
+  struct Shape { int q_heads, kv_heads, head_dim; int64_t k; };
+  const Shape shapes[] = {{4, 4, 16, 64}, {8, 2, 64, 520}, {32, 8, 128, 4096}, {28, 4, 128, 264}};
+  const int64_t block_size = 16, num_blocks = 40;
+  auto raw = [](const DeviceBuffer& b, size_t count) {
+    std::vector<uint16_t> bits(count);
+    TG_CUDA_CHECK(cudaMemcpy(bits.data(), b.get(), count * 2, cudaMemcpyDeviceToHost));
+    return bits;
+  };
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const int64_t n = static_cast<int64_t>(s.q_heads + 2 * s.kv_heads) * s.head_dim;
+      const Weight w = MakeWeight(n, s.k, t);
+      std::vector<float> inv_freq(static_cast<size_t>(s.head_dim / 2));
+      for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / s.head_dim);
+      DeviceBuffer d_inv_freq = ToDevice(inv_freq), d_bias = ToDevice(RandomFloats(static_cast<size_t>(n)));
+      for (bool with_bias : {false, true}) {
+        for (int64_t m : {1, 3, 8, 9, 16}) {
+          const Rounded x = Round(RandomFloats(static_cast<size_t>(m * s.k)), t);
+          std::vector<int32_t> positions, blocks, offsets;
+          for (int64_t r = 0; r < m; ++r) {  // distinct slots: row r in block 2r + 1
+            positions.push_back(RandomInt(0, 4000));
+            blocks.push_back(static_cast<int32_t>(2 * r + 1));
+            offsets.push_back(RandomInt(0, static_cast<int>(block_size) - 1));
+          }
+          DeviceBuffer d_x = ToDevice(x.bits), d_pos = ToDevice(positions), d_blocks = ToDevice(blocks),
+                       d_offsets = ToDevice(offsets);
+          const size_t q_count = static_cast<size_t>(m * s.q_heads * s.head_dim);
+          const size_t cache_count = static_cast<size_t>(num_blocks * s.kv_heads * block_size * s.head_dim);
+          DeviceBuffer qkv = Poisoned(static_cast<size_t>(m * n) * 2);
+          DeviceBuffer want_q = Poisoned(q_count * 2), want_k = Poisoned(cache_count * 2),
+                       want_v = Poisoned(cache_count * 2);
+          DeviceBuffer got_q = Poisoned(q_count * 2), got_k = Poisoned(cache_count * 2),
+                       got_v = Poisoned(cache_count * 2);
+          const float* bias = with_bias ? d_bias.as<float>() : nullptr;
+          LaunchGemv(nullptr, d_x.get(), w.dev.get(), qkv.get(), m, n, s.k, t, t);
+          LaunchRopeKvWrite(nullptr, t, qkv.get(), bias, d_pos.as<int32_t>(), d_inv_freq.as<float>(), nullptr,
+                            d_blocks.as<int32_t>(), d_offsets.as<int32_t>(), m, s.q_heads, s.kv_heads, s.head_dim,
+                            want_q.get(), KvLayer{want_k.get(), want_v.get(), block_size, num_blocks});
+          GemvRopeKv rope;
+          rope.bias = bias;
+          rope.positions = d_pos.as<int32_t>();
+          rope.inv_freq = d_inv_freq.as<float>();
+          rope.slot_block = d_blocks.as<int32_t>();
+          rope.slot_offset = d_offsets.as<int32_t>();
+          rope.q_heads = s.q_heads;
+          rope.kv_heads = s.kv_heads;
+          rope.head_dim = s.head_dim;
+          rope.q_out = got_q.get();
+          rope.k_cache = got_k.get();
+          rope.v_cache = got_v.get();
+          rope.block_size = block_size;
+          LaunchGemv(nullptr, d_x.get(), w.dev.get(), nullptr, m, n, s.k, t, t, GemvInput::kPlain,
+                     GemvOutput::kRopeKvWrite, rope);
+          TG_CUDA_CHECK(cudaDeviceSynchronize());
+          ++cases_run;
+          if (raw(got_q, q_count) != raw(want_q, q_count) || raw(got_k, cache_count) != raw(want_k, cache_count) ||
+              raw(got_v, cache_count) != raw(want_v, cache_count)) {
+            std::printf("  FAIL gemv(rope output) %s heads %d/%d d %d k %lld m %lld%s: differs from the GEMV then"
+                        " rope_kv_write\n", Name(t), s.q_heads, s.kv_heads, s.head_dim, static_cast<long long>(s.k),
+                        static_cast<long long>(m), with_bias ? " (bias)" : "");
+            ++tgtest::Failures();
+          }
+          // Gemm::RunQkvRope follows the plain product's decision.
+          if (t == ElemType::kBF16 && s.head_dim == 128 && m == 1 && !with_bias) {
+            auto forced = MakeGemm("1"), off = MakeGemm("0"), automatic = MakeGemm(nullptr);
+            CHECK(forced->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));
+            CHECK(!off->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));
+            CHECK(!automatic->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));  // undecided
+            automatic->Run(nullptr, d_x.get(), w.dev.get(), qkv.get(), m, n, s.k, t, t);
+            CHECK(automatic->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));
+            GemvRopeKv odd = rope;
+            odd.head_dim = 24;  // not a multiple of 16
+            CHECK(!forced->RunQkvRope(nullptr, d_x.get(), w.dev.get(), odd, m, n, s.k, t));
+            TG_CUDA_CHECK(cudaDeviceSynchronize());
+          }
+        }
+      }
+    }
+  }
 }
 
 // GemvOutput::kAddTo, plain and SiLU input: a random f32 residual plus the product (ExpectAdded),

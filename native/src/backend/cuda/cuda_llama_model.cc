@@ -81,6 +81,14 @@ bool SiluInGateUpGemv() {
   return !(env && std::string(env) == "0");
 }
 
+// Whether a decode step's qkv GEMV does RoPE and the KV-cache write in its epilogue
+// (Gemm::RunQkvRope): one kernel less per layer. TEXT_GEN_ROPE_GEMV=0 turns it off (read at
+// every step; a captured graph keeps its choice).
+bool RopeInQkvGemv() {
+  const char* env = std::getenv("TEXT_GEN_ROPE_GEMV");
+  return !(env && std::string(env) == "0");
+}
+
 // Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
 // never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
 // in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
@@ -489,6 +497,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   const int64_t silu_gemm_min_rows = SiluGemmMinRows();
   const bool residual_in_gemm = comm_ == nullptr && ResidualInGemm();
   const bool silu_in_gemv = SiluInGateUpGemv();
+  const bool rope_in_gemv = RopeInQkvGemv();
   const float* inv_freq = reinterpret_cast<const float*>(at(L.inv_freq));
   auto mark = [&](const char* op) { profiler_.Mark(stream_, op); };
   auto all_reduce = [&](void* data, size_t count, ElemType type) {
@@ -532,11 +541,30 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
     add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
+    // A decode step's GEMV may do RoPE and the KV write itself (one table of frequencies).
+    bool roped = false;
     if (!profiler_.Skips("qkv")) {
-      gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
-      mark("qkv");
+      if (rope_in_gemv && !dynamic_rope_ && !profiler_.Skips("rope_kv_write")) {
+        GemvRopeKv rope;
+        rope.bias = W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr;
+        rope.positions = at(L.positions);
+        rope.inv_freq = inv_freq;
+        rope.slot_block = at(L.slot_block);
+        rope.slot_offset = at(L.slot_offset);
+        rope.q_heads = static_cast<int>(qh);
+        rope.kv_heads = static_cast<int>(kvh);
+        rope.head_dim = static_cast<int>(d);
+        rope.q_out = a.q.get();
+        const KvLayer cache = CacheLayer(l);
+        rope.k_cache = cache.k;
+        rope.v_cache = cache.v;
+        rope.block_size = cache.block_size;
+        roped = gemm_->RunQkvRope(stream_, a.h.get(), W.qkv.get(), rope, t, qkv_width, hidden, type_);
+      }
+      if (!roped) gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
+      mark(roped ? "qkv_rope" : "qkv");
     }
-    if (!profiler_.Skips("rope_kv_write")) {
+    if (!roped && !profiler_.Skips("rope_kv_write")) {
       LaunchRopeKvWrite(stream_, type_, a.qkv.get(), W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr,
                         at(L.positions), inv_freq, dynamic_rope_ ? at(L.freq_index) : nullptr, at(L.slot_block),
                         at(L.slot_offset), t, qh, kvh, d, a.q.get(), CacheLayer(l));

@@ -310,18 +310,29 @@ void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int
   RunKey(stream, Key{m, n, k, in, out_type, false}, x, w, out);
 }
 
+bool Gemm::GemvSettled(const Key& key) const {
+  if (gemv_mode_ != GemvMode::kAuto) return gemv_mode_ == GemvMode::kOn;
+  auto it = use_gemv_.find(key);
+  return it != use_gemv_.end() && it->second;
+}
+
 bool Gemm::RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter,
                          int64_t k, ElemType in) {
-  if (m <= 0 || gemv_mode_ == GemvMode::kOff ||
-      !GemvSupports(x, w, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves)) {
+  if (m <= 0 || !GemvSupports(x, w, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves) ||
+      !GemvSettled(Key{m, 2 * inter, k, in, in, false})) {  // the gate/up product's own decision
     return false;
   }
-  if (gemv_mode_ == GemvMode::kAuto) {
-    // Decided by the gate/up product's own timing (Run's first call of that shape).
-    auto it = use_gemv_.find(Key{m, 2 * inter, k, in, in, false});
-    if (it == use_gemv_.end() || !it->second) return false;
-  }
   LaunchGemv(stream, x, w, act, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves);
+  return true;
+}
+
+bool Gemm::RunQkvRope(cudaStream_t stream, const void* x, const void* w, const GemvRopeKv& rope, int64_t m,
+                      int64_t n, int64_t k, ElemType in) {
+  if (m <= 0 || !GemvSupports(x, w, m, n, k, in, in, GemvInput::kPlain, GemvOutput::kRopeKvWrite, rope) ||
+      !GemvSettled(Key{m, n, k, in, in, false})) {  // the plain product's decision
+    return false;
+  }
+  LaunchGemv(stream, x, w, nullptr, m, n, k, in, in, GemvInput::kPlain, GemvOutput::kRopeKvWrite, rope);
   return true;
 }
 

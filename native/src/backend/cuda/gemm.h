@@ -65,6 +65,14 @@ class Gemm {
   bool RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter, int64_t k,
                      ElemType in);
 
+  // The attention's qkv projection of x ([m, k]) by w ([n, k]) with RoPE and the KV-cache write
+  // in the GEMV's epilogue (GemvOutput::kRopeKvWrite), where Run has settled on the GEMV kernel
+  // for (m, n, k): q rotated into rope.q_out, k and v into their slots, the bits of Run then
+  // LaunchRopeKvWrite, with no [m, n] buffer and no kernel after. Otherwise launches nothing
+  // and returns false (the caller runs those two).
+  bool RunQkvRope(cudaStream_t stream, const void* x, const void* w, const GemvRopeKv& rope, int64_t m, int64_t n,
+                  int64_t k, ElemType in);
+
   // RunSiluDown's product added to the f32 residual: residual += (SiLU(gate) · up) · wᵀ.
   void RunSiluDownAddTo(cudaStream_t stream, const void* gate_up, void* act, const void* w, float* residual, int64_t m,
                         int64_t n, int64_t k, ElemType in);
@@ -106,6 +114,9 @@ class Gemm {
   void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
   void LaunchGemvFor(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out,
                      GemvInput input = GemvInput::kPlain);
+  // Whether Run has settled on the GEMV kernel for `key` (TEXT_GEN_GEMV=1, or timed faster);
+  // false while undecided. The fused forms (RunGateUpSilu, RunQkvRope) follow that decision.
+  bool GemvSettled(const Key& key) const;
   // Whether Run takes the GEMV kernel for `key` with these operands (deciding it now if undecided).
   bool UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
   // Times the GEMV kernel against cuBLASLt, W taken in turn from `ws`, and records the faster.

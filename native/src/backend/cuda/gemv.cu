@@ -23,6 +23,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope.cuh"
 
 namespace tg {
 namespace cuda {
@@ -84,6 +85,44 @@ __device__ __forceinline__ OutT FromAccumulator(float v) {
   }
 }
 
+// GemvOutput::kRopeKvWrite's epilogue: what rope_kv_write.cu does with the stored product
+// (bias, rotation, cache slots). row_sum(r, col) is the CTA's sum of tile row r for x row col;
+// a rotated CTA's tile rows r and r + 8 are dims i and i + half of `head` (i from rope_first),
+// a v CTA's 16 rows start at rope_first.
+template <typename T, typename RowSum>
+__device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_sum, int m, bool rotated, int head,
+                                            int64_t rope_first, int64_t rot_ctas) {
+  const int head_dim = rope.head_dim, half = head_dim / 2;
+  auto slot = [&](int col, int kv_head) {
+    return KvSlot(rope.slot_block[col], rope.slot_offset[col], kv_head, rope.kv_heads, rope.block_size, head_dim);
+  };
+  auto stored = [&](int r, int col, int64_t row) {
+    return ToFloat(FromFloat<T>(row_sum(r, col))) + (rope.bias ? rope.bias[row] : 0.0f);
+  };
+  if (rotated) {
+    for (int j = threadIdx.x; j < 8 * m; j += blockDim.x) {
+      const int col = j >> 3, r = j & 7;
+      const int64_t row = rope_first + r;
+      const int i = static_cast<int>(row - static_cast<int64_t>(head) * head_dim);  // dim within the first half
+      float c, s, lo, hi;
+      RopeCosSin(static_cast<float>(rope.positions[col]), rope.inv_freq[i], &c, &s);
+      RopeRotate(stored(r, col, row), stored(r + 8, col, row + half), c, s, &lo, &hi);
+      T* dst = head < rope.q_heads
+                   ? static_cast<T*>(rope.q_out) + static_cast<int64_t>(col) * rope.q_heads * head_dim + row
+                   : static_cast<T*>(rope.k_cache) + slot(col, head - rope.q_heads) + i;
+      dst[0] = FromFloat<T>(lo);
+      dst[half] = FromFloat<T>(hi);
+    }
+    return;
+  }
+  for (int j = threadIdx.x; j < 16 * m; j += blockDim.x) {
+    const int col = j >> 4, r = j & 15;
+    const int64_t row = rope_first + r, v_dim = row - rot_ctas * 16;  // within the v heads
+    const int v_head = static_cast<int>(v_dim / head_dim), i = static_cast<int>(v_dim % head_dim);
+    static_cast<T*>(rope.v_cache)[slot(col, v_head) + i] = FromFloat<T>(stored(r, col, row));
+  }
+}
+
 // Grid: one CTA per 16 rows of W; blockDim.x = 32 × warps, warps ≤ kMaxWarps.
 // Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills
 // at 64); without the bound it picked 80 with a spill.
@@ -96,10 +135,15 @@ __device__ __forceinline__ OutT FromAccumulator(float v) {
 // are bound to two (still the ~64 KB of W in flight per SM that the loads need).
 // kSiluOfHalves: n is the output's width; the CTA's W rows 0-7 are gate rows 8·b.., its rows
 // 8-15 the up rows n + 8·b.. of the same outputs (GemvOutput::kSiluOfHalves).
+// kRopeKvWrite: a CTA below rot_ctas (GemvRopeKv's q and k heads, head_dim / 16 CTAs each)
+// takes dims 8j.. and half + 8j.. of its head as tile rows 0-7 and 8-15; the others 16 dims
+// of a v head, as plain tiles.
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles>
 __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 : 3)
-    GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k) {
+    GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
+               GemvRopeKv rope) {
   constexpr bool kAddTo = kOutput == GemvOutput::kAddTo, kSiluOutput = kOutput == GemvOutput::kSiluOfHalves;
+  constexpr bool kRope = kOutput == GemvOutput::kRopeKvWrite;
   static_assert(!kAddTo || std::is_same_v<OutT, float>, "the product is added only to an f32 output");
   static_assert(!kSiluOutput || (std::is_same_v<OutT, T> && !kSiluInput), "SiLU of halves: plain input, stored in T");
   __shared__ float4 partial[kMaxWarps][kXTiles][32];  // each warp's accumulators, for the sum over warps
@@ -111,8 +155,19 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   // their results are never stored. SiLU of halves: gate row 8b + g and up row n + 8b + g
   // (n a multiple of 8, so every row exists).
   const int64_t half_first = static_cast<int64_t>(blockIdx.x) * 8;
-  const int64_t row_lo = kSiluOutput ? half_first + g : first_row + g < n ? first_row + g : n - 1;
-  const int64_t row_hi = kSiluOutput ? n + half_first + g : first_row + g + 8 < n ? first_row + g + 8 : n - 1;
+  int64_t row_lo = kSiluOutput ? half_first + g : first_row + g < n ? first_row + g : n - 1;
+  int64_t row_hi = kSiluOutput ? n + half_first + g : first_row + g + 8 < n ? first_row + g + 8 : n - 1;
+  // RoPE: this CTA's head and first row (of its pair's first half, or of its v tile).
+  const int head_dim = rope.head_dim, half = head_dim / 2;
+  const int64_t rot_ctas = kRope ? static_cast<int64_t>(rope.q_heads + rope.kv_heads) * (half / 8) : 0;
+  const bool rotated = kRope && blockIdx.x < rot_ctas;
+  const int head = rotated ? static_cast<int>(blockIdx.x / (half / 8)) : 0;
+  const int64_t rope_first = rotated ? static_cast<int64_t>(head) * head_dim + blockIdx.x % (half / 8) * 8
+                                     : rot_ctas * 16 + (blockIdx.x - rot_ctas) * kTileRows;
+  if constexpr (kRope) {
+    row_lo = rope_first + g;
+    row_hi = rope_first + g + (rotated ? half : 8);
+  }
   const uint4* w_lo = reinterpret_cast<const uint4*>(w) + row_lo * pieces + t;
   const uint4* w_hi = reinterpret_cast<const uint4*>(w) + row_hi * pieces + t;
   // Lane g reads x row g + 8·j for tile j. Lanes of x rows past m read row 0 again (the
@@ -206,7 +261,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
     for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][tile][src_lane])[element];
     return sum;
   };
-  if constexpr (kSiluOutput) {
+  if constexpr (kRope) {
+    StoreRopeKv<T>(rope, row_sum, m, rotated, head, rope_first, rot_ctas);
+  } else if constexpr (kSiluOutput) {
     // Output (8b + r, x row col) for j = col·8 + r: SiLU(gate) · up of tile rows r and r + 8,
     // each rounded to T first, as the gate/up store and silu_mul.cu round them.
     for (int j = threadIdx.x; j < 8 * m; j += blockDim.x) {
@@ -214,25 +271,26 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
       const float gate = ToFloat(FromFloat<T>(row_sum(r, col))), up = ToFloat(FromFloat<T>(row_sum(r + 8, col)));
       out[col * n + half_first + r] = FromFloat<T>(SiluMul(gate, up));
     }
-    return;
-  }
-  // Output (row first_row + r, x row col) for j = col·16 + r, so 16 consecutive threads
-  // store 16 consecutive outputs.
-  for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
-    const int col = j >> 4, r = j & 15;
-    const int64_t row = first_row + r;
-    if (row >= n) continue;
-    const float sum = row_sum(r, col);
-    if constexpr (kAddTo) {
-      out[col * n + row] += sum;  // after PdlWaitForPrevious: every earlier write to out is visible
-    } else {
-      out[col * n + row] = FromAccumulator<OutT>(sum);
+  } else {
+    // Output (row first_row + r, x row col) for j = col·16 + r, so 16 consecutive threads
+    // store 16 consecutive outputs.
+    for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
+      const int col = j >> 4, r = j & 15;
+      const int64_t row = first_row + r;
+      if (row >= n) continue;
+      const float sum = row_sum(r, col);
+      if constexpr (kAddTo) {
+        out[col * n + row] += sum;  // after PdlWaitForPrevious: every earlier write to out is visible
+      } else {
+        out[col * n + row] = FromAccumulator<OutT>(sum);
+      }
     }
   }
 }
 
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput>
-void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k) {
+void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+            const GemvRopeKv& rope = {}) {
   auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2> : GemvKernel<T, OutT, kSiluInput, kOutput, 1>;
   const int64_t steps = (k / 8 + 3) / 4;
   // Up to kMaxWarps warps, each with at least one full block of steps.
@@ -242,15 +300,17 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   const int64_t outputs_per_cta = kOutput == GemvOutput::kSiluOfHalves ? 8 : kTileRows;
   const unsigned blocks = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
   LaunchWithPdl(PdlKernel::kGemv, kernel, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
-                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k);
+                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope);
 }
 
 // The instances GemvSupports admits, and no others.
 template <typename T>
 void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType out_type, bool silu_input, GemvOutput output) {
+               ElemType out_type, bool silu_input, GemvOutput output, const GemvRopeKv& rope) {
   constexpr GemvOutput kStore = GemvOutput::kStore, kAddTo = GemvOutput::kAddTo;
-  if (output == GemvOutput::kSiluOfHalves) {
+  if (output == GemvOutput::kRopeKvWrite) {
+    Launch<T, T, false, GemvOutput::kRopeKvWrite>(stream, x, w, out, m, n, k, rope);
+  } else if (output == GemvOutput::kSiluOfHalves) {
     Launch<T, T, false, GemvOutput::kSiluOfHalves>(stream, x, w, out, m, n, k);
   } else if (output == kAddTo) {
     if (silu_input) {
@@ -270,10 +330,15 @@ void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int
 }  // namespace
 
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
-                  GemvInput input, GemvOutput output) {
+                  GemvInput input, GemvOutput output, const GemvRopeKv& rope) {
   const bool half_in = in == ElemType::kBF16 || in == ElemType::kF16;
   const bool silu_of_halves = output == GemvOutput::kSiluOfHalves;
+  const bool rope_built = rope.head_dim > 0 && rope.head_dim % 16 == 0 && rope.q_heads > 0 && rope.kv_heads > 0 &&
+                          n == static_cast<int64_t>(rope.q_heads + 2 * rope.kv_heads) * rope.head_dim &&
+                          rope.positions && rope.inv_freq && rope.slot_block && rope.slot_offset && rope.q_out &&
+                          rope.k_cache && rope.v_cache && rope.block_size > 0;
   const bool out_built = output == GemvOutput::kAddTo        ? out == ElemType::kF32
+                         : output == GemvOutput::kRopeKvWrite ? out == in && input == GemvInput::kPlain && rope_built
                          : silu_of_halves                    ? out == in && input == GemvInput::kPlain && n % 8 == 0
                          : input == GemvInput::kSiluOfGateUp ? out == in
                                                              : out == in || out == ElemType::kF32;
@@ -282,20 +347,21 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-                ElemType in, ElemType out_type, GemvInput input, GemvOutput output) {
-  if (!GemvSupports(x, w, m, n, k, in, out_type, input, output)) {
+                ElemType in, ElemType out_type, GemvInput input, GemvOutput output, const GemvRopeKv& rope) {
+  if (!GemvSupports(x, w, m, n, k, in, out_type, input, output, rope)) {
     throw std::invalid_argument("GEMV kernel cannot compute m " + std::to_string(m) + " n " + std::to_string(n) +
                                 " k " + std::to_string(k) +
                                 " (needs m <= " + std::to_string(kGemvMaxRows) +
                                 ", k a multiple of 8, 16-byte aligned operands, bf16/fp16 in, an output type it"
                                 " builds: f32 to add to, the input's for a SiLU input's store or a SiLU of"
-                                " halves (plain input, n a multiple of 8))");
+                                " halves (plain input, n a multiple of 8) or RoPE (plain input, the qkv width,"
+                                " head_dim a multiple of 16, every pointer))");
   }
   const bool silu = input == GemvInput::kSiluOfGateUp;
   if (in == ElemType::kBF16) {
-    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, output);
+    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, output, rope);
   } else {
-    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, output);
+    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, output, rope);
   }
   TG_CUDA_CHECK_LAUNCH("gemv");
 }

@@ -27,16 +27,38 @@ enum class GemvInput { kPlain, kSiluOfGateUp };
 // and out[m, n] = SiLU(x · gateᵀ) · (x · upᵀ), each product rounded to `in` first: the bits the
 // gate/up store and silu_mul.cu give, without the [m, 2n] buffer, and the down projection
 // after it takes a plain input. A CTA takes 8 gate rows and the 8 up rows of the same outputs.
-enum class GemvOutput { kStore, kAddTo, kSiluOfHalves };
+// kRopeKvWrite: w is the attention's qkv projection and the product goes where
+// rope_kv_write.cu would put it (GemvRopeKv): q rotated into q_out, k rotated and v into
+// their cache slots, bit for bit, with no [m, n] buffer and no kernel after. A CTA takes 8
+// dims of a q or k head and the 8 dims half a head further, the pairs RoPE rotates
+// together, or 16 dims of a v head.
+enum class GemvOutput { kStore, kAddTo, kSiluOfHalves, kRopeKvWrite };
+
+// kRopeKvWrite's arguments, those of LaunchRopeKvWrite (kernels.h) for one table of
+// frequencies; n is (q_heads + 2 kv_heads) · head_dim, head_dim a multiple of 16.
+struct GemvRopeKv {
+  const float* bias = nullptr;  // [n] f32, added to the product before the rotation (optional)
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;  // [head_dim / 2]
+  const int32_t* slot_block = nullptr;
+  const int32_t* slot_offset = nullptr;
+  int q_heads = 0, kv_heads = 0, head_dim = 0;
+  void* q_out = nullptr;  // [m, q_heads · head_dim]
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  int64_t block_size = 0;
+};
 
 // True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
 // x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, and `out`
 // - kStore of kPlain input: `in` or f32;
 // - kStore of kSiluOfGateUp input: `in` (not built for f32: the storing down projection writes `in`);
 // - kAddTo: f32;
-// - kSiluOfHalves of kPlain input: `in`, with n (the output's width, half of w's rows) a multiple of 8.
+// - kSiluOfHalves of kPlain input: `in`, with n (the output's width, half of w's rows) a multiple of 8;
+// - kRopeKvWrite of kPlain input: `in` (its q_out and cache), with n as GemvRopeKv says.
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
-                  GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore);
+                  GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore,
+                  const GemvRopeKv& rope = {});
 
 // out (row-major [m, n], in `out_type`) = x ([m, k], `in`) · w ([n, k], `in`)ᵀ, or += for kAddTo
 // (for kSiluOfHalves w is [2n, k] and out the SiLU-mul of its halves' products, [m, n]).
@@ -44,7 +66,7 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
 // Allocates nothing and never synchronises, so it may run while `stream` captures a CUDA graph.
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
                 ElemType in, ElemType out_type, GemvInput input = GemvInput::kPlain,
-                GemvOutput output = GemvOutput::kStore);
+                GemvOutput output = GemvOutput::kStore, const GemvRopeKv& rope = {});
 
 }  // namespace cuda
 }  // namespace tg

@@ -17,6 +17,7 @@
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope.cuh"
 
 namespace tg {
 namespace cuda {
@@ -75,12 +76,7 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
   if (head_begin < rot_heads) {
     const float* freqs = inv_freq + (freq_index ? static_cast<int64_t>(freq_index[r]) * half : 0);
     const float pos = static_cast<float>(positions[r]);
-    for (int i = threadIdx.x; i < half; i += kThreads) {
-      double s, c;
-      sincos(static_cast<double>(pos * freqs[i]), &s, &c);
-      cos_s[i] = static_cast<float>(c);
-      sin_s[i] = static_cast<float>(s);
-    }
+    for (int i = threadIdx.x; i < half; i += kThreads) RopeCosSin(pos, freqs[i], &cos_s[i], &sin_s[i]);
     __syncthreads();
   }
   const int width = (q_heads + 2 * kv_heads) * head_dim;
@@ -88,7 +84,7 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
   auto load = [&](int col, float(&v)[W]) { LoadRun<T, W>(row + col, bias ? bias + col : nullptr, v); };
   // Slot base of this token for KV head h: [block][h][slot][d].
   const int64_t block = slot_block[r], offset = slot_offset[r];
-  auto slot = [&](int h) { return ((block * kv_heads + h) * block_size + offset) * head_dim; };
+  auto slot = [&](int h) { return KvSlot(block, offset, h, kv_heads, block_size, head_dim); };
 
   // Rotated pairs (i, i + half) of this CTA's q and k heads, W of each at a time.
   const int rot_end = min(head_end, rot_heads), runs = half / W;
@@ -99,11 +95,7 @@ __global__ void RopeKvWriteKernel(const T* qkv, const float* bias, const int32_t
     load(col, a);
     load(col + half, b);
 #pragma unroll
-    for (int j = 0; j < W; ++j) {
-      const float c = cos_s[i + j], s = sin_s[i + j];
-      lo[j] = a[j] * c - b[j] * s;
-      hi[j] = b[j] * c + a[j] * s;
-    }
+    for (int j = 0; j < W; ++j) RopeRotate(a[j], b[j], cos_s[i + j], sin_s[i + j], &lo[j], &hi[j]);
     T* dst = h < q_heads ? q_out + r * q_heads * head_dim + col : k_cache + slot(h - q_heads) + i;
     StoreRun<T, W>(dst, lo);
     StoreRun<T, W>(dst + half, hi);
