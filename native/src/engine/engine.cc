@@ -178,73 +178,72 @@ std::vector<StepResult> Engine::Step(const std::vector<StepInput>& inputs, bool 
     all_in_flight = all_in_flight && hit[i] && !ahead_rows_.at(inputs[i].id).ready;
   }
   if (all_in_flight) {
-    // The steady state: this whole step is in flight. Its successor goes in behind it
-    // (fed by its samples) before it is waited for.
-    std::vector<int64_t> source_rows;
-    for (const StepInput& in : inputs) {
-      source_rows.push_back(std::find(ahead_order_.begin(), ahead_order_.end(), in.id) - ahead_order_.begin());
-    }
-    std::vector<std::shared_ptr<Sequence>> states;
-    for (const StepInput& in : inputs) states.push_back(ahead_rows_.at(in.id).seq);
-    const int finishing = ahead_slot_;
-    std::vector<int64_t> finishing_order = std::move(ahead_order_);
-    ahead_order_.clear();
-    ahead_slot_ = -1;
-    std::unordered_map<int64_t, AheadRow> next;
-    if (ahead) {
-      std::swap(next, ahead_rows_);  // StartAhead fills ahead_rows_ with the new step's rows
-      StartAhead(finishing == 1 ? 2 : 1, inputs, states, source_rows);
-      std::swap(next, ahead_rows_);
-    }
-    std::vector<float> no_logits;
-    std::vector<SampleResult> sampled;
-    try {
-      runner_->FinishStep(finishing, &no_logits, &sampled);
-    } catch (...) {
-      // Its results are lost (e.g. a row with no finite logit). Its rows must go: left in
-      // flight, the step queued behind it would fill them with its own results, for the
-      // position after theirs, and a caller trying this step again would take those. That
-      // successor, fed from the lost samples, is waited for and dropped with them.
-      for (int64_t id : finishing_order) ahead_rows_.erase(id);
-      FinishAhead();
-      throw;
-    }
-    for (size_t k = 0; k < finishing_order.size(); ++k) {
-      auto it = ahead_rows_.find(finishing_order[k]);
-      if (it == ahead_rows_.end() || it->second.ready) continue;
-      it->second.ready = true;
-      it->second.result = std::move(sampled[k]);
-    }
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      TakeAheadResult(inputs[i], &results[i]);
-      auto row = next.find(inputs[i].id);
-      if (row != next.end()) row->second.token = results[i].token;
-    }
-    // The new step's rows join those of the sequences this step did not name, which
-    // stay, ready, for a later step.
-    for (auto& [id, row] : next) ahead_rows_[id] = std::move(row);
-    return results;
+    StepInFlight(inputs, ahead, &results);
+  } else {
+    StepPartlyAhead(inputs, hit, ahead, &results);
   }
-  // Otherwise the step in flight is waited for, the inputs it (or an earlier one)
-  // computed take their results, and the rest run now.
+  return results;
+}
+
+// The steady state: this whole step is in flight. Its successor goes in behind it (fed by
+// its samples) before it is waited for.
+void Engine::StepInFlight(const std::vector<StepInput>& inputs, bool ahead, std::vector<StepResult>* results) {
+  std::vector<int64_t> source_rows;
+  std::vector<std::shared_ptr<Sequence>> states;
+  for (const StepInput& in : inputs) {
+    source_rows.push_back(std::find(ahead_order_.begin(), ahead_order_.end(), in.id) - ahead_order_.begin());
+    states.push_back(ahead_rows_.at(in.id).seq);
+  }
+  const int finishing = ahead_slot_;
+  const std::vector<int64_t> finishing_order = std::move(ahead_order_);
+  ahead_order_.clear();
+  ahead_slot_ = -1;
+  std::unordered_map<int64_t, AheadRow> next;  // the successor's rows, joined below
+  if (ahead) StartAhead(finishing == 1 ? 2 : 1, inputs, states, source_rows, &next);
+  std::vector<float> no_logits;
+  std::vector<SampleResult> sampled;
+  try {
+    runner_->FinishStep(finishing, &no_logits, &sampled);
+  } catch (...) {
+    // Its results are lost (e.g. a row with no finite logit). Its rows must go: left in
+    // flight, the step queued behind it would fill them with its own results, for the
+    // position after theirs, and a caller trying this step again would take those. That
+    // successor, fed from the lost samples, is waited for and dropped with them.
+    for (int64_t id : finishing_order) ahead_rows_.erase(id);
+    FinishAhead();
+    throw;
+  }
+  KeepAheadResults(finishing_order, &sampled);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    TakeAheadResult(inputs[i], &(*results)[i]);
+    auto row = next.find(inputs[i].id);
+    if (row != next.end()) row->second.token = (*results)[i].token;
+  }
+  // The successor's rows join those of the sequences this step did not name, which stay,
+  // ready, for a later step.
+  for (auto& [id, row] : next) ahead_rows_[id] = std::move(row);
+}
+
+// The step in flight is waited for, the inputs it (or an earlier one) computed take their
+// results, and the rest run now.
+void Engine::StepPartlyAhead(const std::vector<StepInput>& inputs, const std::vector<char>& hit, bool ahead,
+                             std::vector<StepResult>* results) {
   FinishAhead();
   std::vector<StepInput> rest;
   std::vector<size_t> rest_index;
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (hit[i]) {
-      TakeAheadResult(inputs[i], &results[i]);
+      TakeAheadResult(inputs[i], &(*results)[i]);
     } else {
       ahead_rows_.erase(inputs[i].id);  // computed for another token or position: never asked for
       rest.push_back(inputs[i]);
       rest_index.push_back(i);
     }
   }
-  if (!rest.empty()) {
-    std::vector<StepResult> rest_results(rest.size());
-    RunStep(rest, ahead && rest.size() == inputs.size(), &rest_results);
-    for (size_t k = 0; k < rest.size(); ++k) results[rest_index[k]] = std::move(rest_results[k]);
-  }
-  return results;
+  if (rest.empty()) return;
+  std::vector<StepResult> rest_results(rest.size());
+  RunStep(rest, ahead && rest.size() == inputs.size(), &rest_results);
+  for (size_t k = 0; k < rest.size(); ++k) (*results)[rest_index[k]] = std::move(rest_results[k]);
 }
 
 void Engine::RunStep(const std::vector<StepInput>& inputs, bool ahead, std::vector<StepResult>* results_out) {
@@ -335,7 +334,7 @@ void Engine::RunStep(const std::vector<StepInput>& inputs, bool ahead, std::vect
     runner_->EnqueueStep(0, batch, logit_rows, host_rows, samples);
     const bool every_row_on_device = std::all_of(on_device.begin(), on_device.end(), [](char c) { return c != 0; });
     // No step is in flight here (Step waited for it), so slot 1 is free.
-    started_ahead = every_row_on_device && StartAhead(1, inputs, states, sample_index);
+    started_ahead = every_row_on_device && StartAhead(1, inputs, states, sample_index, &ahead_rows_);
     runner_->FinishStep(0, &logits, &sampled);
   } else {
     runner_->ForwardAndSample(batch, logit_rows, host_rows, samples, &logits, &sampled);
@@ -418,7 +417,8 @@ void Engine::TakeAheadResult(const StepInput& in, StepResult* out) {
 }
 
 bool Engine::StartAhead(int slot, const std::vector<StepInput>& inputs,
-                        const std::vector<std::shared_ptr<Sequence>>& states, const std::vector<int64_t>& source_rows) {
+                        const std::vector<std::shared_ptr<Sequence>>& states, const std::vector<int64_t>& source_rows,
+                        std::unordered_map<int64_t, AheadRow>* rows) {
   const int64_t bs = options_.block_size;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
@@ -447,7 +447,7 @@ bool Engine::StartAhead(int slot, const std::vector<StepInput>& inputs,
   ahead_order_.clear();
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
-    AheadRow& row = ahead_rows_[in.id];
+    AheadRow& row = (*rows)[in.id];
     row = AheadRow();
     row.seq = states[i];
     row.position = batch[i].position;
@@ -465,13 +465,18 @@ void Engine::FinishAhead() {
   const int slot = ahead_slot_;
   ahead_slot_ = -1;
   runner_->FinishStep(slot, &no_logits, &sampled);
-  for (size_t k = 0; k < ahead_order_.size() && k < sampled.size(); ++k) {
-    auto it = ahead_rows_.find(ahead_order_[k]);
+  KeepAheadResults(ahead_order_, &sampled);
+  ahead_order_.clear();
+}
+
+// The results of a step run ahead whose rows were `order`, for the rows still waiting for them.
+void Engine::KeepAheadResults(const std::vector<int64_t>& order, std::vector<SampleResult>* sampled) {
+  for (size_t k = 0; k < order.size() && k < sampled->size(); ++k) {
+    auto it = ahead_rows_.find(order[k]);
     if (it == ahead_rows_.end() || it->second.ready) continue;
     it->second.ready = true;
-    it->second.result = std::move(sampled[k]);
+    it->second.result = std::move((*sampled)[k]);
   }
-  ahead_order_.clear();
 }
 
 // Rows whose sequence was released (or re-created) since: no step can ask for them.

@@ -22,6 +22,7 @@ namespace tg {
 class Communicator;
 class ModelRunner;
 class SequenceSampler;
+struct SampleResult;
 
 struct EngineOptions {
   std::string model_dir;
@@ -121,13 +122,18 @@ class Engine {
   // Step's parts: sequences computed now; results taken from steps run ahead; the next
   // step started ahead; the step in flight waited for and its results kept.
   void RunStep(const std::vector<StepInput>& inputs, bool ahead, std::vector<StepResult>* results);
+  void StepInFlight(const std::vector<StepInput>& inputs, bool ahead, std::vector<StepResult>* results);
+  void StepPartlyAhead(const std::vector<StepInput>& inputs, const std::vector<char>& hit, bool ahead,
+                       std::vector<StepResult>* results);
   bool AheadHit(const StepInput& in) const;
   void TakeAheadResult(const StepInput& in, StepResult* out);
   // Starts the next decode step of `inputs` in runner slot `slot` (1 or 2: 0 is RunStep's),
-  // input i fed by sample row source_rows[i] of the step queued last; false if it can't.
+  // input i fed by sample row source_rows[i] of the step queued last, its rows into `rows`;
+  // false, with nothing started, if it can't.
   bool StartAhead(int slot, const std::vector<StepInput>& inputs, const std::vector<std::shared_ptr<Sequence>>& states,
-                  const std::vector<int64_t>& source_rows);
+                  const std::vector<int64_t>& source_rows, std::unordered_map<int64_t, AheadRow>* rows);
   void FinishAhead();
+  void KeepAheadResults(const std::vector<int64_t>& order, std::vector<SampleResult>* sampled);
   void DropStaleAhead();
 
   EngineOptions options_;

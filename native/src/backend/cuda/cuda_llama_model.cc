@@ -537,6 +537,24 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
       gemm_->Run(stream_, x, w, a.proj.get(), t, hidden, k, type_, type_);
     }
   };
+  // Where LaunchRopeKvWrite would put layer l's q, k and v, for a qkv GEMV that does it.
+  auto rope_targets = [&](int64_t l, const CudaLayerWeights& W) {
+    GemvRopeKv rope;
+    rope.bias = W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr;
+    rope.positions = at(L.positions);
+    rope.inv_freq = inv_freq;
+    rope.slot_block = at(L.slot_block);
+    rope.slot_offset = at(L.slot_offset);
+    rope.q_heads = static_cast<int>(qh);
+    rope.kv_heads = static_cast<int>(kvh);
+    rope.head_dim = static_cast<int>(d);
+    rope.q_out = a.q.get();
+    const KvLayer cache = CacheLayer(l);
+    rope.k_cache = cache.k;
+    rope.v_cache = cache.v;
+    rope.block_size = cache.block_size;
+    return rope;
+  };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0).
@@ -545,21 +563,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     bool roped = false;
     if (!profiler_.Skips("qkv")) {
       if (rope_in_gemv && !dynamic_rope_ && !profiler_.Skips("rope_kv_write")) {
-        GemvRopeKv rope;
-        rope.bias = W.qkv_bias.bytes() ? W.qkv_bias.as<float>() : nullptr;
-        rope.positions = at(L.positions);
-        rope.inv_freq = inv_freq;
-        rope.slot_block = at(L.slot_block);
-        rope.slot_offset = at(L.slot_offset);
-        rope.q_heads = static_cast<int>(qh);
-        rope.kv_heads = static_cast<int>(kvh);
-        rope.head_dim = static_cast<int>(d);
-        rope.q_out = a.q.get();
-        const KvLayer cache = CacheLayer(l);
-        rope.k_cache = cache.k;
-        rope.v_cache = cache.v;
-        rope.block_size = cache.block_size;
-        roped = gemm_->RunQkvRope(stream_, a.h.get(), W.qkv.get(), rope, t, qkv_width, hidden, type_);
+        roped = gemm_->RunQkvRope(stream_, a.h.get(), W.qkv.get(), rope_targets(l, W), t, qkv_width, hidden, type_);
       }
       if (!roped) gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
       mark(roped ? "qkv_rope" : "qkv");
