@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,7 @@
 #include "backend/cuda/decode_graphs.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/elem_type.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl/device_communicator.h"
@@ -68,26 +70,17 @@ constexpr int64_t kSiluGemmMinRows = 1024;
 // products join the residual unrounded. Only without tensor parallelism, where the
 // all-reduce must sum the ranks' partial products first; TEXT_GEN_RESIDUAL_IN_GEMM=0 turns
 // it off (read at every step, like TEXT_GEN_SILU_GEMM).
-bool ResidualInGemm() {
-  const char* env = std::getenv("TEXT_GEN_RESIDUAL_IN_GEMM");
-  return !(env && std::string(env) == "0");
-}
+bool ResidualInGemm() { return SwitchedOn("TEXT_GEN_RESIDUAL_IN_GEMM"); }
 
 // Whether a decode step's gate/up GEMV writes SiLU-mul itself (Gemm::RunGateUpSilu), so that
 // the down projection is a plain GEMV instead of one that computes SiLU-mul in every CTA.
 // TEXT_GEN_SILU_GEMV=0 turns it off (read at every step; a captured graph keeps its choice).
-bool SiluInGateUpGemv() {
-  const char* env = std::getenv("TEXT_GEN_SILU_GEMV");
-  return !(env && std::string(env) == "0");
-}
+bool SiluInGateUpGemv() { return SwitchedOn("TEXT_GEN_SILU_GEMV"); }
 
 // Whether a decode step's qkv GEMV does RoPE and the KV-cache write in its epilogue
 // (Gemm::RunQkvRope): one kernel less per layer. TEXT_GEN_ROPE_GEMV=0 turns it off (read at
 // every step; a captured graph keeps its choice).
-bool RopeInQkvGemv() {
-  const char* env = std::getenv("TEXT_GEN_ROPE_GEMV");
-  return !(env && std::string(env) == "0");
-}
+bool RopeInQkvGemv() { return SwitchedOn("TEXT_GEN_ROPE_GEMV"); }
 
 // Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
 // never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
@@ -194,6 +187,13 @@ class CudaLlamaModel : public ModelRunner {
   // the steps in flight use).
   bool Enqueue(int slot, const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
                int64_t host_rows, const std::vector<DeviceSample>& samples, bool tokens_are_sample_rows);
+  // Before a buffer that a step in flight may use moves: waits for the steps queued and not
+  // yet finished (usually none: the engine waits for a step run ahead before an eager one).
+  void WaitForStepsInFlight() {
+    if (std::any_of(std::begin(slots_), std::end(slots_), [](const StepSlot& s) { return s.busy && s.queued; })) {
+      TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+  }
   KvLayer CacheLayer(int64_t layer) const;
   // Packs the step's inputs. With pad_to > 0 (a decode graph's bucket) every per-row and
   // per-sequence array is padded to pad_to entries (rows that read and write only the
@@ -272,8 +272,7 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
   gemm_ = std::make_unique<Gemm>();
   dynamic_rope_ = cpu::RopeDependsOnLength(config_.rope);
   // TEXT_GEN_PREFILL_ATTENTION=0 keeps every row on the paged kernel (for A/B timings).
-  const char* prefill_env = std::getenv("TEXT_GEN_PREFILL_ATTENTION");
-  prefill_kernel_ = PrefillAttentionSupports(config_.head_dim) && !(prefill_env && std::string(prefill_env) == "0");
+  prefill_kernel_ = PrefillAttentionSupports(config_.head_dim) && SwitchedOn("TEXT_GEN_PREFILL_ATTENTION");
   const char* merge_env = std::getenv("TEXT_GEN_ATTENTION_MERGE");
   merge_in_kernel_ = !(merge_env && std::string(merge_env) == "kernel");
   if (const char* waves_env = std::getenv("TEXT_GEN_ATTENTION_WAVES")) split_waves_ = std::max(1, std::atoi(waves_env));
@@ -703,7 +702,7 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
                             static_cast<size_t>((GraphMaxKeys() + block_size_ - 1) / block_size_ + 1);
       const size_t want = in_bytes + tables * sizeof(int32_t) + graphs_.max_bucket() * sizeof(GpuSamplingRow);
       graphs_.Clear();
-      TG_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a step in flight may still read it
+      WaitForStepsInFlight();  // one may still read it
       graph_in_.Resize(std::max(want, graph_in_.bytes() * 2));
     }
     TG_CUDA_CHECK(cudaMemcpyAsync(graph_in_.get(), out_slot.in.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
@@ -717,7 +716,7 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
     graphs_.Run(bucket, stream_, [&] { EnqueueForward(in, L, GraphSplits(bucket), graph_act_, profile_kind); });
   } else {
     // An eager step may grow these buffers: the steps in flight must be done with them.
-    TG_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    WaitForStepsInFlight();
     dev_in_.Reserve(in_bytes);
     TG_CUDA_CHECK(cudaMemcpyAsync(dev_in_.get(), out_slot.in.as<char>(), in_bytes, cudaMemcpyHostToDevice, stream_));
     const int splits = Splits(L.num_items, L.max_keys);
@@ -741,7 +740,7 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
       penalties_->SetCounts(ds.penalty_slot, counts.back().data(), static_cast<int32_t>(counts.back().size()), stream_);
     }
     if (sampled_.bytes() < sampled_words * 4) {
-      TG_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a step in flight may still copy it back
+      WaitForStepsInFlight();  // one may still copy it back
       sampled_.Reserve(sampled_words * 4);
     }
     GpuSamplingOutputs out;

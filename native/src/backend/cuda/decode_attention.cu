@@ -42,6 +42,7 @@
 #include "backend/cuda/attention_item.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -501,10 +502,7 @@ void Launch(cudaStream_t stream, const void* q, KvLayer cache, const AttentionBa
 
 bool DecodeAttentionSupports(int64_t head_dim) {
   // TEXT_GEN_DECODE_ATTENTION=0 keeps every head dim on the CUDA-core kernel (A/B timings).
-  static const bool enabled = [] {
-    const char* env = std::getenv("TEXT_GEN_DECODE_ATTENTION");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool enabled = SwitchedOn("TEXT_GEN_DECODE_ATTENTION");
   return enabled && (head_dim == 64 || head_dim == 128);
 }
 

@@ -282,14 +282,15 @@ bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const 
   return use;
 }
 
-bool Gemm::UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
-  if (gemv_mode_ == GemvMode::kOff ||
-      !GemvSupports(x, w, key.m, key.n, key.k, key.in, key.out, GemvInput::kPlain, key.gemv_output())) {
-    return false;
-  }
-  if (gemv_mode_ == GemvMode::kOn) return true;
+bool Gemm::GemvSettled(const Key& key) const {
+  if (gemv_mode_ != GemvMode::kAuto) return gemv_mode_ == GemvMode::kOn;
   auto it = use_gemv_.find(key);
-  if (it != use_gemv_.end()) return it->second;
+  return it != use_gemv_.end() && it->second;
+}
+
+bool Gemm::UseGemv(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out) {
+  if (!GemvSupports(x, w, key.m, key.n, key.k, key.in, key.out, GemvInput::kPlain, key.gemv_output())) return false;
+  if (gemv_mode_ != GemvMode::kAuto || use_gemv_.count(key) > 0) return GemvSettled(key);
   // Timed on the caller's operands: a W that fits in L2 is timed from L2 (Prepare avoids that).
   // A capture of an undecided shape takes the GEMV kernel, which needs no tuning; the first
   // uncaptured call, or Prepare, decides.
@@ -308,12 +309,6 @@ void Gemm::RunKey(cudaStream_t stream, const Key& key, const void* x, const void
 void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
                ElemType in, ElemType out_type) {
   RunKey(stream, Key{m, n, k, in, out_type, false}, x, w, out);
-}
-
-bool Gemm::GemvSettled(const Key& key) const {
-  if (gemv_mode_ != GemvMode::kAuto) return gemv_mode_ == GemvMode::kOn;
-  auto it = use_gemv_.find(key);
-  return it != use_gemv_.end() && it->second;
 }
 
 bool Gemm::RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter,

@@ -35,6 +35,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/prefill_attention.h"
 #include "backend/cuda/prefill_attention_wgmma.h"
@@ -398,10 +399,7 @@ void Launch(cudaStream_t stream, const void* q, KvLayer cache, const PrefillBatc
 bool PrefillAttentionSupports(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
 bool PrefillUsesWgmma(int64_t head_dim, int64_t block_size, int tile_rows, PrefillKernel kernel) {
-  static const bool allowed = [] {
-    const char* env = std::getenv("TEXT_GEN_PREFILL_WGMMA");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool allowed = SwitchedOn("TEXT_GEN_PREFILL_WGMMA");
   return kernel == PrefillKernel::kBest && allowed && PrefillWgmmaTakes(head_dim, block_size, tile_rows);
 }
 

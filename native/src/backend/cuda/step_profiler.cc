@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/env_switch.h"
 
 namespace tg {
 namespace cuda {
@@ -20,7 +21,7 @@ double HostMs() {
 
 StepProfiler::StepProfiler(std::string name) : name_(std::move(name)) {
   if (const char* env = std::getenv("TEXT_GEN_STEP_PROFILE")) every_ = std::max(0, std::atoi(env));
-  if (const char* env = std::getenv("TEXT_GEN_STEP_PROFILE_OPS")) op_marks_ = std::string(env) != "0";
+  op_marks_ = SwitchedOn("TEXT_GEN_STEP_PROFILE_OPS");
   if (const char* env = std::getenv("TEXT_GEN_STEP_SKIP")) {
     skip_ = std::string(",") + env + ",";
     std::fprintf(stderr, "text-gen %s: TEXT_GEN_STEP_SKIP=%s leaves those ops out: outputs are wrong\n", name_.c_str(), env);

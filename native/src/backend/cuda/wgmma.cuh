@@ -103,7 +103,16 @@ __device__ __forceinline__ void Touch(uint32_t (&a)[8][4]) {
   "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 
 // Each multiply below is one asm statement for both input types but for the type's name in
-// the instruction: TG_WGMMA_AS(TYPE) is that statement, defined around each function's body.
+// the instruction: TG_WGMMA_AS(TYPE) is that statement, defined around each function's body,
+// and TG_WGMMA_FOR_TYPE() issues it for the function's kBf16.
+#define TG_WGMMA_FOR_TYPE()   \
+  do {                        \
+    if constexpr (kBf16) {    \
+      TG_WGMMA_AS("bf16");    \
+    } else {                  \
+      TG_WGMMA_AS("f16");     \
+    }                         \
+  } while (0)
 
 // d (64 x 128, this thread's part in the mma.m16n8 C layout of its warp's 16 rows, one
 // [4] per 8 columns) = A·B (+ d when accumulate), A 64 x 16 and B 16 x 128 (as N x K,
@@ -118,11 +127,7 @@ __device__ __forceinline__ void MmaSS(float (&d)[16][4], uint64_t a, uint64_t b,
       ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                         \
       : TG_WGMMA_ACCUMULATORS(d)                                                \
       : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
-  if constexpr (kBf16) {
-    TG_WGMMA_AS("bf16");
-  } else {
-    TG_WGMMA_AS("f16");
-  }
+  TG_WGMMA_FOR_TYPE();
 #undef TG_WGMMA_AS
 }
 
@@ -139,11 +144,7 @@ __device__ __forceinline__ void MmaRSTransB(float (&d)[16][4], const uint32_t (&
       ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                       \
       : TG_WGMMA_ACCUMULATORS(d)                                                            \
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate)))
-  if constexpr (kBf16) {
-    TG_WGMMA_AS("bf16");
-  } else {
-    TG_WGMMA_AS("f16");
-  }
+  TG_WGMMA_FOR_TYPE();
 #undef TG_WGMMA_AS
 }
 
@@ -172,14 +173,11 @@ __device__ __forceinline__ void MmaSS256(float (&d)[32][4], uint64_t a, uint64_t
       ", %128, %129, p, 1, 1, 0, 0;\n}\n"                                       \
       : TG_WGMMA_ACCUMULATORS_256(d)                                            \
       : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)))
-  if constexpr (kBf16) {
-    TG_WGMMA_AS("bf16");
-  } else {
-    TG_WGMMA_AS("f16");
-  }
+  TG_WGMMA_FOR_TYPE();
 #undef TG_WGMMA_AS
 }
 
+#undef TG_WGMMA_FOR_TYPE
 #undef TG_WGMMA_ACCUMULATORS_256
 #undef TG_WGMMA_ACCUMULATOR_REGS_256
 #undef TG_WGMMA_ACCUMULATORS

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/peer/peer_collectives.h"
 
 namespace tg {
@@ -33,11 +34,9 @@ class PeerCommunicator final : public DeviceCommunicator {
         own_rows_(std::move(own_rows)),
         rows_group_(rows_group),
         mapped_(std::move(mapped)) {
-    const char* env = std::getenv("TEXT_GEN_FUSED_ALL_REDUCE");
-    fuse_norm_ = !(env && std::string(env) == "0");
+    fuse_norm_ = SwitchedOn("TEXT_GEN_FUSED_ALL_REDUCE");
     // TEXT_GEN_PEER_LL=0: every peer call on the staged protocol (A/B timings).
-    const char* ll_env = std::getenv("TEXT_GEN_PEER_LL");
-    group_.low_latency = rows_group_.low_latency = !(ll_env && std::string(ll_env) == "0");
+    group_.low_latency = rows_group_.low_latency = SwitchedOn("TEXT_GEN_PEER_LL");
   }
 
   ~PeerCommunicator() override {
@@ -150,8 +149,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
     return std::move(base);
   };
   const int world = base->world_size(), rank = base->rank();
-  const char* env = std::getenv("TEXT_GEN_PEER_COLLECTIVES");
-  if (env && std::string(env) == "0") return decline("TEXT_GEN_PEER_COLLECTIVES=0");
+  if (!SwitchedOn("TEXT_GEN_PEER_COLLECTIVES")) return decline("TEXT_GEN_PEER_COLLECTIVES=0");
   if (world < 2 || world > kPeerMaxRanks) {
     return decline("peer collectives take 2 to " + std::to_string(kPeerMaxRanks) + " ranks");
   }
