@@ -4,7 +4,8 @@
 // with NaN, relative L2 error with a tolerance for the output type. Covers m = 1..16,
 // odd n, k not a multiple of 64 or of 32, bf16 and fp16 in, f32 out, the product added
 // into an f32 output (GemvOutput::kAddTo), SiLU-mul of the gate/up halves written by the GEMV
-// (GemvOutput::kSiluOfHalves), RoPE and the KV write done by the qkv GEMV (kRopeKvWrite); Gemm
+// (GemvOutput::kSiluOfHalves), RoPE and the KV write done by the qkv GEMV (kRopeKvWrite), a
+// norm linked through two GEMVs (GemvNorm); Gemm
 // with TEXT_GEN_GEMV forced on, forced off
 // and automatic; Prepare; and Gemm inside a CUDA graph capture (where it must not
 // allocate, synchronise or time), storing and adding.
@@ -523,6 +524,114 @@ TG_TEST(gemm_runs_inside_graph_capture) {
   // The same calls outside a capture now decide and tune, and still agree.
   for (const Problem& p : problems) Expect("gemm(after capture)", p, [&](void* o) { RunGemm(*gemm, stream, p, o); });
   TG_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// A norm linked through two GEMVs (GemvNorm): an o-like adding GEMV feeds it, and a qkv-like
+// storing GEMV and a gate/up-like SiLU-of-halves GEMV are scaled by it, against the adding GEMV,
+// the norm kernel (add_rms_norm.cu) and the plain GEMV. The residual is the same bits; the
+// scaled input is h ⊙ weight rounded (checked on the host); the parts sum to Σ h² per row; the
+// products are within the output type's tolerance (only where x is rounded differs). One and
+// two x tiles, n not a multiple of 16 (a partial last CTA of parts), k with partial steps.
+TG_TEST(gemv_linked_norm_equals_norm_kernel_then_gemv) {
+  const ElemType f32 = ElemType::kF32;
+  const float eps = 1e-5f;
+  struct Shape { int64_t hidden, k_in, n_out; };
+  const Shape shapes[] = {{64, 40, 48}, {520, 264, 136}, {1000, 72, 1000}, {4096, 4096, 1024}};
+  for (ElemType t : kTypes) {
+    for (const Shape& s : shapes) {
+      const Weight w_in = MakeWeight(s.hidden, s.k_in, t), w_out = MakeWeight(2 * s.n_out, s.hidden, t);
+      const std::vector<float> weight = RandomFloats(static_cast<size_t>(s.hidden), 0.5f, 1.5f);
+      const DeviceBuffer d_weight = ToDevice(weight);
+      const int64_t parts = (s.hidden + 15) / 16;
+      for (int64_t m : {1, 3, 8, 9, 16}) {
+        const std::string name = std::string(Name(t)) + " m " + std::to_string(m) + " hidden " +
+                                 std::to_string(s.hidden) + " k " + std::to_string(s.k_in);
+        auto fail = [&](const char* what) {
+          std::printf("  FAIL gemv(linked norm) %s: %s\n", name.c_str(), what);
+          ++tgtest::Failures();
+        };
+        const size_t rows = static_cast<size_t>(m * s.hidden), es = ElemSize(t);
+        const DeviceBuffer x = ToDevice(Round(RandomFloats(static_cast<size_t>(m * s.k_in)), t).bits);
+        const std::vector<float> residual = RandomFloats(rows, -3.0f, 3.0f);
+        // Linked: the adding GEMV feeds the norm.
+        DeviceBuffer linked_residual = ToDevice(residual), scaled = Poisoned(rows * es),
+                     sum_squares = Poisoned(static_cast<size_t>(m * parts) * 4);
+        const GemvNorm feed{sum_squares.as<float>(), d_weight.as<float>(), scaled.get(), 0.0f};
+        LaunchGemv(nullptr, x.get(), w_in.dev.get(), linked_residual.get(), m, s.hidden, s.k_in, t, f32,
+                   GemvInput::kPlain, GemvOutput::kAddTo, {}, &feed);
+        // Apart: the adding GEMV, then the norm kernel.
+        DeviceBuffer residual_apart = ToDevice(residual), normed = Poisoned(rows * es);
+        LaunchGemv(nullptr, x.get(), w_in.dev.get(), residual_apart.get(), m, s.hidden, s.k_in, t, f32,
+                   GemvInput::kPlain, GemvOutput::kAddTo);
+        LaunchAddRmsNorm(nullptr, t, residual_apart.as<float>(), nullptr, d_weight.as<float>(), nullptr, m, s.hidden,
+                         eps, false, normed.get());
+        ++cases_run;
+        const std::vector<float> h = ToHost(residual_apart, rows, f32);
+        if (ToHost(linked_residual, rows, f32) != h) fail("the residual differs from the adding GEMV's");
+        std::vector<float> h_times_weight(rows);
+        for (size_t i = 0; i < rows; ++i) h_times_weight[i] = h[i] * weight[i % static_cast<size_t>(s.hidden)];
+        if (ToHost(scaled, rows, t) != Round(h_times_weight, t).values) fail("scaled is not h * weight rounded");
+        const std::vector<float> got_parts = ToHost(sum_squares, static_cast<size_t>(m * parts), f32);
+        for (int64_t r = 0; r < m; ++r) {
+          double want = 0.0, got = 0.0;
+          for (int64_t c = 0; c < s.hidden; ++c) want += static_cast<double>(h[r * s.hidden + c]) * h[r * s.hidden + c];
+          for (int64_t p = 0; p < parts; ++p) got += got_parts[r * parts + p];
+          if (!(std::fabs(got - want) <= 1e-5 * want)) fail("the parts do not sum to the row's sum of squares");
+        }
+        // The scaled GEMVs against the plain ones on the norm kernel's output.
+        const GemvNorm scale{sum_squares.as<float>(), nullptr, nullptr, eps};
+        for (GemvOutput output : {GemvOutput::kStore, GemvOutput::kSiluOfHalves}) {
+          const bool halves = output == GemvOutput::kSiluOfHalves;
+          const int64_t n = halves ? s.n_out : 2 * s.n_out;
+          const size_t count = static_cast<size_t>(m * n);
+          DeviceBuffer want = Poisoned(count * es), got = Poisoned(count * es);
+          LaunchGemv(nullptr, normed.get(), w_out.dev.get(), want.get(), m, n, s.hidden, t, t, GemvInput::kPlain,
+                     output);
+          LaunchGemv(nullptr, scaled.get(), w_out.dev.get(), got.get(), m, n, s.hidden, t, t, GemvInput::kPlain,
+                     output, {}, &scale);
+          ++cases_run;
+          const double err = RelError(ToHost(got, count, t), ToHost(want, count, t));
+          const std::string path = halves ? "gemv(norm-scaled silu of halves)" : "gemv(norm-scaled store)";
+          if (!(err <= Tolerance(t))) {
+            std::printf("  FAIL %s %s: relative error %.3g against the norm kernel then the GEMV\n", path.c_str(),
+                        name.c_str(), err);
+            ++tgtest::Failures();
+          }
+          auto& worst_case = worst[path + " " + Name(t)];
+          if (!(err <= worst_case.first)) worst_case = {err, Tolerance(t)};
+        }
+      }
+    }
+  }
+  DeviceBuffer buf(4096);
+  const char* b = buf.as<char>();
+  float* f = buf.as<float>();
+  const ElemType bf = ElemType::kBF16;
+  const GemvNorm feed{f, f, buf.get(), 0.0f}, scale{f, nullptr, nullptr, 1e-5f};
+  const GemvInput plain = GemvInput::kPlain, silu = GemvInput::kSiluOfGateUp;
+  CHECK(GemvSupports(b, b, 4, 64, 64, bf, f32, plain, GemvOutput::kAddTo, {}, &feed));
+  CHECK(!GemvSupports(b, b, 4, 64, 64, bf, f32, plain, GemvOutput::kAddTo, {}, &scale));  // feeding needs every pointer
+  CHECK(!GemvSupports(b, b, 4, 64, 64, bf, f32, silu, GemvOutput::kAddTo, {}, &feed));   // plain input only
+  CHECK(GemvSupports(b, b, 4, 64, 64, bf, bf, plain, GemvOutput::kStore, {}, &scale));
+  CHECK(!GemvSupports(b, b, 4, 64, 64, bf, f32, plain, GemvOutput::kStore, {}, &scale));  // scales a store in `in`
+  CHECK(GemvSupports(b, b, 4, 64, 64, bf, bf, plain, GemvOutput::kSiluOfHalves, {}, &scale));
+  CHECK_THROWS_WITH(LaunchGemv(nullptr, b, b, buf.get(), 4, 64, 64, bf, f32, plain, GemvOutput::kStore, {}, &scale),
+                    "GEMV kernel cannot");
+
+  // Gemm links a norm only where it settled on the GEMV kernel; TakesGemv decides an undecided
+  // shape (once: the answer does not change), as the model asks before it links a step's norms.
+  auto forced = MakeGemm("1"), off = MakeGemm("0"), automatic = MakeGemm(nullptr);
+  DeviceBuffer big(1 << 20);
+  const char* g = big.as<char>();
+  float* residual = big.as<float>() + (1 << 17);
+  CHECK(forced->TakesGemv(nullptr, g, g, residual, 1, 64, 64, bf, f32, true));
+  CHECK(!off->TakesGemv(nullptr, g, g, residual, 1, 64, 64, bf, f32, true));
+  CHECK(!forced->TakesGemv(nullptr, g, g, residual, 17, 64, 64, bf, f32, true));  // past the GEMV's rows
+  const bool decided = automatic->TakesGemv(nullptr, g, g, big.get(), 2, 256, 512, bf, bf, false);
+  for (int i = 0; i < 3; ++i) CHECK(automatic->TakesGemv(nullptr, g, g, big.get(), 2, 256, 512, bf, bf, false) == decided);
+  CHECK_THROWS_WITH(off->RunAddTo(nullptr, b, b, f, 1, 64, 64, bf, &feed), "needs the GEMV kernel");
+  CHECK_THROWS_WITH(off->Run(nullptr, b, b, buf.get(), 1, 64, 64, bf, bf, &scale), "needs the GEMV kernel");
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 // RunAddTo and RunSiluDownAddTo captured (global mode: no allocation, so no timing scratch) on

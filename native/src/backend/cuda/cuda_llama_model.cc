@@ -82,6 +82,11 @@ bool SiluInGateUpGemv() { return SwitchedOn("TEXT_GEN_SILU_GEMV"); }
 // every step; a captured graph keeps its choice).
 bool RopeInQkvGemv() { return SwitchedOn("TEXT_GEN_ROPE_GEMV"); }
 
+// Whether a decode step's o and down GEMVs feed the norm after their residual add, and the qkv
+// and gate/up GEMVs scale by it (GemvNorm), so that no norm kernel runs between them.
+// TEXT_GEN_NORM_LINK=0 turns it off (read at every step; a captured graph keeps its choice).
+bool NormLinkInGemv() { return SwitchedOn("TEXT_GEN_NORM_LINK"); }
+
 // Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
 // never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
 // in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
@@ -98,6 +103,7 @@ int64_t SiluGemmMinRows() {
 struct Activations {
   DeviceBuffer x, h, qkv, q, attn, proj, gate_up, act, normed, logits, shard_logits, gathered, attn_workspace;
   DeviceBuffer attn_counters;  // AttentionBatch::split_counters: zeroed when allocated, left zero by every call
+  DeviceBuffer norm_parts;     // GemvNorm::sum_squares of a step whose GEMVs link its norms
 };
 
 // The host-side plan of one step, packed as int32 words for one copy.
@@ -367,6 +373,7 @@ void CudaLlamaModel::ReserveActivations(Activations& a, int64_t t, int64_t r, in
   a.gate_up.Reserve(t * 2 * slice_.inter_size * es);
   a.act.Reserve(t * slice_.inter_size * es);
   a.normed.Reserve(rr * hidden * es);
+  a.norm_parts.Reserve(std::min(t, kGemvMaxRows) * ((hidden + 15) / 16) * 4);
   a.logits.Reserve(rr * c.vocab_size * 4);
   if (comm_) {
     a.shard_logits.Reserve(rr * slice_.vocab_size * 4);
@@ -528,10 +535,29 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   // a.proj, which the norm after it adds (after the all-reduce under tensor parallelism).
   void* const delta = residual_in_gemm ? nullptr : a.proj.get();
   float* const residual = a.x.as<float>();
-  // A row-parallel projection (o, or down from act) of x ([t, k]) by w into that output.
-  auto project = [&](const void* x, const void* w, int64_t k) {
+  // A decode step whose four products all take the GEMV kernel, in bf16 on one GPU, links its
+  // norms (GemvNorm): o and down feed the norm after their residual add with the next norm's
+  // weight, and qkv and gate/up scale by it. Only layer 0's input norm and the final norm run
+  // as kernels. fp16 is left out: h ⊙ weight need not fit its range.
+  const CudaLayerWeights& first = weights_.layers.front();
+  auto takes_gemv = [&](const void* x, const DeviceBuffer& w, void* out, int64_t n, int64_t k, bool add_to) {
+    return gemm_->TakesGemv(stream_, x, w.get(), out, t, n, k, type_, add_to ? ElemType::kF32 : type_, add_to);
+  };
+  const bool link_norms = residual_in_gemm && silu_in_gemv && type_ == ElemType::kBF16 && inter % 8 == 0 &&
+                          t <= kGemvMaxRows && NormLinkInGemv() && !profiler_.SkipsAny() &&
+                          takes_gemv(a.attn.get(), first.o, residual, hidden, qh * d, true) &&
+                          takes_gemv(a.act.get(), first.down, residual, hidden, inter, true) &&
+                          takes_gemv(a.h.get(), first.qkv, a.qkv.get(), qkv_width, hidden, false) &&
+                          takes_gemv(a.h.get(), first.gate_up, a.gate_up.get(), 2 * inter, hidden, false);
+  const GemvNorm scaled_by_norm{a.norm_parts.as<float>(), nullptr, nullptr, eps};
+  auto feeding = [&](const DeviceBuffer& weight) {
+    return GemvNorm{a.norm_parts.as<float>(), weight.as<float>(), a.h.get(), eps};
+  };
+  // A row-parallel projection (o, or down from act) of x ([t, k]) by w into that output,
+  // feeding the next norm if `feed` (then it adds into the residual).
+  auto project = [&](const void* x, const void* w, int64_t k, const GemvNorm* feed = nullptr) {
     if (residual_in_gemm) {
-      gemm_->RunAddTo(stream_, x, w, residual, t, hidden, k, type_);
+      gemm_->RunAddTo(stream_, x, w, residual, t, hidden, k, type_, feed);
     } else {
       gemm_->Run(stream_, x, w, a.proj.get(), t, hidden, k, type_, type_);
     }
@@ -556,15 +582,20 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
-    // The previous layer's MLP output joins the residual here (none before layer 0).
-    add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
+    // The previous layer's MLP output joins the residual here (none before layer 0), and its
+    // down GEMV has fed this norm where the step links them.
+    const GemvNorm* input_norm = link_norms && l > 0 ? &scaled_by_norm : nullptr;
+    if (!input_norm) add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
     // A decode step's GEMV may do RoPE and the KV write itself (one table of frequencies).
     bool roped = false;
     if (!profiler_.Skips("qkv")) {
       if (rope_in_gemv && !dynamic_rope_ && !profiler_.Skips("rope_kv_write")) {
-        roped = gemm_->RunQkvRope(stream_, a.h.get(), W.qkv.get(), rope_targets(l, W), t, qkv_width, hidden, type_);
+        roped = gemm_->RunQkvRope(stream_, a.h.get(), W.qkv.get(), rope_targets(l, W), t, qkv_width, hidden, type_,
+                                  input_norm);
       }
-      if (!roped) gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_);
+      if (!roped) {
+        gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_, input_norm);
+      }
       mark(roped ? "qkv_rope" : "qkv");
     }
     if (!roped && !profiler_.Skips("rope_kv_write")) {
@@ -583,11 +614,12 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
                              a.attn.get());
       mark("prefill_attention");
     }
+    const GemvNorm post_norm_fed = feeding(W.post_norm);
     if (!profiler_.Skips("o")) {
-      project(a.attn.get(), W.o.get(), qh * d);
-      mark("o");
+      project(a.attn.get(), W.o.get(), qh * d, link_norms ? &post_norm_fed : nullptr);
+      mark(link_norms ? "o_norm" : "o");
     }
-    add_norm(delta, W.post_norm.as<float>());
+    if (!link_norms) add_norm(delta, W.post_norm.as<float>());
     // A prefill's MLP takes the Hopper gate/up GEMM with SiLU-mul in its epilogue (no
     // [t, 2·inter] buffer), then the down projection of its output; other steps cuBLASLt's
     // or the GEMV's gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into the GEMV.
@@ -599,9 +631,11 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     if (!profiler_.Skips("gate_up")) {
       if (silu_in_gemm) {
         LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden);
-      } else if (silu_in_gemv &&
-                 gemm_->RunGateUpSilu(stream_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden, type_)) {
+      } else if (silu_in_gemv && gemm_->RunGateUpSilu(stream_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter,
+                                                       hidden, type_, link_norms ? &scaled_by_norm : nullptr)) {
         act_ready = true;
+      } else if (link_norms) {
+        throw std::logic_error("a step that links its norms needs the gate/up GEMV's SiLU-mul");
       } else {
         gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
       }
@@ -609,7 +643,11 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     }
     if (!profiler_.Skips("silu_down")) {
       if (act_ready) {
-        project(a.act.get(), W.down.get(), inter);
+        // The last layer's down projection feeds no norm: the final one runs on the logit rows.
+        const bool feeds = link_norms && l + 1 < c.num_layers;
+        const GemvNorm next_norm_fed =
+            feeds ? feeding(weights_.layers[static_cast<size_t>(l + 1)].input_norm) : GemvNorm{};
+        project(a.act.get(), W.down.get(), inter, feeds ? &next_norm_fed : nullptr);
       } else if (residual_in_gemm) {
         gemm_->RunSiluDownAddTo(stream_, a.gate_up.get(), a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
       } else {

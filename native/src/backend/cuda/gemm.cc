@@ -306,34 +306,58 @@ void Gemm::RunKey(cudaStream_t stream, const Key& key, const void* x, const void
   RunLt(stream, key, x, w, out);
 }
 
+void Gemm::RunLinked(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out,
+                     const GemvNorm& norm) {
+  if (key.m <= 0) return;
+  if (!GemvSettled(key)) throw std::logic_error("a GEMM linked to a norm needs the GEMV kernel settled for its shape");
+  LaunchGemv(stream, x, w, out, key.m, key.n, key.k, key.in, key.out, GemvInput::kPlain, key.gemv_output(), {}, &norm);
+}
+
+bool Gemm::TakesGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+                     ElemType in, ElemType out_type, bool add_to) {
+  const Key key{m, n, k, in, out_type, add_to};
+  if (m <= 0 || (!IsCapturing(stream) && !UseGemv(stream, key, x, w, out))) return false;
+  return GemvSettled(key);
+}
+
 void Gemm::Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType in, ElemType out_type) {
-  RunKey(stream, Key{m, n, k, in, out_type, false}, x, w, out);
+               ElemType in, ElemType out_type, const GemvNorm* norm) {
+  const Key key{m, n, k, in, out_type, false};
+  if (norm) {
+    RunLinked(stream, key, x, w, out, *norm);
+  } else {
+    RunKey(stream, key, x, w, out);
+  }
 }
 
 bool Gemm::RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter,
-                         int64_t k, ElemType in) {
-  if (m <= 0 || !GemvSupports(x, w, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves) ||
+                         int64_t k, ElemType in, const GemvNorm* norm) {
+  if (m <= 0 || !GemvSupports(x, w, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves, {}, norm) ||
       !GemvSettled(Key{m, 2 * inter, k, in, in, false})) {  // the gate/up product's own decision
     return false;
   }
-  LaunchGemv(stream, x, w, act, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves);
+  LaunchGemv(stream, x, w, act, m, inter, k, in, in, GemvInput::kPlain, GemvOutput::kSiluOfHalves, {}, norm);
   return true;
 }
 
 bool Gemm::RunQkvRope(cudaStream_t stream, const void* x, const void* w, const GemvRopeKv& rope, int64_t m,
-                      int64_t n, int64_t k, ElemType in) {
-  if (m <= 0 || !GemvSupports(x, w, m, n, k, in, in, GemvInput::kPlain, GemvOutput::kRopeKvWrite, rope) ||
+                      int64_t n, int64_t k, ElemType in, const GemvNorm* norm) {
+  if (m <= 0 || !GemvSupports(x, w, m, n, k, in, in, GemvInput::kPlain, GemvOutput::kRopeKvWrite, rope, norm) ||
       !GemvSettled(Key{m, n, k, in, in, false})) {  // the plain product's decision
     return false;
   }
-  LaunchGemv(stream, x, w, nullptr, m, n, k, in, in, GemvInput::kPlain, GemvOutput::kRopeKvWrite, rope);
+  LaunchGemv(stream, x, w, nullptr, m, n, k, in, in, GemvInput::kPlain, GemvOutput::kRopeKvWrite, rope, norm);
   return true;
 }
 
 void Gemm::RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n,
-                    int64_t k, ElemType in) {
-  RunKey(stream, Key{m, n, k, in, ElemType::kF32, true}, x, w, residual);
+                    int64_t k, ElemType in, const GemvNorm* norm) {
+  const Key key{m, n, k, in, ElemType::kF32, true};
+  if (norm) {
+    RunLinked(stream, key, x, w, residual, *norm);
+  } else {
+    RunKey(stream, key, x, w, residual);
+  }
 }
 
 void Gemm::RunSiluDownKey(cudaStream_t stream, const Key& key, const void* gate_up, void* act, const void* w,

@@ -43,8 +43,17 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   // x and w in `in` (bf16 or fp16), out in `out` (`in` or f32); all row-major, contiguous.
+  // With a scaling `norm` (gemv.h's GemvNorm: x is h ⊙ weight of a norm the product before fed)
+  // only where TakesGemv: it throws std::logic_error otherwise, as the other Run*s do.
   void Run(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k, ElemType in,
-           ElemType out_type);
+           ElemType out_type, const GemvNorm* norm = nullptr);
+
+  // Whether Run (or RunAddTo, for add_to) takes the GEMV kernel for this shape, so that its
+  // forms that link a norm (GemvNorm) apply. An undecided shape is decided now on these operands,
+  // as its first Run would decide it (out is written, or for add_to a scratch), so that a step
+  // links the same way whether or not an earlier step met the shape; under a capture it answers false.
+  bool TakesGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+                 ElemType in, ElemType out_type, bool add_to);
 
   // The MLP's down projection from its gate/up projection `gate_up` ([m, 2k], gate then up
   // in each row): out = (SiLU(gate) · up) · wᵀ. Where Run would take the GEMV kernel for
@@ -53,25 +62,26 @@ class Gemm {
   void RunSiluDown(cudaStream_t stream, const void* gate_up, void* act, const void* w, void* out, int64_t m, int64_t n,
                    int64_t k, ElemType in, ElemType out_type);
 
-  // residual[m, n] += x · wᵀ (each product added once), x and w in `in`; residual f32.
+  // residual[m, n] += x · wᵀ (each product added once), x and w in `in`; residual f32. With a
+  // feeding `norm`, also the next norm's input (GemvNorm), only where TakesGemv.
   void RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n, int64_t k,
-                ElemType in);
+                ElemType in, const GemvNorm* norm = nullptr);
 
   // act[m, inter] = SiLU(x · gateᵀ) · (x · upᵀ) for the MLP's gate/up weight w ([2·inter, k],
   // gate rows then up rows) in one GEMV launch (GemvOutput::kSiluOfHalves), where Run has
   // settled on the GEMV kernel for the gate/up product (m, 2·inter, k): the bits of Run then
   // LaunchSiluMul, with no [m, 2·inter] buffer, and the down projection after it a plain GEMM.
-  // Otherwise launches nothing and returns false (the caller runs those two).
+  // Otherwise launches nothing and returns false (the caller runs those two). `norm` scales it, as Run's.
   bool RunGateUpSilu(cudaStream_t stream, const void* x, const void* w, void* act, int64_t m, int64_t inter, int64_t k,
-                     ElemType in);
+                     ElemType in, const GemvNorm* norm = nullptr);
 
   // The attention's qkv projection of x ([m, k]) by w ([n, k]) with RoPE and the KV-cache write
   // in the GEMV's epilogue (GemvOutput::kRopeKvWrite), where Run has settled on the GEMV kernel
   // for (m, n, k): q rotated into rope.q_out, k and v into their slots, the bits of Run then
   // LaunchRopeKvWrite, with no [m, n] buffer and no kernel after. Otherwise launches nothing
-  // and returns false (the caller runs those two).
+  // and returns false (the caller runs those two). `norm` scales it, as Run's.
   bool RunQkvRope(cudaStream_t stream, const void* x, const void* w, const GemvRopeKv& rope, int64_t m, int64_t n,
-                  int64_t k, ElemType in);
+                  int64_t k, ElemType in, const GemvNorm* norm = nullptr);
 
   // RunSiluDown's product added to the f32 residual: residual += (SiLU(gate) · up) · wᵀ.
   void RunSiluDownAddTo(cudaStream_t stream, const void* gate_up, void* act, const void* w, float* residual, int64_t m,
@@ -114,6 +124,8 @@ class Gemm {
   void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
   void LaunchGemvFor(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out,
                      GemvInput input = GemvInput::kPlain);
+  // Run's or RunAddTo's product with a linked norm: the GEMV kernel where settled, else a logic error.
+  void RunLinked(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out, const GemvNorm& norm);
   // Whether Run has settled on the GEMV kernel for `key` (TEXT_GEN_GEMV=1, or timed faster);
   // false while undecided. The fused forms (RunGateUpSilu, RunQkvRope) follow that decision.
   bool GemvSettled(const Key& key) const;

@@ -138,12 +138,14 @@ __device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_s
 // kRopeKvWrite: a CTA below rot_ctas (GemvRopeKv's q and k heads, head_dim / 16 CTAs each)
 // takes dims 8j.. and half + 8j.. of its head as tile rows 0-7 and 8-15; the others 16 dims
 // of a v head, as plain tiles.
-template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles>
+// kNorm (GemvNorm): an adding GEMV feeds the norm after it, any other is scaled by that norm.
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
 __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
-               GemvRopeKv rope) {
+               GemvRopeKv rope, GemvNorm norm) {
   constexpr bool kAddTo = kOutput == GemvOutput::kAddTo, kSiluOutput = kOutput == GemvOutput::kSiluOfHalves;
   constexpr bool kRope = kOutput == GemvOutput::kRopeKvWrite;
+  constexpr bool kFeedsNorm = kNorm && kAddTo, kScaledByNorm = kNorm && !kAddTo;
   static_assert(!kAddTo || std::is_same_v<OutT, float>, "the product is added only to an f32 output");
   static_assert(!kSiluOutput || (std::is_same_v<OutT, T> && !kSiluInput), "SiLU of halves: plain input, stored in T");
   __shared__ float4 partial[kMaxWarps][kXTiles][32];  // each warp's accumulators, for the sum over warps
@@ -208,6 +210,18 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   };
   if (s + kStepsPerLoad <= full_steps) load_w(s);
   PdlWaitForPrevious();
+  // A scaled GEMV's norm factor per x row, from the parts its feeding GEMV wrote (one per 16
+  // of its outputs, k of them); these loads queue behind the first W block's, already out.
+  __shared__ float norm_factor[kGemvMaxRows];
+  if constexpr (kScaledByNorm) {
+    const int64_t parts = (k + kTileRows - 1) / kTileRows;
+    for (int col = warp; col < m; col += warps) {
+      float sum = 0.0f;
+      for (int64_t p = lane; p < parts; p += 32) sum += norm.sum_squares[col * parts + p];
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      if (lane == 0) norm_factor[col] = rsqrtf(sum / static_cast<float>(k) + norm.eps);
+    }
+  }
   for (; s + kStepsPerLoad <= full_steps; s += stride) {
     uint4 xv[kXTiles][kStepsPerLoad];
 #pragma unroll
@@ -259,10 +273,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
     const int tile = col >> 3, src_lane = (r & 7) * 4 + ((col & 7) >> 1), element = (r >> 3) * 2 + (col & 1);
     float sum = 0.0f;
     for (int v = 0; v < warps; ++v) sum += reinterpret_cast<const float*>(&partial[v][tile][src_lane])[element];
+    if constexpr (kScaledByNorm) sum *= norm_factor[col];  // written before the barrier above
     return sum;
   };
   if constexpr (kRope) {
     StoreRopeKv<T>(rope, row_sum, m, rotated, head, rope_first, rot_ctas);
+  } else if constexpr (kFeedsNorm) {
+    // The adding store below, then h ⊙ weight and the CTA's sum of h² for each x row (GemvNorm):
+    // an x row's 16 outputs are one half-warp's, summed by shuffles.
+    const int64_t parts = gridDim.x;
+    for (int base = threadIdx.x - lane; base < kTileRows * m; base += blockDim.x) {
+      const int j = base + lane, col = j >> 4, r = j & 15;
+      const int64_t row = first_row + r;
+      float square = 0.0f;
+      if (j < kTileRows * m && row < n) {
+        const float h = out[col * n + row] + row_sum(r, col);
+        out[col * n + row] = h;
+        static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
+        square = h * h;
+      }
+      for (int o = 8; o > 0; o >>= 1) square += __shfl_xor_sync(0xffffffffu, square, o);
+      if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + blockIdx.x] = square;
+    }
   } else if constexpr (kSiluOutput) {
     // Output (8b + r, x row col) for j = col·8 + r: SiLU(gate) · up of tile rows r and r + 8,
     // each rounded to T first, as the gate/up store and silu_mul.cu round them.
@@ -288,10 +320,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   }
 }
 
-template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput>
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, bool kNorm = false>
 void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-            const GemvRopeKv& rope = {}) {
-  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2> : GemvKernel<T, OutT, kSiluInput, kOutput, 1>;
+            const GemvRopeKv& rope = {}, const GemvNorm& norm = {}) {
+  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2, kNorm>
+                      : GemvKernel<T, OutT, kSiluInput, kOutput, 1, kNorm>;
   const int64_t steps = (k / 8 + 3) / 4;
   // Up to kMaxWarps warps, each with at least one full block of steps.
   const int warps = static_cast<int>(
@@ -300,37 +333,49 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   const int64_t outputs_per_cta = kOutput == GemvOutput::kSiluOfHalves ? 8 : kTileRows;
   const unsigned blocks = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
   LaunchWithPdl(PdlKernel::kGemv, kernel, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
-                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope);
+                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope, norm);
+}
+
+// Launch's instance with or without a GemvNorm.
+template <typename T, typename OutT, GemvOutput kOutput>
+void LaunchNormed(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
+                  const GemvRopeKv& rope, const GemvNorm* norm) {
+  if (norm) {
+    Launch<T, OutT, false, kOutput, true>(stream, x, w, out, m, n, k, rope, *norm);
+  } else {
+    Launch<T, OutT, false, kOutput>(stream, x, w, out, m, n, k, rope);
+  }
 }
 
 // The instances GemvSupports admits, and no others.
 template <typename T>
 void LaunchFor(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-               ElemType out_type, bool silu_input, GemvOutput output, const GemvRopeKv& rope) {
+               ElemType out_type, bool silu_input, GemvOutput output, const GemvRopeKv& rope,
+               const GemvNorm* norm) {
   constexpr GemvOutput kStore = GemvOutput::kStore, kAddTo = GemvOutput::kAddTo;
   if (output == GemvOutput::kRopeKvWrite) {
-    Launch<T, T, false, GemvOutput::kRopeKvWrite>(stream, x, w, out, m, n, k, rope);
+    LaunchNormed<T, T, GemvOutput::kRopeKvWrite>(stream, x, w, out, m, n, k, rope, norm);
   } else if (output == GemvOutput::kSiluOfHalves) {
-    Launch<T, T, false, GemvOutput::kSiluOfHalves>(stream, x, w, out, m, n, k);
+    LaunchNormed<T, T, GemvOutput::kSiluOfHalves>(stream, x, w, out, m, n, k, rope, norm);
   } else if (output == kAddTo) {
     if (silu_input) {
       Launch<T, float, true, kAddTo>(stream, x, w, out, m, n, k);
     } else {
-      Launch<T, float, false, kAddTo>(stream, x, w, out, m, n, k);
+      LaunchNormed<T, float, kAddTo>(stream, x, w, out, m, n, k, rope, norm);
     }
   } else if (silu_input) {
     Launch<T, T, true, kStore>(stream, x, w, out, m, n, k);
   } else if (out_type == ElemType::kF32) {
     Launch<T, float, false, kStore>(stream, x, w, out, m, n, k);
   } else {
-    Launch<T, T, false, kStore>(stream, x, w, out, m, n, k);
+    LaunchNormed<T, T, kStore>(stream, x, w, out, m, n, k, rope, norm);
   }
 }
 
 }  // namespace
 
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
-                  GemvInput input, GemvOutput output, const GemvRopeKv& rope) {
+                  GemvInput input, GemvOutput output, const GemvRopeKv& rope, const GemvNorm* norm) {
   const bool half_in = in == ElemType::kBF16 || in == ElemType::kF16;
   const bool silu_of_halves = output == GemvOutput::kSiluOfHalves;
   const bool rope_built = rope.head_dim > 0 && rope.head_dim % 16 == 0 && rope.q_heads > 0 && rope.kv_heads > 0 &&
@@ -342,26 +387,33 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
                          : silu_of_halves                    ? out == in && input == GemvInput::kPlain && n % 8 == 0
                          : input == GemvInput::kSiluOfGateUp ? out == in
                                                              : out == in || out == ElemType::kF32;
-  return half_in && out_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&
+  // A norm is linked only through a plain input: fed by an adding GEMV, scaling one that stores in `in`.
+  const bool norm_built = !norm || (input == GemvInput::kPlain && (output == GemvOutput::kAddTo
+                                                                       ? norm->feeds()
+                                                                       : norm->scales() && out == in));
+  return half_in && out_built && norm_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&
          k % 8 == 0 && Aligned(x, 16) && Aligned(w, 16);
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
-                ElemType in, ElemType out_type, GemvInput input, GemvOutput output, const GemvRopeKv& rope) {
-  if (!GemvSupports(x, w, m, n, k, in, out_type, input, output, rope)) {
+                ElemType in, ElemType out_type, GemvInput input, GemvOutput output, const GemvRopeKv& rope,
+                const GemvNorm* norm) {
+  if (!GemvSupports(x, w, m, n, k, in, out_type, input, output, rope, norm)) {
     throw std::invalid_argument("GEMV kernel cannot compute m " + std::to_string(m) + " n " + std::to_string(n) +
                                 " k " + std::to_string(k) +
                                 " (needs m <= " + std::to_string(kGemvMaxRows) +
                                 ", k a multiple of 8, 16-byte aligned operands, bf16/fp16 in, an output type it"
                                 " builds: f32 to add to, the input's for a SiLU input's store or a SiLU of"
                                 " halves (plain input, n a multiple of 8) or RoPE (plain input, the qkv width,"
-                                " head_dim a multiple of 16, every pointer))");
+                                " head_dim a multiple of 16, every pointer); a linked norm through a plain input"
+                                " only, fed by an adding GEMV with every pointer, scaling a store in the input's"
+                                " type)");
   }
   const bool silu = input == GemvInput::kSiluOfGateUp;
   if (in == ElemType::kBF16) {
-    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, output, rope);
+    LaunchFor<__nv_bfloat16>(stream, x, w, out, m, n, k, out_type, silu, output, rope, norm);
   } else {
-    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, output, rope);
+    LaunchFor<__half>(stream, x, w, out, m, n, k, out_type, silu, output, rope, norm);
   }
   TG_CUDA_CHECK_LAUNCH("gemv");
 }

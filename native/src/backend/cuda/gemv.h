@@ -49,24 +49,46 @@ struct GemvRopeKv {
   int64_t block_size = 0;
 };
 
+// A residual add linked to the RMSNorm after it, so that no norm kernel runs between two
+// decode GEMVs. The adding GEMV (kAddTo of a plain input) feeds it: besides residual += x·wᵀ
+// it writes scaled = h ⊙ weight (h the row of the residual after the add, rounded to `in`) and,
+// per x row, each CTA's sum of h² over its 16 outputs into sum_squares[row · parts + cta]. The
+// GEMV that takes `scaled` as its x (kStore, kSiluOfHalves or kRopeKvWrite) sums those parts
+// (k = hidden, parts = ceil(k / 16)) and scales each product by RMSNorm's factor
+// rsqrt(Σ h² / k + eps) before its epilogue. Since (h ⊙ w)·W scaled by the factor is the norm's
+// output times W, only the rounding differs from the norm kernel then the GEMV: h ⊙ w is
+// rounded to `in` where the norm rounds h ⊙ w · factor. bf16's range holds any h ⊙ w; fp16's
+// (65504) need not, so the model links norms in bf16 only.
+struct GemvNorm {
+  float* sum_squares = nullptr;  // [m, parts] f32: written by the feeding GEMV, read by the scaled one
+  const float* weight = nullptr;  // feeding: the norm's weight [n] f32
+  void* scaled = nullptr;         // feeding: [m, n] in `in`, the next GEMV's x
+  float eps = 0.0f;               // scaled: the norm's epsilon
+  bool feeds() const { return sum_squares && weight && scaled; }
+  bool scales() const { return sum_squares != nullptr; }
+};
+
 // True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
 // x and w 16-byte aligned (so every row of both is), `in` bf16 or fp16, and `out`
 // - kStore of kPlain input: `in` or f32;
 // - kStore of kSiluOfGateUp input: `in` (not built for f32: the storing down projection writes `in`);
 // - kAddTo: f32;
 // - kSiluOfHalves of kPlain input: `in`, with n (the output's width, half of w's rows) a multiple of 8;
-// - kRopeKvWrite of kPlain input: `in` (its q_out and cache), with n as GemvRopeKv says.
+// - kRopeKvWrite of kPlain input: `in` (its q_out and cache), with n as GemvRopeKv says;
+// and with a GemvNorm: a feeding one (every pointer) for kAddTo of kPlain input, a scaling one
+// for the kPlain input of kStore in `in`, kSiluOfHalves or kRopeKvWrite.
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
                   GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore,
-                  const GemvRopeKv& rope = {});
+                  const GemvRopeKv& rope = {}, const GemvNorm* norm = nullptr);
 
 // out (row-major [m, n], in `out_type`) = x ([m, k], `in`) · w ([n, k], `in`)ᵀ, or += for kAddTo
-// (for kSiluOfHalves w is [2n, k] and out the SiLU-mul of its halves' products, [m, n]).
-// Throws std::invalid_argument when !GemvSupports.
+// (for kSiluOfHalves w is [2n, k] and out the SiLU-mul of its halves' products, [m, n]),
+// feeding or scaled by `norm` when given (GemvNorm). Throws std::invalid_argument when !GemvSupports.
 // Allocates nothing and never synchronises, so it may run while `stream` captures a CUDA graph.
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
                 ElemType in, ElemType out_type, GemvInput input = GemvInput::kPlain,
-                GemvOutput output = GemvOutput::kStore, const GemvRopeKv& rope = {});
+                GemvOutput output = GemvOutput::kStore, const GemvRopeKv& rope = {},
+                const GemvNorm* norm = nullptr);
 
 }  // namespace cuda
 }  // namespace tg

@@ -119,6 +119,9 @@ void StepProfiler::Collect(int kind, int step) {
     }
     last_collected_ = step;
   }
+  // A replay of the same graph run ahead records the graph's event nodes again before this one
+  // is collected: the times read are then that later replay's (the same ops), once it has run.
+  if (!t.marks.empty()) TG_CUDA_CHECK(cudaEventSynchronize(t.marks.back().second));
   cudaEvent_t before = t.start;
   for (auto& [op, event] : t.marks) {
     float ms = 0.0f;

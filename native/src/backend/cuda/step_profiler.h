@@ -39,6 +39,8 @@ class StepProfiler {
   StepProfiler& operator=(const StepProfiler&) = delete;
 
   bool enabled() const { return every_ > 0; }
+  // Whether TEXT_GEN_STEP_SKIP names any op.
+  bool SkipsAny() const { return !skip_.empty(); }
   // Whether TEXT_GEN_STEP_SKIP names `op`.
   bool Skips(const char* op) const {
     return !skip_.empty() && skip_.find("," + std::string(op) + ",") != std::string::npos;
