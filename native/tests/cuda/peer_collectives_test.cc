@@ -2,16 +2,19 @@
 // one process: each GPU plays one rank, and the ranks' regions are plain allocations
 // reached through peer access (the engine maps them from other processes with CUDA IPC,
 // which a single process cannot open; the kernels see the same pointers either way).
+// Also the GEMV that sums the ranks' products itself (gemv.h's GemvExchange).
 // Needs 2+ GPUs with peer access; says it skipped otherwise. `--perf` times the
 // all-reduce per message size.
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "backend/cuda/gemv.h"
 #include "backend/cuda/peer/peer_collectives.h"
 #include "cuda_test_util.h"
 
@@ -408,6 +411,154 @@ TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
   CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4096, ElemType::kBF16, f, f + 1, f, f)); // residual misaligned
   CHECK_THROWS_WITH(LaunchPeerAllReduceAddRmsNorm(g, f, f, f, 1, 4100, 1e-5f, ElemType::kBF16, f, group.streams[0]),
                     "RMSNorm cannot take");
+}
+
+namespace {
+
+// The GEMV's exchange between ranks (gemv.h's GemvExchange): each rank's mailbox region and
+// call counters, zeroed, and every rank's view of them.
+struct ExchangeGroup {
+  static constexpr int kMaxCtas = 512;
+  std::vector<DeviceBuffer> mailboxes, counters;
+  std::vector<GemvExchange> views;
+  explicit ExchangeGroup(int world) {
+    for (int r = 0; r < world; ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(r));
+      mailboxes.emplace_back(GemvExchangeBytes(world, kMaxCtas));
+      counters.emplace_back(sizeof(uint32_t) * kMaxCtas);
+      TG_CUDA_CHECK(cudaMemset(mailboxes.back().get(), 0, mailboxes.back().bytes()));
+      TG_CUDA_CHECK(cudaMemset(counters.back().get(), 0, counters.back().bytes()));
+    }
+    for (int r = 0; r < world; ++r) {
+      GemvExchange e;
+      e.rank = r;
+      e.world_size = world;
+      e.counters = counters[static_cast<size_t>(r)].as<uint32_t>();
+      e.max_ctas = kMaxCtas;
+      for (int p = 0; p < world; ++p) e.mailboxes[p] = mailboxes[static_cast<size_t>(p)].as<char>();
+      views.push_back(e);
+    }
+  }
+  // As if `calls` exchanges had been made by every CTA (for the count's wrap).
+  void SetCallCount(uint32_t calls) {
+    const std::vector<uint32_t> count(kMaxCtas, calls);
+    for (size_t r = 0; r < counters.size(); ++r) {
+      TG_CUDA_CHECK(cudaSetDevice(static_cast<int>(r)));
+      TG_CUDA_CHECK(cudaMemcpy(counters[r].get(), count.data(), counters[r].bytes(), cudaMemcpyHostToDevice));
+    }
+  }
+};
+
+// One row-parallel product through the exchanging GEMV on every rank: each rank holds a slice
+// of k, and every rank's residual must end as residual + the rank-order f32 sum of the slices'
+// products, bit for bit (each product as the GEMV stores it in f32), on every rank alike; when
+// feeding a norm, its h ⊙ weight and parts as on one GPU.
+void CheckExchange(Group& group, ExchangeGroup& exchange, int64_t m, int64_t n, int64_t k_slice, bool feed) {
+  const ElemType t = ElemType::kBF16, f32 = ElemType::kF32;
+  const int world = group.world;
+  const std::vector<float> residual = RandomFloats(static_cast<size_t>(m * n), -2.0f, 2.0f);
+  const std::vector<float> weight = RandomFloats(static_cast<size_t>(n), 0.5f, 1.5f);
+  const int64_t parts = (n + 15) / 16;
+  std::vector<DeviceBuffer> x, w, res, products, d_weight, scaled, sums;
+  for (int r = 0; r < world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    x.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(m * k_slice)), t).bits));
+    w.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(n * k_slice), -0.1f, 0.1f), t).bits));
+    res.push_back(ToDevice(residual));
+    products.push_back(Poisoned(residual.size() * 4));
+    d_weight.push_back(ToDevice(weight));
+    scaled.push_back(Poisoned(residual.size() * 2));
+    sums.push_back(Poisoned(static_cast<size_t>(m * parts) * 4));
+    const size_t i = static_cast<size_t>(r);
+    LaunchGemv(group.streams[i], x[i].get(), w[i].get(), products[i].get(), m, n, k_slice, t, f32);
+  }
+  for (int r = 0; r < world; ++r) {  // every rank's kernel is in flight before any finishes
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    const size_t i = static_cast<size_t>(r);
+    GemvNorm norm;
+    norm.exchange = exchange.views[i];
+    if (feed) {
+      norm.sum_squares = sums[i].as<float>();
+      norm.weight = d_weight[i].as<float>();
+      norm.scaled = scaled[i].get();
+    }
+    LaunchGemv(group.streams[i], x[i].get(), w[i].get(), res[i].get(), m, n, k_slice, t, f32, GemvInput::kPlain,
+               GemvOutput::kAddTo, {}, &norm);
+  }
+  group.Sync();
+  std::vector<float> want(residual);
+  std::vector<std::vector<float>> rank_products;
+  for (int r = 0; r < world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    rank_products.push_back(Decode(Download(products[static_cast<size_t>(r)], residual.size() * 4), f32));
+  }
+  for (size_t e = 0; e < want.size(); ++e) {
+    float sum = rank_products[0][e];
+    for (int r = 1; r < world; ++r) sum += rank_products[static_cast<size_t>(r)][e];
+    want[e] = residual[e] + sum;
+  }
+  std::vector<float> h_times_weight(want.size());
+  for (size_t e = 0; e < want.size(); ++e) h_times_weight[e] = want[e] * weight[e % static_cast<size_t>(n)];
+  const std::vector<float> want_scaled = Round(h_times_weight, t).values;
+  ++cases_run;
+  const std::string name = "m " + std::to_string(m) + " n " + std::to_string(n) + " k " +
+                           std::to_string(k_slice) + " per rank" + (feed ? ", feeding" : "");
+  for (int r = 0; r < world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    const size_t i = static_cast<size_t>(r);
+    if (Decode(Download(res[i], want.size() * 4), f32) != want) {
+      std::printf("  FAIL gemv exchange %s: rank %d's residual is not residual + the rank-order sum\n", name.c_str(), r);
+      ++tgtest::Failures();
+    }
+    if (!feed) continue;
+    if (Decode(Download(scaled[i], want.size() * 2), t) != want_scaled) {
+      std::printf("  FAIL gemv exchange %s: rank %d's h * weight differs\n", name.c_str(), r);
+      ++tgtest::Failures();
+    }
+    const std::vector<float> got = Decode(Download(sums[i], static_cast<size_t>(m * parts) * 4), f32);
+    for (int64_t row = 0; row < m; ++row) {
+      double total = 0.0, expect = 0.0;
+      for (int64_t p = 0; p < parts; ++p) total += got[static_cast<size_t>(row * parts + p)];
+      for (int64_t c = 0; c < n; ++c) expect += static_cast<double>(want[row * n + c]) * want[row * n + c];
+      if (!(std::fabs(total - expect) <= 1e-5 * expect)) {
+        std::printf("  FAIL gemv exchange %s: rank %d's parts of row %lld do not sum to its h^2\n", name.c_str(), r,
+                    static_cast<long long>(row));
+        ++tgtest::Failures();
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// The adding GEMV summing the ranks' products itself (GemvExchange), with and without feeding
+// a norm: one and two x tiles, a partial last tile of n, back-to-back calls of changing shapes
+// (both mailbox parities; a CTA's count advances only in the CTAs a call has), and the count's wrap.
+TG_TEST(peer_gemv_exchange_sums_the_ranks_products_on_every_rank) {
+  Group group(g_world);
+  for (uint32_t start : {0u, 0xFFFFFFFBu}) {
+    ExchangeGroup exchange(g_world);
+    exchange.SetCallCount(start);
+    for (int round = 0; round < 2; ++round) {
+      CheckExchange(group, exchange, 1, 4096, 2048, true);
+      CheckExchange(group, exchange, 5, 1000, 264, false);
+      CheckExchange(group, exchange, 16, 4096, 7168, true);
+      CheckExchange(group, exchange, 9, 64, 40, true);
+    }
+  }
+  // What GemvSupports refuses: more CTAs than the mailboxes hold, a missing peer region.
+  ExchangeGroup exchange(g_world);
+  TG_CUDA_CHECK(cudaSetDevice(0));
+  DeviceBuffer buf(1 << 16);
+  const char* b = buf.as<char>();
+  GemvNorm norm;
+  norm.exchange = exchange.views[0];
+  const ElemType bf = ElemType::kBF16, f32 = ElemType::kF32;
+  CHECK(GemvSupports(b, b, 1, 4096, 64, bf, f32, GemvInput::kPlain, GemvOutput::kAddTo, {}, &norm));
+  CHECK(!GemvSupports(b, b, 1, 16 * (ExchangeGroup::kMaxCtas + 1), 64, bf, f32, GemvInput::kPlain,
+                      GemvOutput::kAddTo, {}, &norm));
+  norm.exchange.mailboxes[1] = nullptr;
+  CHECK(!GemvSupports(b, b, 1, 4096, 64, bf, f32, GemvInput::kPlain, GemvOutput::kAddTo, {}, &norm));
 }
 
 TG_TEST(peer_collectives_refuse_what_they_cannot_move) {

@@ -531,36 +531,56 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
       mark("add_rms_norm");
     }
   };
-  // The o or down projection's output: added into the residual now (residual_in_gemm), or
-  // a.proj, which the norm after it adds (after the all-reduce under tensor parallelism).
-  void* const delta = residual_in_gemm ? nullptr : a.proj.get();
   float* const residual = a.x.as<float>();
-  // A decode step whose four products all take the GEMV kernel, in bf16 on one GPU, links its
-  // norms (GemvNorm): o and down feed the norm after their residual add with the next norm's
-  // weight, and qkv and gate/up scale by it. Only layer 0's input norm and the final norm run
-  // as kernels. fp16 is left out: h ⊙ weight need not fit its range.
   const CudaLayerWeights& first = weights_.layers.front();
+  // Under tensor parallelism a decode step's o and down GEMVs may sum the ranks' products
+  // themselves and add them into the residual (GemvExchange): no all-reduce kernel. Every rank
+  // must decide it alike, so it depends on the shapes, the type and the kernel's occupancy
+  // (GemvSupports), never on a timing.
+  GemvNorm rank_exchange;
+  if (comm_ && comm_->gemv_exchange() && t <= kGemvMaxRows && !profiler_.SkipsAny()) {
+    rank_exchange.exchange = *comm_->gemv_exchange();
+  }
+  const bool exchanging =
+      rank_exchange.exchanges() &&
+      GemvSupports(a.attn.get(), first.o.get(), t, hidden, qh * d, type_, ElemType::kF32, GemvInput::kPlain,
+                   GemvOutput::kAddTo, {}, &rank_exchange) &&
+      GemvSupports(a.act.get(), first.down.get(), t, hidden, inter, type_, ElemType::kF32, GemvInput::kPlain,
+                   GemvOutput::kAddTo, {}, &rank_exchange);
+  // Whether the o and down projections add into the f32 residual themselves; otherwise their
+  // output is a.proj (delta), which the norm after it adds (after the all-reduce under TP).
+  const bool adds_in_gemm = residual_in_gemm || exchanging;
+  void* const delta = adds_in_gemm ? nullptr : a.proj.get();
+  // A decode step in bf16 whose four products take the GEMV kernel (o and down by exchanging,
+  // under TP) links its norms (GemvNorm): o and down feed the norm after their residual add with
+  // the next norm's weight, and qkv and gate/up scale by it. Only layer 0's input norm and the
+  // final norm run as kernels. fp16 is left out: h ⊙ weight need not fit its range.
   auto takes_gemv = [&](const void* x, const DeviceBuffer& w, void* out, int64_t n, int64_t k, bool add_to) {
     return gemm_->TakesGemv(stream_, x, w.get(), out, t, n, k, type_, add_to ? ElemType::kF32 : type_, add_to);
   };
-  const bool link_norms = residual_in_gemm && silu_in_gemv && type_ == ElemType::kBF16 && inter % 8 == 0 &&
-                          t <= kGemvMaxRows && NormLinkInGemv() && !profiler_.SkipsAny() &&
-                          takes_gemv(a.attn.get(), first.o, residual, hidden, qh * d, true) &&
-                          takes_gemv(a.act.get(), first.down, residual, hidden, inter, true) &&
-                          takes_gemv(a.h.get(), first.qkv, a.qkv.get(), qkv_width, hidden, false) &&
-                          takes_gemv(a.h.get(), first.gate_up, a.gate_up.get(), 2 * inter, hidden, false);
+  const bool link_norms =
+      adds_in_gemm && silu_in_gemv && type_ == ElemType::kBF16 && inter % 8 == 0 && t <= kGemvMaxRows &&
+      NormLinkInGemv() && !profiler_.SkipsAny() &&
+      (exchanging || (takes_gemv(a.attn.get(), first.o, residual, hidden, qh * d, true) &&
+                      takes_gemv(a.act.get(), first.down, residual, hidden, inter, true))) &&
+      takes_gemv(a.h.get(), first.qkv, a.qkv.get(), qkv_width, hidden, false) &&
+      takes_gemv(a.h.get(), first.gate_up, a.gate_up.get(), 2 * inter, hidden, false);
   const GemvNorm scaled_by_norm{a.norm_parts.as<float>(), nullptr, nullptr, eps};
-  auto feeding = [&](const DeviceBuffer& weight) {
-    return GemvNorm{a.norm_parts.as<float>(), weight.as<float>(), a.h.get(), eps};
-  };
-  // A row-parallel projection (o, or down from act) of x ([t, k]) by w into that output,
-  // feeding the next norm if `feed` (then it adds into the residual).
-  auto project = [&](const void* x, const void* w, int64_t k, const GemvNorm* feed = nullptr) {
-    if (residual_in_gemm) {
-      gemm_->RunAddTo(stream_, x, w, residual, t, hidden, k, type_, feed);
-    } else {
+  // A row-parallel projection (o, or down from act) of x ([t, k]) by w into the residual or
+  // delta, exchanging its products with the other ranks' and feeding the norm with
+  // `next_norm` (when not null) where the step does.
+  auto project = [&](const void* x, const void* w, int64_t k, const DeviceBuffer* next_norm) {
+    if (!adds_in_gemm) {
       gemm_->Run(stream_, x, w, a.proj.get(), t, hidden, k, type_, type_);
+      return;
     }
+    GemvNorm norm = rank_exchange;
+    if (link_norms && next_norm) {
+      norm.sum_squares = a.norm_parts.as<float>();
+      norm.weight = next_norm->as<float>();
+      norm.scaled = a.h.get();
+    }
+    gemm_->RunAddTo(stream_, x, w, residual, t, hidden, k, type_, norm.exchanges() || norm.feeds() ? &norm : nullptr);
   };
   // Where LaunchRopeKvWrite would put layer l's q, k and v, for a qkv GEMV that does it.
   auto rope_targets = [&](int64_t l, const CudaLayerWeights& W) {
@@ -614,9 +634,8 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
                              a.attn.get());
       mark("prefill_attention");
     }
-    const GemvNorm post_norm_fed = feeding(W.post_norm);
     if (!profiler_.Skips("o")) {
-      project(a.attn.get(), W.o.get(), qh * d, link_norms ? &post_norm_fed : nullptr);
+      project(a.attn.get(), W.o.get(), qh * d, &W.post_norm);
       mark(link_norms ? "o_norm" : "o");
     }
     if (!link_norms) add_norm(delta, W.post_norm.as<float>());
@@ -642,12 +661,12 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
       mark(act_ready ? "gate_up_silu" : "gate_up");
     }
     if (!profiler_.Skips("silu_down")) {
-      if (act_ready) {
+      if (act_ready || exchanging) {
+        // An exchanging down projection runs whatever this rank's gate/up did: its peers' does.
+        if (!act_ready) LaunchSiluMul(stream_, type_, a.gate_up.get(), t, inter, a.act.get());
         // The last layer's down projection feeds no norm: the final one runs on the logit rows.
-        const bool feeds = link_norms && l + 1 < c.num_layers;
-        const GemvNorm next_norm_fed =
-            feeds ? feeding(weights_.layers[static_cast<size_t>(l + 1)].input_norm) : GemvNorm{};
-        project(a.act.get(), W.down.get(), inter, feeds ? &next_norm_fed : nullptr);
+        project(a.act.get(), W.down.get(), inter,
+                l + 1 < c.num_layers ? &weights_.layers[static_cast<size_t>(l + 1)].input_norm : nullptr);
       } else if (residual_in_gemm) {
         gemm_->RunSiluDownAddTo(stream_, a.gate_up.get(), a.act.get(), W.down.get(), residual, t, hidden, inter, type_);
       } else {
@@ -660,7 +679,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   if (r == 0) return;
   // Only the rows that need logits: the last residual add (unless the down projection made
   // it) and the final norm, gathered.
-  all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
+  if (!adds_in_gemm) all_reduce(a.proj.get(), static_cast<size_t>(t * hidden), type_);
   LaunchAddRmsNorm(stream_, type_, residual, delta, weights_.final_norm.as<float>(), at(L.logit_rows), r, hidden, eps,
                    false, a.normed.get());
   mark("final_norm");

@@ -63,7 +63,8 @@ class Gemm {
                    int64_t k, ElemType in, ElemType out_type);
 
   // residual[m, n] += x · wᵀ (each product added once), x and w in `in`; residual f32. With a
-  // feeding `norm`, also the next norm's input (GemvNorm), only where TakesGemv.
+  // feeding `norm`, also the next norm's input (GemvNorm), only where TakesGemv; with an exchanging
+  // one, the ranks' products summed (GemvExchange), always by the GEMV kernel.
   void RunAddTo(cudaStream_t stream, const void* x, const void* w, float* residual, int64_t m, int64_t n, int64_t k,
                 ElemType in, const GemvNorm* norm = nullptr);
 
@@ -124,7 +125,8 @@ class Gemm {
   void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
   void LaunchGemvFor(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out,
                      GemvInput input = GemvInput::kPlain);
-  // Run's or RunAddTo's product with a linked norm: the GEMV kernel where settled, else a logic error.
+  // Run's or RunAddTo's product with a linked norm: the GEMV kernel where settled (always for an
+  // exchange between ranks, which every rank must run), else a logic error.
   void RunLinked(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out, const GemvNorm& norm);
   // Whether Run has settled on the GEMV kernel for `key` (TEXT_GEN_GEMV=1, or timed faster);
   // false while undecided. The fused forms (RunGateUpSilu, RunQkvRope) follow that decision.

@@ -16,13 +16,17 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/peer/peer_wait.cuh"
 #include "backend/cuda/rope.cuh"
 
 namespace tg {
@@ -72,6 +76,59 @@ __device__ __forceinline__ void MmaPiece(float (&c0)[4], float (&c1)[4], const u
                                          const uint4& xv) {
   Mma<T>(c0, lo.x, hi.x, lo.y, hi.y, xv.x, xv.y);  // elements 0..3 as k {2t, 2t+1, 2t+8, 2t+9}
   Mma<T>(c1, lo.z, hi.z, lo.w, hi.w, xv.z, xv.w);  // elements 4..7, the same k in a second mma
+}
+
+// GemvExchange's mailboxes: 8-byte lines {product bits, call number}, [source rank][call parity]
+// [CTA][kGemvMaxRows · kTileRows outputs] in each rank's region. Two parities: a source writes
+// call c + 2 over call c only after its own call c + 1 took this rank's c + 1 products, which
+// this rank sent after its call c had read everything. A reader takes a line only when it
+// carries its call's number, then zeroes it; no call is numbered 0, so a line left from an
+// earlier call is never taken.
+constexpr int kExchangeLines = static_cast<int>(kGemvMaxRows) * kTileRows;
+
+__device__ __forceinline__ uint2* ExchangeLine(const GemvExchange& e, int region, int source, uint32_t call, int j) {
+  const size_t slot = static_cast<size_t>(source) * 2 + (call & 1u);
+  return reinterpret_cast<uint2*>(e.mailboxes[region]) + (slot * e.max_ctas + blockIdx.x) * kExchangeLines + j;
+}
+
+// This CTA's call number: one more than its last, skipping 0 where the count wraps (the step
+// from 2^32 - 1 to 2 keeps the parity alternating).
+__device__ __forceinline__ uint32_t ExchangeCall(const GemvExchange& e) {
+  const uint32_t next = e.counters[blockIdx.x] + 1;
+  return next == 0 ? 2 : next;
+}
+
+// Output j's product summed over the ranks in rank order (every rank gets the same bits): this
+// rank's `mine` goes to every peer's mailbox, then each peer's is polled from this rank's.
+__device__ float ExchangedSum(const GemvExchange& e, uint32_t call, int j, float mine) {
+  for (int p = 0; p < e.world_size; ++p) {
+    if (p == e.rank) continue;
+    asm volatile("st.volatile.global.v2.u32 [%0], {%1, %2};" ::"l"(ExchangeLine(e, p, e.rank, call, j)),
+                 "r"(__float_as_uint(mine)), "r"(call)
+                 : "memory");
+  }
+  float sum = 0.0f;
+  for (int r = 0; r < e.world_size; ++r) {
+    float v = mine;
+    if (r != e.rank) {
+      uint2* line = ExchangeLine(e, e.rank, r, call, j);
+      const unsigned long long start = GlobalTimerNs();
+      uint2 got;
+      for (;;) {
+        asm volatile("ld.volatile.global.v2.u32 {%0, %1}, [%2];" : "=r"(got.x), "=r"(got.y) : "l"(line) : "memory");
+        if (got.y == call) break;
+        if (GlobalTimerNs() - start > kPeerWaitLimitNs) {
+          printf("text-gen: rank %d waited %llu s for rank %d's GEMV products; stopping\n", e.rank,
+                 kPeerWaitLimitNs / 1000000000ull, r);
+          __trap();
+        }
+      }
+      *line = make_uint2(0u, 0u);
+      v = __uint_as_float(got.x);
+    }
+    sum = r == 0 ? v : sum + v;
+  }
+  return sum;
 }
 
 template <typename OutT>
@@ -260,6 +317,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   }
   // Only the sum over warps is left: the next kernel may be scheduled (it waits for our end).
   PdlLaunchNext();
+  // An exchanging CTA's call number, read by every thread before the barrier below, which
+  // thread 0 passes before it records the call (not earlier: a register held through the k loop spills).
+  const bool exchanges = kFeedsNorm && norm.exchange.world_size > 1;
+  const uint32_t call = exchanges ? ExchangeCall(norm.exchange) : 0u;
 
 #pragma unroll
   for (int j = 0; j < kXTiles; ++j) {
@@ -279,22 +340,28 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   if constexpr (kRope) {
     StoreRopeKv<T>(rope, row_sum, m, rotated, head, rope_first, rot_ctas);
   } else if constexpr (kFeedsNorm) {
-    // The adding store below, then h ⊙ weight and the CTA's sum of h² for each x row (GemvNorm):
-    // an x row's 16 outputs are one half-warp's, summed by shuffles.
+    // The adding store below (of the ranks' sum, when exchanging), then, when feeding,
+    // h ⊙ weight and the CTA's sum of h² for each x row (GemvNorm): an x row's 16 outputs are
+    // one half-warp's, summed by shuffles.
     const int64_t parts = gridDim.x;
+    const bool feeds = norm.weight != nullptr;
     for (int base = threadIdx.x - lane; base < kTileRows * m; base += blockDim.x) {
       const int j = base + lane, col = j >> 4, r = j & 15;
       const int64_t row = first_row + r;
       float square = 0.0f;
       if (j < kTileRows * m && row < n) {
-        const float h = out[col * n + row] + row_sum(r, col);
+        const float product = exchanges ? ExchangedSum(norm.exchange, call, j, row_sum(r, col)) : row_sum(r, col);
+        const float h = out[col * n + row] + product;
         out[col * n + row] = h;
-        static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
+        if (feeds) static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
         square = h * h;
       }
-      for (int o = 8; o > 0; o >>= 1) square += __shfl_xor_sync(0xffffffffu, square, o);
-      if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + blockIdx.x] = square;
+      if (feeds) {
+        for (int o = 8; o > 0; o >>= 1) square += __shfl_xor_sync(0xffffffffu, square, o);
+        if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + blockIdx.x] = square;
+      }
     }
+    if (exchanges && threadIdx.x == 0) norm.exchange.counters[blockIdx.x] = call;
   } else if constexpr (kSiluOutput) {
     // Output (8b + r, x row col) for j = col·8 + r: SiLU(gate) · up of tile rows r and r + 8,
     // each rounded to T first, as the gate/up store and silu_mul.cu round them.
@@ -320,15 +387,43 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   }
 }
 
+// Warps per CTA for k: up to kMaxWarps, each with at least one full block of steps.
+int WarpsFor(int64_t k) {
+  const int64_t steps = (k / 8 + 3) / 4;
+  return static_cast<int>(
+      std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
+}
+
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, bool kNorm>
+auto KernelFor(int64_t m) {
+  return m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2, kNorm> : GemvKernel<T, OutT, kSiluInput, kOutput, 1, kNorm>;
+}
+
+// The CTAs of the exchanging GEMV (an adding one with a GemvNorm) for m rows and k that the
+// current device holds at once: its SMs times the kernel's occupancy. Cached per kernel and device.
+template <typename T>
+int64_t ResidentExchangingCtas(int64_t m, int64_t k) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, bool, int>, int64_t> cache;
+  int device = 0;
+  TG_CUDA_CHECK(cudaGetDevice(&device));
+  const int warps = WarpsFor(k);
+  const std::tuple<int, bool, int> key{device, m > 8, warps};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int per_sm = 0, sms = 0;
+  TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, KernelFor<T, float, false, GemvOutput::kAddTo, true>(m), warps * 32, 0));
+  TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return cache[key] = static_cast<int64_t>(per_sm) * sms;
+}
+
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, bool kNorm = false>
 void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,
             const GemvRopeKv& rope = {}, const GemvNorm& norm = {}) {
-  auto kernel = m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2, kNorm>
-                      : GemvKernel<T, OutT, kSiluInput, kOutput, 1, kNorm>;
-  const int64_t steps = (k / 8 + 3) / 4;
-  // Up to kMaxWarps warps, each with at least one full block of steps.
-  const int warps = static_cast<int>(
-      std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
+  auto kernel = KernelFor<T, OutT, kSiluInput, kOutput, kNorm>(m);
+  const int warps = WarpsFor(k);
   // A CTA per 16 rows of W, or per 8 outputs (8 gate and 8 up rows) for SiLU of halves.
   const int64_t outputs_per_cta = kOutput == GemvOutput::kSiluOfHalves ? 8 : kTileRows;
   const unsigned blocks = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
@@ -387,12 +482,27 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
                          : silu_of_halves                    ? out == in && input == GemvInput::kPlain && n % 8 == 0
                          : input == GemvInput::kSiluOfGateUp ? out == in
                                                              : out == in || out == ElemType::kF32;
-  // A norm is linked only through a plain input: fed by an adding GEMV, scaling one that stores in `in`.
-  const bool norm_built = !norm || (input == GemvInput::kPlain && (output == GemvOutput::kAddTo
-                                                                       ? norm->feeds()
-                                                                       : norm->scales() && out == in));
+  // A norm is linked only through a plain input: fed (or exchanged) by an adding GEMV, scaling
+  // one that stores in `in`. An exchange's CTAs must all be resident at once (they wait for
+  // their twins on the other ranks) and within its mailboxes.
+  const bool adding = output == GemvOutput::kAddTo;
+  bool norm_built = !norm || (input == GemvInput::kPlain && (adding ? norm->feeds() || norm->exchanges()
+                                                                    : norm->scales() && out == in));
+  if (norm_built && norm && adding && norm->exchanges() && half_in && m >= 1 && m <= kGemvMaxRows && k >= 8) {
+    const GemvExchange& e = norm->exchange;
+    const int64_t ctas = (n + kTileRows - 1) / kTileRows;
+    norm_built = e.world_size <= kGemvExchangeMaxRanks && e.rank >= 0 && e.rank < e.world_size && e.counters &&
+                 ctas <= e.max_ctas &&
+                 ctas <= (in == ElemType::kBF16 ? ResidentExchangingCtas<__nv_bfloat16>(m, k)
+                                                : ResidentExchangingCtas<__half>(m, k));
+    for (int r = 0; r < e.world_size && norm_built; ++r) norm_built = e.mailboxes[r] != nullptr;
+  }
   return half_in && out_built && norm_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&
          k % 8 == 0 && Aligned(x, 16) && Aligned(w, 16);
+}
+
+size_t GemvExchangeBytes(int world_size, int max_ctas) {
+  return static_cast<size_t>(world_size) * 2 * static_cast<size_t>(max_ctas) * kExchangeLines * sizeof(uint2);
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,

@@ -49,6 +49,26 @@ struct GemvRopeKv {
   int64_t block_size = 0;
 };
 
+// Tensor parallelism: the adding GEMV's product is this rank's share of a row-parallel layer's
+// output (o's, down's: each rank holds a slice of k), and the same CTA of every rank trades its
+// products with its twins over peer memory before the add (the all-reduce, with no kernel of its
+// own): each writes its outputs into every peer's mailbox, 4 bytes of product beside the call's
+// number in one 8-byte store (so a reader that sees the number sees the product), polls its own
+// mailbox for the peers', and adds the rank-order f32 sum, so every rank gets the same bits.
+// A CTA waits for its twins, so every CTA of the grid must be resident at once on every rank
+// (GemvSupports checks it against the kernel's occupancy), and every rank must launch the same
+// exchanging GEMVs in the same order with the same n (each CTA counts its calls).
+constexpr int kGemvExchangeMaxRanks = 8;
+struct GemvExchange {
+  int rank = 0;
+  int world_size = 1;  // 1: no exchange
+  char* mailboxes[kGemvExchangeMaxRanks] = {};  // every rank's GemvExchangeBytes region, as this process maps it
+  uint32_t* counters = nullptr;  // this rank's calls per CTA: max_ctas, device memory zeroed once
+  int max_ctas = 0;              // the CTAs the mailboxes and counters hold
+};
+// The bytes of one rank's mailbox region (zeroed once, before any peer writes into it).
+size_t GemvExchangeBytes(int world_size, int max_ctas);
+
 // A residual add linked to the RMSNorm after it, so that no norm kernel runs between two
 // decode GEMVs. The adding GEMV (kAddTo of a plain input) feeds it: besides residual += x·wᵀ
 // it writes scaled = h ⊙ weight (h the row of the residual after the add, rounded to `in`) and,
@@ -59,13 +79,17 @@ struct GemvRopeKv {
 // output times W, only the rounding differs from the norm kernel then the GEMV: h ⊙ w is
 // rounded to `in` where the norm rounds h ⊙ w · factor. bf16's range holds any h ⊙ w; fp16's
 // (65504) need not, so the model links norms in bf16 only.
+// An adding GEMV may also only exchange (GemvExchange) without feeding a norm: then the norm
+// kernel reads the residual it left.
 struct GemvNorm {
   float* sum_squares = nullptr;  // [m, parts] f32: written by the feeding GEMV, read by the scaled one
   const float* weight = nullptr;  // feeding: the norm's weight [n] f32
   void* scaled = nullptr;         // feeding: [m, n] in `in`, the next GEMV's x
   float eps = 0.0f;               // scaled: the norm's epsilon
+  GemvExchange exchange;          // adding: the product's twins on the other ranks, if any
   bool feeds() const { return sum_squares && weight && scaled; }
   bool scales() const { return sum_squares != nullptr; }
+  bool exchanges() const { return exchange.world_size > 1; }
 };
 
 // True when LaunchGemv computes this product: 1 ≤ m ≤ kGemvMaxRows, k a multiple of 8,
@@ -75,8 +99,9 @@ struct GemvNorm {
 // - kAddTo: f32;
 // - kSiluOfHalves of kPlain input: `in`, with n (the output's width, half of w's rows) a multiple of 8;
 // - kRopeKvWrite of kPlain input: `in` (its q_out and cache), with n as GemvRopeKv says;
-// and with a GemvNorm: a feeding one (every pointer) for kAddTo of kPlain input, a scaling one
-// for the kPlain input of kStore in `in`, kSiluOfHalves or kRopeKvWrite.
+// and with a GemvNorm: for kAddTo of kPlain input one that feeds (every pointer) or exchanges
+// or both (an exchange's n / 16 CTAs within its max_ctas and all resident at once), a scaling
+// one for the kPlain input of kStore in `in`, kSiluOfHalves or kRopeKvWrite.
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
                   GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore,
                   const GemvRopeKv& rope = {}, const GemvNorm* norm = nullptr);

@@ -17,6 +17,8 @@
 namespace tg {
 namespace cuda {
 
+struct GemvExchange;  // gemv.h
+
 class DeviceCommunicator {
  public:
   virtual ~DeviceCommunicator() = default;
@@ -35,6 +37,9 @@ class DeviceCommunicator {
     AllReduceSum(delta, static_cast<size_t>(rows * hidden), type, stream);
     LaunchAddRmsNorm(stream, type, residual, delta, weight, nullptr, rows, hidden, eps, true, out);
   }
+  // The peer mailboxes through which a decode step's adding GEMVs sum their ranks' products
+  // themselves (GemvExchange), or null where the communicator has none (NCCL alone).
+  virtual const GemvExchange* gemv_exchange() const { return nullptr; }
 };
 
 // The 128 bytes of a fresh ncclUniqueId, made by rank 0 and handed to every rank.

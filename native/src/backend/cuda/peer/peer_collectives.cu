@@ -27,6 +27,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
 #include "backend/cuda/peer/peer_collectives.h"
+#include "backend/cuda/peer/peer_wait.cuh"
 
 namespace tg {
 namespace cuda {
@@ -37,10 +38,6 @@ constexpr int kThreads = 512;
 // last call the source rank's CTA announced. Rounded up so the staging stays aligned.
 constexpr size_t kFlagBytes = 4096;
 static_assert(kPeerCtas * kPeerMaxRanks * sizeof(uint32_t) <= kFlagBytes, "flags overflow their page");
-// A peer that has not arrived after this long is gone (killed, or its process hung):
-// the kernel stops the context with a message instead of spinning forever. Generous,
-// because a rank may reach its first collective long before a slower peer has loaded.
-constexpr unsigned long long kWaitLimitNs = 600ull * 1000 * 1000 * 1000;
 
 __device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
   uint32_t v;
@@ -50,12 +47,6 @@ __device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
 
 __device__ __forceinline__ void StoreRelease(uint32_t* p, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ unsigned long long GlobalTimerNs() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
 }
 
 __device__ __forceinline__ uint32_t* Flags(char* region) { return reinterpret_cast<uint32_t*>(region); }
@@ -107,10 +98,10 @@ __device__ __forceinline__ uint4 LoadVolatile(const uint4* p) {
   return v;
 }
 
-// A peer that has not arrived after kWaitLimitNs is gone: stop the context with a message.
+// A peer that has not arrived after kPeerWaitLimitNs is gone: stop the context with a message.
 __device__ void GiveUp(const PeerGroup& g, int peer) {
   printf("text-gen: rank %d waited %llu s for rank %d at a peer collective; stopping\n", g.rank,
-         kWaitLimitNs / 1000000000ull, peer);
+         kPeerWaitLimitNs / 1000000000ull, peer);
   __trap();
 }
 
@@ -138,7 +129,7 @@ __device__ __forceinline__ void PullFromMailbox(const PeerGroup& g, uint32_t cal
         line[0] = line[1] = make_uint4(0u, 0u, 0u, 0u);
       }
     }
-    if (waiting && GlobalTimerNs() - start > kWaitLimitNs) GiveUp(g, __ffs(waiting) - 1);
+    if (waiting && GlobalTimerNs() - start > kPeerWaitLimitNs) GiveUp(g, __ffs(waiting) - 1);
   }
 }
 
@@ -180,7 +171,7 @@ __device__ void MeetPeers(const PeerGroup& g, uint32_t call) {
     const unsigned long long start = GlobalTimerNs();
     // A peer may already be one call ahead (it passed this barrier and announced the next).
     while (static_cast<int32_t>(LoadAcquire(flag) - call) < 0) {
-      if (GlobalTimerNs() - start > kWaitLimitNs) GiveUp(g, peer);
+      if (GlobalTimerNs() - start > kPeerWaitLimitNs) GiveUp(g, peer);
     }
   }
   __syncthreads();  // every peer's slice is staged before any thread reads it

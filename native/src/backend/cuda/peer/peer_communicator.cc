@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/env_switch.h"
+#include "backend/cuda/gemv.h"
 #include "backend/cuda/peer/peer_collectives.h"
 
 namespace tg {
@@ -23,18 +24,35 @@ constexpr size_t kStagingBytes = size_t{4} << 20;
 // A one-shot call makes every rank read (world size − 1) × the message over the link;
 // past this NCCL's ring, which reads each byte about twice whatever the group size, wins.
 constexpr size_t kPeerReadLimit = size_t{2} << 20;
+// The exchanging GEMVs' CTAs (gemv.h's GemvExchange): one per 16 outputs of hidden, up to 8,192.
+constexpr int kGemvExchangeCtas = 512;
+
+// The GEMVs' mailboxes and call counters on this rank, zeroed.
+struct GemvMailboxes {
+  explicit GemvMailboxes(int world_size)
+      : region(GemvExchangeBytes(world_size, kGemvExchangeCtas)), counters(sizeof(uint32_t) * kGemvExchangeCtas) {
+    TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
+    TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+  }
+  DeviceBuffer region, counters;
+};
 
 class PeerCommunicator final : public DeviceCommunicator {
  public:
   PeerCommunicator(std::unique_ptr<DeviceCommunicator> base, PeerBuffers own, const PeerGroup& group,
-                   PeerBuffers own_rows, const PeerGroup& rows_group, std::vector<void*> mapped)
+                   PeerBuffers own_rows, const PeerGroup& rows_group, GemvMailboxes gemv,
+                   const GemvExchange& gemv_exchange, std::vector<void*> mapped)
       : base_(std::move(base)),
         own_(std::move(own)),
         group_(group),
         own_rows_(std::move(own_rows)),
         rows_group_(rows_group),
+        gemv_(std::move(gemv)),
+        gemv_exchange_(gemv_exchange),
         mapped_(std::move(mapped)) {
     fuse_norm_ = SwitchedOn("TEXT_GEN_FUSED_ALL_REDUCE");
+    // TEXT_GEN_GEMV_EXCHANGE=0: the decode GEMVs store their products for the all-reduce kernel.
+    exchange_in_gemv_ = SwitchedOn("TEXT_GEN_GEMV_EXCHANGE");
     // TEXT_GEN_PEER_LL=0: every peer call on the staged protocol (A/B timings).
     group_.low_latency = rows_group_.low_latency = SwitchedOn("TEXT_GEN_PEER_LL");
   }
@@ -67,6 +85,8 @@ class PeerCommunicator final : public DeviceCommunicator {
     }
   }
 
+  const GemvExchange* gemv_exchange() const override { return exchange_in_gemv_ ? &gemv_exchange_ : nullptr; }
+
   void AllGather(const void* in, size_t count, ElemType type, void* out, cudaStream_t stream) override {
     if (TakesPeerPath(count, type, in, out)) {
       LaunchPeerAllGather(group_, in, count, type, out, stream);
@@ -90,16 +110,20 @@ class PeerCommunicator final : public DeviceCommunicator {
   PeerBuffers own_rows_;
   PeerGroup rows_group_;
   bool fuse_norm_ = true;      // TEXT_GEN_FUSED_ALL_REDUCE=0: the two calls (for A/B timings)
+  GemvMailboxes gemv_;
+  GemvExchange gemv_exchange_;
+  bool exchange_in_gemv_ = true;
   std::vector<void*> mapped_;  // the peers' regions, opened from their IPC handles
 };
 
-// What each rank tells the others: its two regions' IPC handles (the all-reduce's and the
-// fused all-reduce + RMSNorm's) and whether it has them. 256 bytes, traded as 64 f32 values
-// (an all-gather copies their bits unchanged).
+// What each rank tells the others: its three regions' IPC handles (the all-reduce's, the
+// fused all-reduce + RMSNorm's and the GEMVs' mailboxes) and whether it has them. 256 bytes,
+// traded as 64 f32 values (an all-gather copies their bits unchanged).
+constexpr int kRegions = 3;
 struct HandleRecord {
-  cudaIpcMemHandle_t handles[2];
+  cudaIpcMemHandle_t handles[kRegions];
   int32_t exported;
-  char pad[256 - 2 * sizeof(cudaIpcMemHandle_t) - sizeof(int32_t)];
+  char pad[256 - kRegions * sizeof(cudaIpcMemHandle_t) - sizeof(int32_t)];
 };
 static_assert(sizeof(HandleRecord) == 256, "HandleRecord travels as 64 floats");
 
@@ -158,12 +182,14 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
 
   // Zeroed before the handles travel: no peer writes a flag before it has this rank's handle.
   PeerBuffers own(kStagingBytes), own_rows(kStagingBytes);
+  GemvMailboxes gemv(world);
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 
   HandleRecord mine{};
   std::string problem;
   if (cudaIpcGetMemHandle(&mine.handles[0], own.region.get()) == cudaSuccess &&
-      cudaIpcGetMemHandle(&mine.handles[1], own_rows.region.get()) == cudaSuccess) {
+      cudaIpcGetMemHandle(&mine.handles[1], own_rows.region.get()) == cudaSuccess &&
+      cudaIpcGetMemHandle(&mine.handles[2], gemv.region.get()) == cudaSuccess) {
     mine.exported = 1;
   } else {
     problem = std::string("rank ") + std::to_string(rank) + " cannot export memory: " +
@@ -173,7 +199,13 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   const std::vector<HandleRecord> all = TradeHandles(*base, mine, stream);
 
   PeerGroup group = own.Group(rank, world), rows_group = own_rows.Group(rank, world);
-  PeerGroup* groups[2] = {&group, &rows_group};
+  GemvExchange exchange;
+  exchange.rank = rank;
+  exchange.world_size = world;
+  exchange.counters = gemv.counters.as<uint32_t>();
+  exchange.max_ctas = kGemvExchangeCtas;
+  exchange.mailboxes[rank] = gemv.region.as<char>();
+  char** regions[kRegions] = {group.regions, rows_group.regions, exchange.mailboxes};
   std::vector<void*> mapped;
   for (int r = 0; r < world && problem.empty(); ++r) {
     if (r == rank) continue;
@@ -181,7 +213,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
       problem = "rank " + std::to_string(r) + " cannot export memory";
       break;
     }
-    for (int h = 0; h < 2 && problem.empty(); ++h) {
+    for (int h = 0; h < kRegions && problem.empty(); ++h) {
       void* peer = nullptr;
       const cudaError_t status =
           cudaIpcOpenMemHandle(&peer, all[static_cast<size_t>(r)].handles[h], cudaIpcMemLazyEnablePeerAccess);
@@ -192,7 +224,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
         break;
       }
       mapped.push_back(peer);
-      groups[h]->regions[r] = static_cast<char*>(peer);
+      regions[h][r] = static_cast<char*>(peer);
     }
   }
   const int agreeing = CountAgreeing(*base, problem.empty(), stream);
@@ -202,7 +234,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
                                    : problem);
   }
   return std::make_unique<PeerCommunicator>(std::move(base), std::move(own), group, std::move(own_rows), rows_group,
-                                            std::move(mapped));
+                                            std::move(gemv), exchange, std::move(mapped));
 }
 
 }  // namespace cuda
