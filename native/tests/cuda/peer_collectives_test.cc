@@ -415,36 +415,30 @@ TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
 
 namespace {
 
-// The GEMV's exchange between ranks (gemv.h's GemvExchange): each rank's mailbox region and
-// call counters, zeroed, and every rank's view of them.
+// The GEMV's exchange between ranks (gemv.h's GemvExchange): each rank's buffers, and every
+// rank's view of them.
 struct ExchangeGroup {
   static constexpr int kMaxCtas = 512;
-  std::vector<DeviceBuffer> mailboxes, counters;
+  std::vector<GemvExchangeBuffers> buffers;
   std::vector<GemvExchange> views;
   explicit ExchangeGroup(int world) {
     for (int r = 0; r < world; ++r) {
       TG_CUDA_CHECK(cudaSetDevice(r));
-      mailboxes.emplace_back(GemvExchangeBytes(world, kMaxCtas));
-      counters.emplace_back(sizeof(uint32_t) * kMaxCtas);
-      TG_CUDA_CHECK(cudaMemset(mailboxes.back().get(), 0, mailboxes.back().bytes()));
-      TG_CUDA_CHECK(cudaMemset(counters.back().get(), 0, counters.back().bytes()));
+      buffers.emplace_back(world, kMaxCtas);
     }
     for (int r = 0; r < world; ++r) {
-      GemvExchange e;
-      e.rank = r;
-      e.world_size = world;
-      e.counters = counters[static_cast<size_t>(r)].as<uint32_t>();
-      e.max_ctas = kMaxCtas;
-      for (int p = 0; p < world; ++p) e.mailboxes[p] = mailboxes[static_cast<size_t>(p)].as<char>();
+      GemvExchange e = buffers[static_cast<size_t>(r)].View(r);
+      for (int p = 0; p < world; ++p) e.mailboxes[p] = buffers[static_cast<size_t>(p)].mailboxes.as<char>();
       views.push_back(e);
     }
   }
   // As if `calls` exchanges had been made by every CTA (for the count's wrap).
   void SetCallCount(uint32_t calls) {
     const std::vector<uint32_t> count(kMaxCtas, calls);
-    for (size_t r = 0; r < counters.size(); ++r) {
+    for (size_t r = 0; r < buffers.size(); ++r) {
       TG_CUDA_CHECK(cudaSetDevice(static_cast<int>(r)));
-      TG_CUDA_CHECK(cudaMemcpy(counters[r].get(), count.data(), counters[r].bytes(), cudaMemcpyHostToDevice));
+      const DeviceBuffer& counters = buffers[r].counters;
+      TG_CUDA_CHECK(cudaMemcpy(counters.get(), count.data(), counters.bytes(), cudaMemcpyHostToDevice));
     }
   }
 };

@@ -604,17 +604,18 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0), and its
     // down GEMV has fed this norm where the step links them.
-    const GemvNorm* input_norm = link_norms && l > 0 ? &scaled_by_norm : nullptr;
-    if (!input_norm) add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
+    const GemvNorm* input_norm_fed = link_norms && l > 0 ? &scaled_by_norm : nullptr;
+    if (!input_norm_fed) add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
     // A decode step's GEMV may do RoPE and the KV write itself (one table of frequencies).
     bool roped = false;
     if (!profiler_.Skips("qkv")) {
       if (rope_in_gemv && !dynamic_rope_ && !profiler_.Skips("rope_kv_write")) {
         roped = gemm_->RunQkvRope(stream_, a.h.get(), W.qkv.get(), rope_targets(l, W), t, qkv_width, hidden, type_,
-                                  input_norm);
+                                  input_norm_fed);
       }
       if (!roped) {
-        gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_, input_norm);
+        gemm_->Run(stream_, a.h.get(), W.qkv.get(), a.qkv.get(), t, qkv_width, hidden, type_, type_,
+                   input_norm_fed);
       }
       mark(roped ? "qkv_rope" : "qkv");
     }

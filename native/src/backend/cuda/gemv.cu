@@ -486,8 +486,9 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
   // one that stores in `in`. An exchange's CTAs must all be resident at once (they wait for
   // their twins on the other ranks) and within its mailboxes.
   const bool adding = output == GemvOutput::kAddTo;
-  bool norm_built = !norm || (input == GemvInput::kPlain && (adding ? norm->feeds() || norm->exchanges()
-                                                                    : norm->scales() && out == in));
+  bool norm_built =
+      !norm || (input == GemvInput::kPlain && (adding ? norm->feeds() || (norm->exchanges() && norm->feeds_nothing())
+                                                      : norm->scales() && out == in));
   if (norm_built && norm && adding && norm->exchanges() && half_in && m >= 1 && m <= kGemvMaxRows && k >= 8) {
     const GemvExchange& e = norm->exchange;
     const int64_t ctas = (n + kTileRows - 1) / kTileRows;
@@ -501,8 +502,23 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
          k % 8 == 0 && Aligned(x, 16) && Aligned(w, 16);
 }
 
-size_t GemvExchangeBytes(int world_size, int max_ctas) {
-  return static_cast<size_t>(world_size) * 2 * static_cast<size_t>(max_ctas) * kExchangeLines * sizeof(uint2);
+GemvExchangeBuffers::GemvExchangeBuffers(int world_size, int max_ctas)
+    : world_size(world_size),
+      max_ctas(max_ctas),
+      mailboxes(static_cast<size_t>(world_size) * 2 * static_cast<size_t>(max_ctas) * kExchangeLines * sizeof(uint2)),
+      counters(sizeof(uint32_t) * static_cast<size_t>(max_ctas)) {
+  TG_CUDA_CHECK(cudaMemset(mailboxes.get(), 0, mailboxes.bytes()));
+  TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+}
+
+GemvExchange GemvExchangeBuffers::View(int rank) const {
+  GemvExchange e;
+  e.rank = rank;
+  e.world_size = world_size;
+  e.mailboxes[rank] = mailboxes.as<char>();
+  e.counters = counters.as<uint32_t>();
+  e.max_ctas = max_ctas;
+  return e;
 }
 
 void LaunchGemv(cudaStream_t stream, const void* x, const void* w, void* out, int64_t m, int64_t n, int64_t k,

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/device_buffer.h"
 #include "backend/cuda/elem_type.h"
 
 namespace tg {
@@ -62,12 +63,20 @@ constexpr int kGemvExchangeMaxRanks = 8;
 struct GemvExchange {
   int rank = 0;
   int world_size = 1;  // 1: no exchange
-  char* mailboxes[kGemvExchangeMaxRanks] = {};  // every rank's GemvExchangeBytes region, as this process maps it
+  char* mailboxes[kGemvExchangeMaxRanks] = {};  // every rank's GemvExchangeBuffers::mailboxes, as this process maps it
   uint32_t* counters = nullptr;  // this rank's calls per CTA: max_ctas, device memory zeroed once
   int max_ctas = 0;              // the CTAs the mailboxes and counters hold
 };
-// The bytes of one rank's mailbox region (zeroed once, before any peer writes into it).
-size_t GemvExchangeBytes(int world_size, int max_ctas);
+
+// One rank's mailboxes and call counters for a group of world_size ranks, zeroed on the current
+// device (before any peer writes into them). The mailboxes are one allocation, as CUDA IPC exports.
+struct GemvExchangeBuffers {
+  GemvExchangeBuffers(int world_size, int max_ctas);
+  // This rank's view, with its own mailboxes in place; the caller adds the peers'.
+  GemvExchange View(int rank) const;
+  int world_size, max_ctas;
+  DeviceBuffer mailboxes, counters;
+};
 
 // A residual add linked to the RMSNorm after it, so that no norm kernel runs between two
 // decode GEMVs. The adding GEMV (kAddTo of a plain input) feeds it: besides residual += x·wᵀ
@@ -88,6 +97,7 @@ struct GemvNorm {
   float eps = 0.0f;               // scaled: the norm's epsilon
   GemvExchange exchange;          // adding: the product's twins on the other ranks, if any
   bool feeds() const { return sum_squares && weight && scaled; }
+  bool feeds_nothing() const { return !sum_squares && !weight && !scaled; }
   bool scales() const { return sum_squares != nullptr; }
   bool exchanges() const { return exchange.world_size > 1; }
 };
@@ -100,7 +110,8 @@ struct GemvNorm {
 // - kSiluOfHalves of kPlain input: `in`, with n (the output's width, half of w's rows) a multiple of 8;
 // - kRopeKvWrite of kPlain input: `in` (its q_out and cache), with n as GemvRopeKv says;
 // and with a GemvNorm: for kAddTo of kPlain input one that feeds (every pointer) or exchanges
-// or both (an exchange's n / 16 CTAs within its max_ctas and all resident at once), a scaling
+// (no feeding pointer) or both (an exchange's n / 16 CTAs within its max_ctas and all resident
+// at once), a scaling
 // one for the kPlain input of kStore in `in`, kSiluOfHalves or kRopeKvWrite.
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
                   GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore,

@@ -27,20 +27,10 @@ constexpr size_t kPeerReadLimit = size_t{2} << 20;
 // The exchanging GEMVs' CTAs (gemv.h's GemvExchange): one per 16 outputs of hidden, up to 8,192.
 constexpr int kGemvExchangeCtas = 512;
 
-// The GEMVs' mailboxes and call counters on this rank, zeroed.
-struct GemvMailboxes {
-  explicit GemvMailboxes(int world_size)
-      : region(GemvExchangeBytes(world_size, kGemvExchangeCtas)), counters(sizeof(uint32_t) * kGemvExchangeCtas) {
-    TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
-    TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
-  }
-  DeviceBuffer region, counters;
-};
-
 class PeerCommunicator final : public DeviceCommunicator {
  public:
   PeerCommunicator(std::unique_ptr<DeviceCommunicator> base, PeerBuffers own, const PeerGroup& group,
-                   PeerBuffers own_rows, const PeerGroup& rows_group, GemvMailboxes gemv,
+                   PeerBuffers own_rows, const PeerGroup& rows_group, GemvExchangeBuffers gemv,
                    const GemvExchange& gemv_exchange, std::vector<void*> mapped)
       : base_(std::move(base)),
         own_(std::move(own)),
@@ -110,7 +100,7 @@ class PeerCommunicator final : public DeviceCommunicator {
   PeerBuffers own_rows_;
   PeerGroup rows_group_;
   bool fuse_norm_ = true;      // TEXT_GEN_FUSED_ALL_REDUCE=0: the two calls (for A/B timings)
-  GemvMailboxes gemv_;
+  GemvExchangeBuffers gemv_;
   GemvExchange gemv_exchange_;
   bool exchange_in_gemv_ = true;
   std::vector<void*> mapped_;  // the peers' regions, opened from their IPC handles
@@ -182,14 +172,14 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
 
   // Zeroed before the handles travel: no peer writes a flag before it has this rank's handle.
   PeerBuffers own(kStagingBytes), own_rows(kStagingBytes);
-  GemvMailboxes gemv(world);
+  GemvExchangeBuffers gemv(world, kGemvExchangeCtas);
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 
   HandleRecord mine{};
   std::string problem;
   if (cudaIpcGetMemHandle(&mine.handles[0], own.region.get()) == cudaSuccess &&
       cudaIpcGetMemHandle(&mine.handles[1], own_rows.region.get()) == cudaSuccess &&
-      cudaIpcGetMemHandle(&mine.handles[2], gemv.region.get()) == cudaSuccess) {
+      cudaIpcGetMemHandle(&mine.handles[2], gemv.mailboxes.get()) == cudaSuccess) {
     mine.exported = 1;
   } else {
     problem = std::string("rank ") + std::to_string(rank) + " cannot export memory: " +
@@ -199,12 +189,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   const std::vector<HandleRecord> all = TradeHandles(*base, mine, stream);
 
   PeerGroup group = own.Group(rank, world), rows_group = own_rows.Group(rank, world);
-  GemvExchange exchange;
-  exchange.rank = rank;
-  exchange.world_size = world;
-  exchange.counters = gemv.counters.as<uint32_t>();
-  exchange.max_ctas = kGemvExchangeCtas;
-  exchange.mailboxes[rank] = gemv.region.as<char>();
+  GemvExchange exchange = gemv.View(rank);
   char** regions[kRegions] = {group.regions, rows_group.regions, exchange.mailboxes};
   std::vector<void*> mapped;
   for (int r = 0; r < world && problem.empty(); ++r) {
