@@ -45,7 +45,9 @@
 #             1,16) once per entry of $ENV_SETS ("K=V K=V;K=V;...", default TEXT_GEN_PDL=0), e.g.
 #             TEXT_GEN_STEP_SKIP ablations; pdlsets is this with TEXT_GEN_PDL=<each of $PDL_SETS>
 #   tpsets    the same entries at --num-shard 2 (and 4 with TPSETS_SHARDS=4) through the launcher:
-#             batch-1 TPOT (bench/gpu/run.sh --only batch1)
+#             batch-1 TPOT (bench/gpu/run.sh --only batch1); $TPSETS_ENV is added to every entry there
+#             (e.g. TEXT_GEN_STEP_PROFILE=300 TEXT_GEN_STEP_PROFILE_OPS=0: GPU busy time per step in
+#             /tmp/tpset-N-run/launcher.log)
 #   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
 #             steps at batch 1 and 16 on one GPU (e2e.mjs bench), again with no event between ops
 #             (the step's GPU and host time only), then batch 1 through the launcher at --num-shard
@@ -254,7 +256,7 @@ if has tpsets; then
     set=${env_sets[$i]}
     n=${TPSETS_SHARDS:-2}
     # shellcheck disable=SC2086
-    step "tp$n#$i" "tpset-$i.txt" timeout "$(budget 120)" env $set bash bench/gpu/run.sh --shape llama3-8b \
+    step "tp$n#$i" "tpset-$i.txt" timeout "$(budget 120)" env $set ${TPSETS_ENV:-} bash bench/gpu/run.sh --shape llama3-8b \
       --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
       --results-dir "/tmp/tpset-$i" --run-dir "/tmp/tpset-$i-run"
     echo "RESULT tp$n [$set] $(grep -h '^| batch1' /tmp/tpset-$i/*.md | cut -d'|' -f9 | head -n 1) TPOT p50/p99 ms" \

@@ -527,7 +527,8 @@ void CheckExchange(Group& group, ExchangeGroup& exchange, int64_t m, int64_t n, 
 
 // The adding GEMV summing the ranks' products itself (GemvExchange), with and without feeding
 // a norm: one and two x tiles, a partial last tile of n, back-to-back calls of changing shapes
-// (both mailbox parities; a CTA's count advances only in the CTAs a call has), and the count's wrap.
+// (both mailbox parities; a CTA's count advances only in the CTAs a call has), tiles in two rounds
+// of CTAs, and the count's wrap.
 TG_TEST(peer_gemv_exchange_sums_the_ranks_products_on_every_rank) {
   Group group(g_world);
   for (uint32_t start : {0u, 0xFFFFFFFBu}) {
@@ -538,6 +539,10 @@ TG_TEST(peer_gemv_exchange_sums_the_ranks_products_on_every_rank) {
       CheckExchange(group, exchange, 5, 1000, 264, false);
       CheckExchange(group, exchange, 16, 4096, 7168, true);
       CheckExchange(group, exchange, 9, 64, 40, true);
+      // The 70B's o and down at TP 4: 512 tiles, more than the CTAs resident at once, so each
+      // CTA takes two in turn.
+      CheckExchange(group, exchange, 1, 8192, 2048, true);
+      CheckExchange(group, exchange, 16, 8192, 7168, true);
     }
   }
   // What GemvSupports refuses: more CTAs than the mailboxes hold, a missing peer region.
@@ -549,6 +554,8 @@ TG_TEST(peer_gemv_exchange_sums_the_ranks_products_on_every_rank) {
   norm.exchange = exchange.views[0];
   const ElemType bf = ElemType::kBF16, f32 = ElemType::kF32;
   CHECK(GemvSupports(b, b, 1, 4096, 64, bf, f32, GemvInput::kPlain, GemvOutput::kAddTo, {}, &norm));
+  CHECK(GemvSupports(b, b, 16, 16 * ExchangeGroup::kMaxCtas, 64, bf, f32, GemvInput::kPlain, GemvOutput::kAddTo, {},
+                     &norm));
   CHECK(!GemvSupports(b, b, 1, 16 * (ExchangeGroup::kMaxCtas + 1), 64, bf, f32, GemvInput::kPlain,
                       GemvOutput::kAddTo, {}, &norm));
   norm.exchange.mailboxes[1] = nullptr;

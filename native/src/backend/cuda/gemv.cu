@@ -86,24 +86,25 @@ __device__ __forceinline__ void MmaPiece(float (&c0)[4], float (&c1)[4], const u
 // earlier call is never taken.
 constexpr int kExchangeLines = static_cast<int>(kGemvMaxRows) * kTileRows;
 
-__device__ __forceinline__ uint2* ExchangeLine(const GemvExchange& e, int region, int source, uint32_t call, int j) {
+__device__ __forceinline__ uint2* ExchangeLine(const GemvExchange& e, int region, int source, uint32_t call,
+                                               unsigned tile, int j) {
   const size_t slot = static_cast<size_t>(source) * 2 + (call & 1u);
-  return reinterpret_cast<uint2*>(e.mailboxes[region]) + (slot * e.max_ctas + blockIdx.x) * kExchangeLines + j;
+  return reinterpret_cast<uint2*>(e.mailboxes[region]) + (slot * e.max_ctas + tile) * kExchangeLines + j;
 }
 
-// This CTA's call number: one more than its last, skipping 0 where the count wraps (the step
+// This tile's call number: one more than its last, skipping 0 where the count wraps (the step
 // from 2^32 - 1 to 2 keeps the parity alternating).
-__device__ __forceinline__ uint32_t ExchangeCall(const GemvExchange& e) {
-  const uint32_t next = e.counters[blockIdx.x] + 1;
+__device__ __forceinline__ uint32_t ExchangeCall(const GemvExchange& e, unsigned tile) {
+  const uint32_t next = e.counters[tile] + 1;
   return next == 0 ? 2 : next;
 }
 
 // Output j's product summed over the ranks in rank order (every rank gets the same bits): this
 // rank's `mine` goes to every peer's mailbox, then each peer's is polled from this rank's.
-__device__ float ExchangedSum(const GemvExchange& e, uint32_t call, int j, float mine) {
+__device__ float ExchangedSum(const GemvExchange& e, uint32_t call, unsigned tile, int j, float mine) {
   for (int p = 0; p < e.world_size; ++p) {
     if (p == e.rank) continue;
-    asm volatile("st.volatile.global.v2.u32 [%0], {%1, %2};" ::"l"(ExchangeLine(e, p, e.rank, call, j)),
+    asm volatile("st.volatile.global.v2.u32 [%0], {%1, %2};" ::"l"(ExchangeLine(e, p, e.rank, call, tile, j)),
                  "r"(__float_as_uint(mine)), "r"(call)
                  : "memory");
   }
@@ -111,7 +112,7 @@ __device__ float ExchangedSum(const GemvExchange& e, uint32_t call, int j, float
   for (int r = 0; r < e.world_size; ++r) {
     float v = mine;
     if (r != e.rank) {
-      uint2* line = ExchangeLine(e, e.rank, r, call, j);
+      uint2* line = ExchangeLine(e, e.rank, r, call, tile, j);
       const unsigned long long start = GlobalTimerNs();
       uint2 got;
       for (;;) {
@@ -180,7 +181,8 @@ __device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_s
   }
 }
 
-// Grid: one CTA per 16 rows of W; blockDim.x = 32 × warps, warps ≤ kMaxWarps.
+// One tile of GemvKernel: 16 rows of W (8 outputs for SiLU of halves), tile `tile` of `tiles`.
+// blockDim.x = 32 × warps, warps ≤ kMaxWarps.
 // Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills
 // at 64); without the bound it picked 80 with a spill.
 // kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
@@ -197,9 +199,9 @@ __device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_s
 // of a v head, as plain tiles.
 // kNorm (GemvNorm): an adding GEMV feeds the norm after it, any other is scaled by that norm.
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
-__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 : 3)
-    GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
-               GemvRopeKv rope, GemvNorm norm) {
+__device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out,
+                                         int m, int64_t n, int64_t k, const GemvRopeKv& rope, const GemvNorm& norm,
+                                         unsigned tile, unsigned tiles) {
   constexpr bool kAddTo = kOutput == GemvOutput::kAddTo, kSiluOutput = kOutput == GemvOutput::kSiluOfHalves;
   constexpr bool kRope = kOutput == GemvOutput::kRopeKvWrite;
   constexpr bool kFeedsNorm = kNorm && kAddTo, kScaledByNorm = kNorm && !kAddTo;
@@ -208,21 +210,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   __shared__ float4 partial[kMaxWarps][kXTiles][32];  // each warp's accumulators, for the sum over warps
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  const int64_t first_row = static_cast<int64_t>(tile) * kTileRows;
   const int64_t pieces = k >> 3;  // 16-byte pieces per row
   // Rows past n (the last tile of an n that is not a multiple of 16) re-read row n - 1;
   // their results are never stored. SiLU of halves: gate row 8b + g and up row n + 8b + g
   // (n a multiple of 8, so every row exists).
-  const int64_t half_first = static_cast<int64_t>(blockIdx.x) * 8;
+  const int64_t half_first = static_cast<int64_t>(tile) * 8;
   int64_t row_lo = kSiluOutput ? half_first + g : first_row + g < n ? first_row + g : n - 1;
   int64_t row_hi = kSiluOutput ? n + half_first + g : first_row + g + 8 < n ? first_row + g + 8 : n - 1;
   // RoPE: this CTA's head and first row (of its pair's first half, or of its v tile).
   const int head_dim = rope.head_dim, half = head_dim / 2;
   const int64_t rot_ctas = kRope ? static_cast<int64_t>(rope.q_heads + rope.kv_heads) * (half / 8) : 0;
-  const bool rotated = kRope && blockIdx.x < rot_ctas;
-  const int head = rotated ? static_cast<int>(blockIdx.x / (half / 8)) : 0;
-  const int64_t rope_first = rotated ? static_cast<int64_t>(head) * head_dim + blockIdx.x % (half / 8) * 8
-                                     : rot_ctas * 16 + (blockIdx.x - rot_ctas) * kTileRows;
+  const bool rotated = kRope && tile < rot_ctas;
+  const int head = rotated ? static_cast<int>(tile / (half / 8)) : 0;
+  const int64_t rope_first = rotated ? static_cast<int64_t>(head) * head_dim + tile % (half / 8) * 8
+                                     : rot_ctas * 16 + (tile - rot_ctas) * kTileRows;
   if constexpr (kRope) {
     row_lo = rope_first + g;
     row_hi = rope_first + g + (rotated ? half : 8);
@@ -320,7 +322,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
   // An exchanging CTA's call number, read by every thread before the barrier below, which
   // thread 0 passes before it records the call (not earlier: a register held through the k loop spills).
   const bool exchanges = kFeedsNorm && norm.exchange.world_size > 1;
-  const uint32_t call = exchanges ? ExchangeCall(norm.exchange) : 0u;
+  const uint32_t call = exchanges ? ExchangeCall(norm.exchange, tile) : 0u;
 
 #pragma unroll
   for (int j = 0; j < kXTiles; ++j) {
@@ -343,14 +345,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
     // The adding store below (of the ranks' sum, when exchanging), then, when feeding,
     // h ⊙ weight and the CTA's sum of h² for each x row (GemvNorm): an x row's 16 outputs are
     // one half-warp's, summed by shuffles.
-    const int64_t parts = gridDim.x;
+    const int64_t parts = tiles;
     const bool feeds = norm.weight != nullptr;
     for (int base = threadIdx.x - lane; base < kTileRows * m; base += blockDim.x) {
       const int j = base + lane, col = j >> 4, r = j & 15;
       const int64_t row = first_row + r;
       float square = 0.0f;
       if (j < kTileRows * m && row < n) {
-        const float product = exchanges ? ExchangedSum(norm.exchange, call, j, row_sum(r, col)) : row_sum(r, col);
+        const float product = exchanges ? ExchangedSum(norm.exchange, call, tile, j, row_sum(r, col)) : row_sum(r, col);
         const float h = out[col * n + row] + product;
         out[col * n + row] = h;
         if (feeds) static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
@@ -358,10 +360,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
       }
       if (feeds) {
         for (int o = 8; o > 0; o >>= 1) square += __shfl_xor_sync(0xffffffffu, square, o);
-        if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + blockIdx.x] = square;
+        if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + tile] = square;
       }
     }
-    if (exchanges && threadIdx.x == 0) norm.exchange.counters[blockIdx.x] = call;
+    if (exchanges && threadIdx.x == 0) norm.exchange.counters[tile] = call;
   } else if constexpr (kSiluOutput) {
     // Output (8b + r, x row col) for j = col·8 + r: SiLU(gate) · up of tile rows r and r + 8,
     // each rounded to T first, as the gate/up store and silu_mul.cu round them.
@@ -384,6 +386,24 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 ? 2 
         out[col * n + row] = FromAccumulator<OutT>(sum);
       }
     }
+  }
+}
+
+// Grid: a CTA per tile (GemvTile), or, for an exchanging GEMV (GemvExchange) whose tiles are more
+// than the CTAs resident at once, that many at most (every CTA waits for its twins), each taking
+// tiles blockIdx.x, + gridDim.x, ... in turn.
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
+__global__ void __launch_bounds__(kMaxWarps * 32,
+                                  kSiluInput || kXTiles > 1 || (kNorm && kOutput == GemvOutput::kAddTo) ? 2 : 3)
+    GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
+               GemvRopeKv rope, GemvNorm norm, unsigned tiles) {
+  if constexpr (kNorm && kOutput == GemvOutput::kAddTo) {  // the instances that may exchange
+    for (unsigned tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      if (tile != blockIdx.x) __syncthreads();  // every thread is done with the last tile's shared sums
+      GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, tile, tiles);
+    }
+  } else {  // a loop costs the others spills
+    GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, blockIdx.x, gridDim.x);
   }
 }
 
@@ -426,9 +446,19 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   const int warps = WarpsFor(k);
   // A CTA per 16 rows of W, or per 8 outputs (8 gate and 8 up rows) for SiLU of halves.
   const int64_t outputs_per_cta = kOutput == GemvOutput::kSiluOfHalves ? 8 : kTileRows;
-  const unsigned blocks = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
+  const unsigned tiles = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
+  // An exchanging GEMV runs only CTAs resident at once, in as few rounds of tiles as that allows,
+  // the tiles shared evenly (every rank computes the same grid).
+  unsigned blocks = tiles;
+  if constexpr (kNorm && kOutput == GemvOutput::kAddTo) {
+    if (norm.exchanges()) {
+      const int64_t resident = ResidentExchangingCtas<T>(m, k);
+      const int64_t rounds = (tiles + resident - 1) / resident;
+      blocks = static_cast<unsigned>((tiles + rounds - 1) / rounds);
+    }
+  }
   LaunchWithPdl(PdlKernel::kGemv, kernel, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
-                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope, norm);
+                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope, norm, tiles);
 }
 
 // Launch's instance with or without a GemvNorm.
@@ -483,8 +513,8 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
                          : input == GemvInput::kSiluOfGateUp ? out == in
                                                              : out == in || out == ElemType::kF32;
   // A norm is linked only through a plain input: fed (or exchanged) by an adding GEMV, scaling
-  // one that stores in `in`. An exchange's CTAs must all be resident at once (they wait for
-  // their twins on the other ranks) and within its mailboxes.
+  // one that stores in `in`. An exchange's tiles must be within its mailboxes, and its CTAs all
+  // resident at once (they wait for their twins on the other ranks): Launch runs no more.
   const bool adding = output == GemvOutput::kAddTo;
   bool norm_built =
       !norm || (input == GemvInput::kPlain && (adding ? norm->feeds() || (norm->exchanges() && norm->feeds_nothing())
@@ -494,8 +524,8 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
     const int64_t ctas = (n + kTileRows - 1) / kTileRows;
     norm_built = e.world_size <= kGemvExchangeMaxRanks && e.rank >= 0 && e.rank < e.world_size && e.counters &&
                  ctas <= e.max_ctas &&
-                 ctas <= (in == ElemType::kBF16 ? ResidentExchangingCtas<__nv_bfloat16>(m, k)
-                                                : ResidentExchangingCtas<__half>(m, k));
+                 (in == ElemType::kBF16 ? ResidentExchangingCtas<__nv_bfloat16>(m, k)
+                                        : ResidentExchangingCtas<__half>(m, k)) > 0;
     for (int r = 0; r < e.world_size && norm_built; ++r) norm_built = e.mailboxes[r] != nullptr;
   }
   return half_in && out_built && norm_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&

@@ -56,16 +56,17 @@ struct GemvRopeKv {
 // own): each writes its outputs into every peer's mailbox, 4 bytes of product beside the call's
 // number in one 8-byte store (so a reader that sees the number sees the product), polls its own
 // mailbox for the peers', and adds the rank-order f32 sum, so every rank gets the same bits.
-// A CTA waits for its twins, so every CTA of the grid must be resident at once on every rank
-// (GemvSupports checks it against the kernel's occupancy), and every rank must launch the same
-// exchanging GEMVs in the same order with the same n (each CTA counts its calls).
+// A CTA waits for its twins, so every CTA of the grid must be resident at once on every rank: where
+// the 16-output tiles are more than the kernel's occupancy holds (the 70B's 512), each CTA takes
+// several tiles in turn. Every rank must launch the same exchanging GEMVs in the same order with the
+// same n (each tile counts its calls).
 constexpr int kGemvExchangeMaxRanks = 8;
 struct GemvExchange {
   int rank = 0;
   int world_size = 1;  // 1: no exchange
   char* mailboxes[kGemvExchangeMaxRanks] = {};  // every rank's GemvExchangeBuffers::mailboxes, as this process maps it
-  uint32_t* counters = nullptr;  // this rank's calls per CTA: max_ctas, device memory zeroed once
-  int max_ctas = 0;              // the CTAs the mailboxes and counters hold
+  uint32_t* counters = nullptr;  // this rank's calls per tile: max_ctas, device memory zeroed once
+  int max_ctas = 0;              // the tiles (of 16 outputs) the mailboxes and counters hold
 };
 
 // One rank's mailboxes and call counters for a group of world_size ranks, zeroed on the current
@@ -110,9 +111,8 @@ struct GemvNorm {
 // - kSiluOfHalves of kPlain input: `in`, with n (the output's width, half of w's rows) a multiple of 8;
 // - kRopeKvWrite of kPlain input: `in` (its q_out and cache), with n as GemvRopeKv says;
 // and with a GemvNorm: for kAddTo of kPlain input one that feeds (every pointer) or exchanges
-// (no feeding pointer) or both (an exchange's n / 16 CTAs within its max_ctas and all resident
-// at once), a scaling
-// one for the kPlain input of kStore in `in`, kSiluOfHalves or kRopeKvWrite.
+// (no feeding pointer) or both (an exchange's n / 16 tiles within its max_ctas), a scaling one
+// for the kPlain input of kStore in `in`, kSiluOfHalves or kRopeKvWrite.
 bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType in, ElemType out,
                   GemvInput input = GemvInput::kPlain, GemvOutput output = GemvOutput::kStore,
                   const GemvRopeKv& rope = {}, const GemvNorm* norm = nullptr);

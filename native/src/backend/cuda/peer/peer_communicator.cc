@@ -24,7 +24,7 @@ constexpr size_t kStagingBytes = size_t{4} << 20;
 // A one-shot call makes every rank read (world size − 1) × the message over the link;
 // past this NCCL's ring, which reads each byte about twice whatever the group size, wins.
 constexpr size_t kPeerReadLimit = size_t{2} << 20;
-// The exchanging GEMVs' CTAs (gemv.h's GemvExchange): one per 16 outputs of hidden, up to 8,192.
+// The exchanging GEMVs' tiles (gemv.h's GemvExchange): one per 16 outputs of hidden, up to 8,192.
 constexpr int kGemvExchangeCtas = 512;
 
 class PeerCommunicator final : public DeviceCommunicator {
