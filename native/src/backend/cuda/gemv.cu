@@ -183,15 +183,11 @@ __device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_s
 
 // One tile of GemvKernel: 16 rows of W (8 outputs for SiLU of halves), tile `tile` of `tiles`.
 // blockDim.x = 32 × warps, warps ≤ kMaxWarps.
-// Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills
-// at 64); without the bound it picked 80 with a spill.
 // kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
 // the product is taken with SiLU(gate) · up, computed as the pieces are loaded.
 // kOutput kAddTo: out is f32 and the product is added to it; its one extra
 // load per output comes after the k loop, where registers are free, so the bounds are the same.
 // kXTiles: x's rows in tiles of 8 (1 for m ≤ 8, 2 for m ≤ 16), one mma pair per tile.
-// Twice as many x registers (either way) spill at three CTAs per SM, so those variants
-// are bound to two (still the ~64 KB of W in flight per SM that the loads need).
 // kSiluOfHalves: n is the output's width; the CTA's W rows 0-7 are gate rows 8·b.., its rows
 // 8-15 the up rows n + 8·b.. of the same outputs (GemvOutput::kSiluOfHalves).
 // kRopeKvWrite: a CTA below rot_ctas (GemvRopeKv's q and k heads, head_dim / 16 CTAs each)
@@ -392,6 +388,10 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
 // Grid: a CTA per tile (GemvTile), or, for an exchanging GEMV (GemvExchange) whose tiles are more
 // than the CTAs resident at once, that many at most (every CTA waits for its twins), each taking
 // tiles blockIdx.x, + gridDim.x, ... in turn.
+// Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills at 64;
+// without the bound it picked 80 with a spill). Twice as many x registers (kXTiles 2), a SiLU input,
+// or the exchanging instances' loop over tiles spill at three, so those are bound to two (still the
+// ~64 KB of W in flight per SM that the loads need; the exchanging ones run ≤ 2 CTAs per SM anyway).
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
 __global__ void __launch_bounds__(kMaxWarps * 32,
                                   kSiluInput || kXTiles > 1 || (kNorm && kOutput == GemvOutput::kAddTo) ? 2 : 3)
