@@ -33,7 +33,8 @@
 #             bench, E2E_BENCH=prefill) as built alternating with $PREFILL_AB (default
 #             TEXT_GEN_SILU_GEMM=0: without the Hopper gate/up GEMM), then without the Hopper
 #             attention kernel (TEXT_GEN_PREFILL_WGMMA=0)
-#   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick)
+#   tpbench   our serving scenarios at --num-shard 2 (bench/gpu/run.sh --num-shard 2 --skip-hf --quick;
+#             TPBENCH_FULL=1: the full scenario set, as gpubench runs it on one GPU)
 #   tp70b     4+ GPUs: a random Llama-3-70B-shaped bf16 checkpoint (141 GB, /tmp/llama3-70b) served
 #             with --num-shard 4: batch-1 and the ShareGPT-like scenario (bench/gpu/run.sh --quick, 200
 #             prompts; TP70B_FULL=1: 500, the count of the vLLM anchor it is compared with;
@@ -292,7 +293,7 @@ fi
 if has tpbench; then
   gen_8b
   step tpbench tpbench.txt timeout "$(budget 330)" bash bench/gpu/run.sh --shape llama3-8b --model-dir /tmp/llama3-8b \
-    --num-shard 2 --skip-hf --quick --results-dir "$OUT" --run-dir /tmp/tpbench-run
+    --num-shard 2 --skip-hf $([ "${TPBENCH_FULL:-0}" = 1 ] || echo --quick) --results-dir "$OUT" --run-dir /tmp/tpbench-run
 fi
 
 if has tp70b; then
