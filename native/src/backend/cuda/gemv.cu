@@ -385,6 +385,10 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
   }
 }
 
+// The instances that may exchange (an adding GEMV with a GemvNorm): they take their tiles in turns.
+template <GemvOutput kOutput, bool kNorm>
+constexpr bool kMayExchange = kNorm && kOutput == GemvOutput::kAddTo;
+
 // Grid: a CTA per tile (GemvTile), or, for an exchanging GEMV (GemvExchange) whose tiles are more
 // than the CTAs resident at once, that many at most (every CTA waits for its twins), each taking
 // tiles blockIdx.x, + gridDim.x, ... in turn.
@@ -393,11 +397,10 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
 // or the exchanging instances' loop over tiles spill at three, so those are bound to two (still the
 // ~64 KB of W in flight per SM that the loads need; the exchanging ones run ≤ 2 CTAs per SM anyway).
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
-__global__ void __launch_bounds__(kMaxWarps * 32,
-                                  kSiluInput || kXTiles > 1 || (kNorm && kOutput == GemvOutput::kAddTo) ? 2 : 3)
+__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 || kMayExchange<kOutput, kNorm> ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
                GemvRopeKv rope, GemvNorm norm, unsigned tiles) {
-  if constexpr (kNorm && kOutput == GemvOutput::kAddTo) {  // the instances that may exchange
+  if constexpr (kMayExchange<kOutput, kNorm>) {
     for (unsigned tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
       if (tile != blockIdx.x) __syncthreads();  // every thread is done with the last tile's shared sums
       GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, tile, tiles);
@@ -450,9 +453,9 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   // An exchanging GEMV runs only CTAs resident at once, in as few rounds of tiles as that allows,
   // the tiles shared evenly (every rank computes the same grid).
   unsigned blocks = tiles;
-  if constexpr (kNorm && kOutput == GemvOutput::kAddTo) {
+  if constexpr (kMayExchange<kOutput, kNorm>) {
     if (norm.exchanges()) {
-      const int64_t resident = ResidentExchangingCtas<T>(m, k);
+      const int64_t resident = std::max<int64_t>(1, ResidentExchangingCtas<T>(m, k));
       const int64_t rounds = (tiles + resident - 1) / resident;
       blocks = static_cast<unsigned>((tiles + rounds - 1) / rounds);
     }
@@ -513,19 +516,17 @@ bool GemvSupports(const void* x, const void* w, int64_t m, int64_t n, int64_t k,
                          : input == GemvInput::kSiluOfGateUp ? out == in
                                                              : out == in || out == ElemType::kF32;
   // A norm is linked only through a plain input: fed (or exchanged) by an adding GEMV, scaling
-  // one that stores in `in`. An exchange's tiles must be within its mailboxes, and its CTAs all
-  // resident at once (they wait for their twins on the other ranks): Launch runs no more.
+  // one that stores in `in`. An exchange's tiles must be within its mailboxes (its CTAs, which wait
+  // for their twins on the other ranks, Launch keeps to those resident at once).
   const bool adding = output == GemvOutput::kAddTo;
   bool norm_built =
       !norm || (input == GemvInput::kPlain && (adding ? norm->feeds() || (norm->exchanges() && norm->feeds_nothing())
                                                       : norm->scales() && out == in));
-  if (norm_built && norm && adding && norm->exchanges() && half_in && m >= 1 && m <= kGemvMaxRows && k >= 8) {
+  if (norm_built && norm && adding && norm->exchanges()) {
     const GemvExchange& e = norm->exchange;
-    const int64_t ctas = (n + kTileRows - 1) / kTileRows;
+    const int64_t tiles = (n + kTileRows - 1) / kTileRows;
     norm_built = e.world_size <= kGemvExchangeMaxRanks && e.rank >= 0 && e.rank < e.world_size && e.counters &&
-                 ctas <= e.max_ctas &&
-                 (in == ElemType::kBF16 ? ResidentExchangingCtas<__nv_bfloat16>(m, k)
-                                        : ResidentExchangingCtas<__half>(m, k)) > 0;
+                 tiles <= e.max_ctas;
     for (int r = 0; r < e.world_size && norm_built; ++r) norm_built = e.mailboxes[r] != nullptr;
   }
   return half_in && out_built && norm_built && m >= 1 && m <= kGemvMaxRows && n >= 1 && n <= (int64_t{1} << 34) && k >= 8 &&
