@@ -96,6 +96,32 @@ TG_TEST(embedding_slice_zeroes_other_ranks_tokens) {
   }
 }
 
+// The shard form for the fused all-reduce: this rank's rows in the table's own bits, zeros (of
+// the type) for other ranks' tokens, and the residual zeroed.
+TG_TEST(embedding_shard_writes_its_rows_and_zeroes_the_residual) {
+  for (ElemType t : kTypes) {
+    const int64_t hidden = 333, vocab = 100, begin = 50, slice_rows = 50, rows = 33;
+    Rounded table = Round(RandomFloats(slice_rows * hidden), t);
+    std::vector<int32_t> tokens(rows);
+    for (auto& tok : tokens) tok = RandomInt(0, vocab - 1);
+    tokens[0] = begin - 1;  // the ends of the range, either side
+    tokens[1] = begin;
+    auto d_table = ToDevice(table.bits), d_tokens = ToDevice(tokens);
+    auto d_rows = Poisoned(rows * hidden * 2), d_residual = Poisoned(rows * hidden * 4);
+    LaunchEmbeddingShard(nullptr, t, d_table.get(), begin, slice_rows, d_tokens.as<int32_t>(), rows, hidden,
+                         d_rows.get(), d_residual.as<float>());
+    std::vector<uint16_t> got(rows * hidden), want(rows * hidden, 0);
+    TG_CUDA_CHECK(cudaMemcpy(got.data(), d_rows.get(), got.size() * 2, cudaMemcpyDeviceToHost));
+    for (int64_t r = 0; r < rows; ++r) {
+      if (tokens[r] < begin) continue;
+      std::copy_n(table.bits.begin() + (tokens[r] - begin) * hidden, hidden, want.begin() + r * hidden);
+    }
+    CHECK(got == want);
+    const std::vector<float> residual = ToHost(d_residual, rows * hidden, ElemType::kF32);
+    CHECK(std::all_of(residual.begin(), residual.end(), [](float v) { return v == 0.0f && !std::signbit(v); }));
+  }
+}
+
 // [ranks][rows][shard] back to [rows][vocab], the padding past the vocabulary dropped.
 TG_TEST(gather_vocab_shards_interleaves_ranks) {
   for (int64_t ranks : {2, 4}) {

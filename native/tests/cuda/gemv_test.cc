@@ -337,8 +337,10 @@ TG_TEST(gemv_silu_of_halves_equals_gate_up_then_silu) {
   CHECK(forced->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
   CHECK(!off->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
   CHECK(!automatic->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));  // undecided
-  automatic->Run(nullptr, x.get(), w.dev.get(), gate_up.get(), 1, 2 * inter, k, bf, bf);      // decides it
-  CHECK(automatic->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf));
+  automatic->Run(nullptr, x.get(), w.dev.get(), gate_up.get(), 1, 2 * inter, k, bf, bf);      // decides it by timing
+  const bool picked_gemv = automatic->TakesGemv(nullptr, x.get(), w.dev.get(), gate_up.get(), 1, 2 * inter, k, bf, bf,
+                                                false);
+  CHECK(automatic->RunGateUpSilu(nullptr, x.get(), w.dev.get(), act.get(), 1, inter, k, bf) == picked_gemv);
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -415,8 +417,10 @@ TG_TEST(gemv_rope_output_equals_gemv_then_rope_kv_write) {
             CHECK(forced->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));
             CHECK(!off->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));
             CHECK(!automatic->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));  // undecided
-            automatic->Run(nullptr, d_x.get(), w.dev.get(), qkv.get(), m, n, s.k, t, t);
-            CHECK(automatic->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t));
+            automatic->Run(nullptr, d_x.get(), w.dev.get(), qkv.get(), m, n, s.k, t, t);  // decides it by timing
+            const bool picked_gemv = automatic->TakesGemv(nullptr, d_x.get(), w.dev.get(), qkv.get(), m, n, s.k, t, t,
+                                                          false);
+            CHECK(automatic->RunQkvRope(nullptr, d_x.get(), w.dev.get(), rope, m, n, s.k, t) == picked_gemv);
             GemvRopeKv odd = rope;
             odd.head_dim = 24;  // not a multiple of 16
             CHECK(!forced->RunQkvRope(nullptr, d_x.get(), w.dev.get(), odd, m, n, s.k, t));

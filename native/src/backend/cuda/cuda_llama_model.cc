@@ -16,9 +16,10 @@
 // back as f32 logits.
 //
 // Tensor parallelism: each rank holds its query heads (with their KV heads), its
-// share of the MLP and of the vocabulary; the embedding is all-reduced, the attention
-// and MLP outputs are all-reduced together with the residual add and RMSNorm after
-// them (DeviceCommunicator::AllReduceAddRmsNorm: one kernel with the peer collectives),
+// share of the MLP and of the vocabulary; the embedding, the attention and the MLP outputs
+// are all-reduced together with the residual add and RMSNorm after them
+// (DeviceCommunicator::AllReduceAddRmsNorm: one kernel with the peer collectives; a decode
+// step's o and down GEMVs sum the ranks' products themselves, GemvExchange),
 // and the vocab-parallel logits all-gathered, so every rank samples the same tokens
 // from the same logits. TEXT_GEN_STEP_PROFILE times each op (step_profiler.h).
 #include <algorithm>
@@ -513,10 +514,19 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   };
   profiler_.BeginRecording(kind, stream_);
 
-  LaunchEmbedding(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t, hidden,
-                  a.x.as<float>());
-  mark("embedding");
-  all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
+  // Under tensor parallelism the ranks' embedding rows are summed by the first norm's fused
+  // all-reduce (add_norm below, with this delta), as a projection's are: no all-reduce of its own.
+  const bool embedding_in_norm = comm_ && !profiler_.Skips("add_rms_norm") && !profiler_.Skips("all_reduce");
+  if (embedding_in_norm) {
+    LaunchEmbeddingShard(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t,
+                         hidden, a.proj.get(), a.x.as<float>());
+    mark("embedding");
+  } else {
+    LaunchEmbedding(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t,
+                    hidden, a.x.as<float>());
+    mark("embedding");
+    all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
+  }
   // The residual add and RMSNorm after a row-parallel projection (o, down), with its
   // all-reduce folded in under tensor parallelism (one kernel with the peer collectives).
   // A null delta (layer 0, or a projection that added itself in) leaves the residual as it is.
@@ -605,7 +615,7 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     // The previous layer's MLP output joins the residual here (none before layer 0), and its
     // down GEMV has fed this norm where the step links them.
     const GemvNorm* input_norm_fed = link_norms && l > 0 ? &scaled_by_norm : nullptr;
-    if (!input_norm_fed) add_norm(l == 0 ? nullptr : delta, W.input_norm.as<float>());
+    if (!input_norm_fed) add_norm(l > 0 ? delta : embedding_in_norm ? a.proj.get() : nullptr, W.input_norm.as<float>());
     // A decode step's GEMV may do RoPE and the KV write itself (one table of frequencies).
     bool roped = false;
     if (!profiler_.Skips("qkv")) {
@@ -692,9 +702,13 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   gemm_->Run(stream_, a.normed.get(), weights_.head(), a.shard_logits.get(), r, slice_.vocab_size, hidden, type_,
              ElemType::kF32);
   mark("lm_head");
+  // One row of logits whose vocabulary the ranks split evenly is gathered in vocabulary order
+  // already ([ranks][rows][shard]): straight into the logits, with no pass to put it in order.
+  const bool gathered_in_order = r == 1 && slice_.world_size * slice_.vocab_size == c.vocab_size;
   comm_->AllGather(a.shard_logits.get(), static_cast<size_t>(r * slice_.vocab_size), ElemType::kF32,
-                   a.gathered.get(), stream_);
+                   gathered_in_order ? a.logits.get() : a.gathered.get(), stream_);
   mark("all_gather");
+  if (gathered_in_order) return;
   LaunchGatherVocabShards(stream_, a.gathered.as<float>(), slice_.world_size, r, slice_.vocab_size, c.vocab_size,
                           a.logits.as<float>());
   mark("gather_vocab");

@@ -20,6 +20,14 @@ namespace cuda {
 void LaunchEmbedding(cudaStream_t stream, ElemType type, const void* table, int64_t vocab_begin, int64_t vocab_rows,
                      const int32_t* tokens, int64_t rows, int64_t hidden, float* x);
 
+// embedding.cu, for tensor parallelism: rows_out[r, :] = table[tokens[r] - vocab_begin, :] in `type`
+// (zero outside this rank's range) and residual[r, :] = 0, so that the all-reduce of rows_out
+// fused with the residual add and the first norm (DeviceCommunicator::AllReduceAddRmsNorm) leaves
+// the residual holding the embedding, exactly: each element sums one rank's value and zeros.
+void LaunchEmbeddingShard(cudaStream_t stream, ElemType type, const void* table, int64_t vocab_begin,
+                          int64_t vocab_rows, const int32_t* tokens, int64_t rows, int64_t hidden, void* rows_out,
+                          float* residual);
+
 // embedding.cu: tokens[r] = sampled[tokens[r]] for r < rows. A decode step run ahead
 // (ModelRunner::EnqueueDecodeAhead) is packed with the sampler rows of the step before in
 // place of its tokens, which only the device knows yet; this puts the tokens there.
