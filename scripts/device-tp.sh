@@ -66,7 +66,10 @@ const [root, modelDir, outDir] = process.argv.slice(2);
 const DEVICE = process.env.TP_DEVICE || "cuda";
 const DEATH_WITHIN_S = Number(process.env.DEATH_WITHIN_S);
 const GPUS = Number(process.env.TP_GPUS || 2); // 4 or more: --num-shard 4 is checked too
-const NEAR_TIE = 0.05; // nats: a TP1/TP2 divergence at a wider top-2 margin than this is suspicious
+// nats: a TP1/TP2 divergence at a wider top-2 margin than this is suspicious. bf16's rounding alone
+// parts these random-weight runs at margins up to 0.17 (cuda-notes: runs 11, 93, 107, 109), so a bf16
+// launch is held to 0.2; float16 (ten times less rounding) to 0.05, the check that finds real errors.
+const NEAR_TIE = (process.env.TP_DTYPE || "bfloat16") === "bfloat16" ? 0.2 : 0.05;
 const PROMPTS = [
   "The capital of France is", "Once upon a time, in a small village by the sea,", "def fibonacci(n):",
   "The three laws of thermodynamics are", "In 1969, the first humans", "A recipe for bread: first,",
