@@ -76,23 +76,49 @@ TG_TEST(embedding_gathers_rows) {
   }
 }
 
+namespace {
+
+// Rank 1 of 2's half of a vocab-parallel embedding table ([50, 100) of 100 ids), and 33 tokens
+// drawn from the whole vocabulary, the first two at either end of the rank's range.
+struct EmbeddingSlice {
+  static constexpr int64_t kVocab = 100, kBegin = 50, kRows = 50, kTokens = 33;
+  int64_t hidden;
+  Rounded table;
+  std::vector<int32_t> tokens;
+  DeviceBuffer d_table, d_tokens;
+  EmbeddingSlice(ElemType t, int64_t hidden_size) : hidden(hidden_size), tokens(kTokens) {
+    table = Round(RandomFloats(kRows * hidden), t);
+    for (auto& tok : tokens) tok = RandomInt(0, kVocab - 1);
+    tokens[0] = kBegin - 1;
+    tokens[1] = kBegin;
+    d_table = ToDevice(table.bits);
+    d_tokens = ToDevice(tokens);
+  }
+  // What the kernel should write for each token: its row of `rows` (the table as values or
+  // bits) when the rank holds it, zeros otherwise.
+  template <typename V>
+  std::vector<V> Gathered(const std::vector<V>& rows) const {
+    std::vector<V> want(kTokens * hidden, V{0});
+    for (int64_t r = 0; r < kTokens; ++r) {
+      if (tokens[r] < kBegin) continue;
+      std::copy_n(rows.begin() + (tokens[r] - kBegin) * hidden, hidden, want.begin() + r * hidden);
+    }
+    return want;
+  }
+};
+
+}  // namespace
+
 // A rank's slice of a vocab-parallel embedding: rows of other ranks' tokens are zero.
 TG_TEST(embedding_slice_zeroes_other_ranks_tokens) {
   for (ElemType t : kTypes) {
-    const int64_t hidden = 64, vocab = 100, begin = 50, slice_rows = 50, rows = 33;
-    Rounded table = Round(RandomFloats(slice_rows * hidden), t);
-    std::vector<int32_t> tokens(rows);
-    for (auto& tok : tokens) tok = RandomInt(0, vocab - 1);
-    auto d_table = ToDevice(table.bits), d_tokens = ToDevice(tokens);
-    auto d_x = Poisoned(rows * hidden * 4);
-    LaunchEmbedding(nullptr, t, d_table.get(), begin, slice_rows, d_tokens.as<int32_t>(), rows, hidden,
-                    d_x.as<float>());
-    std::vector<float> want(rows * hidden, 0.0f);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (tokens[r] < begin) continue;
-      std::copy_n(table.values.begin() + (tokens[r] - begin) * hidden, hidden, want.begin() + r * hidden);
-    }
-    Expect(std::string("embedding slice ") + Name(t), ToHost(d_x, rows * hidden, ElemType::kF32), want, 0.0);
+    const EmbeddingSlice s(t, 64);
+    const int64_t rows = EmbeddingSlice::kTokens;
+    auto d_x = Poisoned(rows * s.hidden * 4);
+    LaunchEmbedding(nullptr, t, s.d_table.get(), EmbeddingSlice::kBegin, EmbeddingSlice::kRows,
+                    s.d_tokens.as<int32_t>(), rows, s.hidden, d_x.as<float>());
+    Expect(std::string("embedding slice ") + Name(t), ToHost(d_x, rows * s.hidden, ElemType::kF32),
+           s.Gathered(s.table.values), 0.0);
   }
 }
 
@@ -100,23 +126,14 @@ TG_TEST(embedding_slice_zeroes_other_ranks_tokens) {
 // the type) for other ranks' tokens, and the residual zeroed.
 TG_TEST(embedding_shard_writes_its_rows_and_zeroes_the_residual) {
   for (ElemType t : kTypes) {
-    const int64_t hidden = 333, vocab = 100, begin = 50, slice_rows = 50, rows = 33;
-    Rounded table = Round(RandomFloats(slice_rows * hidden), t);
-    std::vector<int32_t> tokens(rows);
-    for (auto& tok : tokens) tok = RandomInt(0, vocab - 1);
-    tokens[0] = begin - 1;  // the ends of the range, either side
-    tokens[1] = begin;
-    auto d_table = ToDevice(table.bits), d_tokens = ToDevice(tokens);
+    const EmbeddingSlice s(t, 333);
+    const int64_t rows = EmbeddingSlice::kTokens, hidden = s.hidden;
     auto d_rows = Poisoned(rows * hidden * 2), d_residual = Poisoned(rows * hidden * 4);
-    LaunchEmbeddingShard(nullptr, t, d_table.get(), begin, slice_rows, d_tokens.as<int32_t>(), rows, hidden,
-                         d_rows.get(), d_residual.as<float>());
-    std::vector<uint16_t> got(rows * hidden), want(rows * hidden, 0);
+    LaunchEmbeddingShard(nullptr, t, s.d_table.get(), EmbeddingSlice::kBegin, EmbeddingSlice::kRows,
+                         s.d_tokens.as<int32_t>(), rows, hidden, d_rows.get(), d_residual.as<float>());
+    std::vector<uint16_t> got(rows * hidden);
     TG_CUDA_CHECK(cudaMemcpy(got.data(), d_rows.get(), got.size() * 2, cudaMemcpyDeviceToHost));
-    for (int64_t r = 0; r < rows; ++r) {
-      if (tokens[r] < begin) continue;
-      std::copy_n(table.bits.begin() + (tokens[r] - begin) * hidden, hidden, want.begin() + r * hidden);
-    }
-    CHECK(got == want);
+    CHECK(got == s.Gathered(s.table.bits));
     const std::vector<float> residual = ToHost(d_residual, rows * hidden, ElemType::kF32);
     CHECK(std::all_of(residual.begin(), residual.end(), [](float v) { return v == 0.0f && !std::signbit(v); }));
   }

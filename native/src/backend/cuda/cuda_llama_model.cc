@@ -520,13 +520,12 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   if (embedding_in_norm) {
     LaunchEmbeddingShard(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t,
                          hidden, a.proj.get(), a.x.as<float>());
-    mark("embedding");
   } else {
     LaunchEmbedding(stream_, type_, weights_.embed.get(), slice_.vocab_begin, slice_.vocab_size, at(L.tokens), t,
                     hidden, a.x.as<float>());
-    mark("embedding");
-    all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
   }
+  mark("embedding");
+  if (!embedding_in_norm) all_reduce(a.x.get(), static_cast<size_t>(t * hidden), ElemType::kF32);
   // The residual add and RMSNorm after a row-parallel projection (o, down), with its
   // all-reduce folded in under tensor parallelism (one kernel with the peer collectives).
   // A null delta (layer 0, or a projection that added itself in) leaves the residual as it is.
