@@ -21,6 +21,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/sampling/gpu_sampler.h"
+#include "backend/cuda/sampling/greedy_rows.h"
 #include "sampling/sampler.h"
 #include "test_util.h"
 
@@ -260,6 +261,141 @@ TG_TEST(every_logit_impossible_gives_token_minus_one) {
   CHECK(d_top_ids.Download()[0] == -1);
 }
 
+// The greedy rows' two passes (greedy_rows.h) over `parts` vocabulary shards, as the ranks
+// of a tensor-parallel group run them: each shard [batch][ceil(vocab / parts)], the last one
+// padded with values larger than any logit (which must never win), its pieces laid out
+// back to back as the all-gather lays them out, then one merge.
+struct GreedyOutputs {
+  std::vector<int32_t> tokens, top_ids;
+  std::vector<float> logprobs, top_logprobs;
+};
+GreedyOutputs RunGreedyRows(const std::vector<float>& logits, int batch, int vocab, int parts,
+                            const std::vector<GpuSamplingRow>& rows) {
+  const int cols = (vocab + parts - 1) / parts;
+  const size_t piece = tg::cuda::GreedyPartialFloats(batch, cols, kMaxTopN);
+  DeviceArray<float> d_pieces(piece * parts), d_shard(static_cast<size_t>(batch) * cols);
+  DeviceArray<GpuSamplingRow> d_rows(rows.size());
+  d_rows.Upload(rows);
+  d_pieces.Poison();
+  for (int part = 0; part < parts; ++part) {
+    std::vector<float> shard(static_cast<size_t>(batch) * cols, 3e38f);
+    for (int r = 0; r < batch; ++r) {
+      for (int c = 0; c < cols && part * cols + c < vocab; ++c) {
+        shard[static_cast<size_t>(r) * cols + c] = logits[static_cast<size_t>(r) * vocab + part * cols + c];
+      }
+    }
+    d_shard.Upload(shard);
+    tg::cuda::LaunchGreedyPartials(nullptr, d_shard.ptr, batch, cols, part * cols, vocab, d_rows.ptr, kMaxTopN,
+                                   d_pieces.ptr + piece * part);
+    TG_CUDA_CHECK(cudaDeviceSynchronize());  // the next shard reuses d_shard
+  }
+  DeviceArray<int32_t> d_tokens(batch), d_top_ids(static_cast<size_t>(batch) * kMaxTopN);
+  DeviceArray<float> d_logprobs(batch), d_top_logprobs(static_cast<size_t>(batch) * kMaxTopN);
+  d_tokens.Poison(), d_logprobs.Poison(), d_top_ids.Poison(), d_top_logprobs.Poison();
+  tg::cuda::LaunchGreedyMerge(nullptr, d_pieces.ptr, parts, batch, cols, vocab, d_rows.ptr, kMaxTopN,
+                              {d_tokens.ptr, d_logprobs.ptr, d_top_ids.ptr, d_top_logprobs.ptr, kMaxTopN});
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  return {d_tokens.Download(), d_top_ids.Download(), d_logprobs.Download(), d_top_logprobs.Download()};
+}
+
+TG_TEST(greedy_rows_match_the_cpu_and_the_sampling_kernel_over_shards) {
+  std::mt19937 rng(11);
+  SamplingParams greedy;
+  for (int vocab : {512, 32000, 128256, 131075}) {
+    for (int batch : {1, 7, 64}) {
+      for (Shape shape : {kPeaked, kFlat, kPlateau}) {
+        std::vector<float> logits;
+        std::vector<GpuSamplingRow> rows;
+        std::vector<int32_t> top_n;
+        for (int r = 0; r < batch; ++r) {
+          auto l = RandomLogits(vocab, shape, rng);
+          logits.insert(logits.end(), l.begin(), l.end());
+          top_n.push_back(static_cast<int32_t>(rng() % (kMaxTopN + 1)));
+          rows.push_back(tg::cuda::MakeGpuSamplingRow(greedy, 0, top_n.back(), -1, false));
+          CHECK(tg::cuda::GreedyRowsServe(rows.back()));
+        }
+        // The sampling kernel on the same rows: the path greedy rows used to take.
+        DeviceArray<float> d_logits(logits.size());
+        d_logits.Upload(logits);
+        DeviceArray<GpuSamplingRow> d_rows(rows.size());
+        d_rows.Upload(rows);
+        DeviceArray<int32_t> d_tokens(batch), d_top_ids(static_cast<size_t>(batch) * kMaxTopN);
+        DeviceArray<float> d_logprobs(batch), d_top_logprobs(static_cast<size_t>(batch) * kMaxTopN);
+        tg::cuda::LaunchGpuSampling(nullptr, d_logits.ptr, batch, vocab, d_rows.ptr, {},
+                                    {d_tokens.ptr, d_logprobs.ptr, d_top_ids.ptr, d_top_logprobs.ptr, kMaxTopN});
+        TG_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto kernel_tokens = d_tokens.Download(), kernel_top_ids = d_top_ids.Download();
+        const auto kernel_logprobs = d_logprobs.Download(), kernel_top_logprobs = d_top_logprobs.Download();
+
+        std::vector<float> row(static_cast<size_t>(vocab)), log_softmax(static_cast<size_t>(vocab));
+        for (int parts : {1, 2, 3, 4}) {
+          const GreedyOutputs got = RunGreedyRows(logits, batch, vocab, parts, rows);
+          for (int r = 0; r < batch; ++r) {
+            std::copy(logits.begin() + static_cast<int64_t>(r) * vocab,
+                      logits.begin() + static_cast<int64_t>(r + 1) * vocab, row.begin());
+            SequenceSampler cpu(greedy, vocab);
+            const tg::SampleResult want = cpu.Sample(row.data(), 0, top_n[r]);
+            tg::LogSoftmax(row.data(), vocab, log_softmax.data());
+            if (got.tokens[r] != want.token) {
+              std::printf("  V=%d B=%d parts %d row %d: greedy rows %d, cpu %d\n", vocab, batch, parts, r,
+                          got.tokens[r], want.token);
+            }
+            CHECK(got.tokens[r] == want.token);
+            CHECK(got.tokens[r] == kernel_tokens[r]);
+            CHECK_NEAR(got.logprobs[r], log_softmax[want.token], 1e-4);
+            CHECK_NEAR(got.logprobs[r], kernel_logprobs[r], 1e-5);
+            for (int i = 0; i < kMaxTopN; ++i) {
+              const size_t at = static_cast<size_t>(r) * kMaxTopN + i;
+              CHECK(got.top_ids[at] == kernel_top_ids[at]);
+              if (i < top_n[r]) {
+                CHECK(got.top_ids[at] == want.top_ids[i]);
+                CHECK_NEAR(got.top_logprobs[at], want.top_logprobs[i], 1e-4);
+              } else {
+                CHECK(got.top_ids[at] == -1 && got.top_logprobs[at] == -INFINITY);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TG_TEST(greedy_rows_serve_only_unpenalised_greedy_rows) {
+  SamplingParams greedy, sampled, penalised, temperature;
+  sampled.do_sample = true;
+  penalised.repetition_penalty = 1.2f;
+  temperature.temperature = 0.7f;
+  CHECK(tg::cuda::GreedyRowsServe(tg::cuda::MakeGpuSamplingRow(greedy, 0, kMaxTopN, 3, true)));
+  CHECK(tg::cuda::GreedyRowsServe(tg::cuda::MakeGpuSamplingRow(penalised, 0, 0, -1, false)));  // no slot: no penalty
+  CHECK(!tg::cuda::GreedyRowsServe(tg::cuda::MakeGpuSamplingRow(penalised, 0, 0, 3, true)));
+  CHECK(!tg::cuda::GreedyRowsServe(tg::cuda::MakeGpuSamplingRow(sampled, 0, 0, -1, false)));
+  CHECK(!tg::cuda::GreedyRowsServe(tg::cuda::MakeGpuSamplingRow(temperature, 0, 0, -1, false)));
+  CHECK(!tg::cuda::GreedyRowsServe(tg::cuda::MakeGpuSamplingRow(greedy, 0, kMaxTopN + 1, -1, false)));
+}
+
+TG_TEST(greedy_rows_with_no_finite_logit_give_token_minus_one) {
+  const int vocab = 5000;
+  std::vector<float> logits(2 * vocab, -INFINITY);
+  logits[3] = NAN;
+  logits[vocab + 4000] = 2.5f;  // the second row has one finite logit, in the last shard
+  SamplingParams p;
+  const std::vector<GpuSamplingRow> rows{tg::cuda::MakeGpuSamplingRow(p, 0, 2, -1, false),
+                                         tg::cuda::MakeGpuSamplingRow(p, 0, 2, -1, false)};
+  for (int parts : {1, 2}) {
+    const GreedyOutputs got = RunGreedyRows(logits, 2, vocab, parts, rows);
+    CHECK(got.tokens[0] == -1 && std::isnan(got.logprobs[0]));
+    CHECK(got.top_ids[0] == -1 && got.top_ids[1] == -1 && got.top_ids[2] == -1);
+    CHECK(got.tokens[1] == 4000 && got.logprobs[1] == 0.0f);
+    // The row's other ids are -inf: its top-2 ends with one of them, as on the CPU.
+    std::vector<float> row(logits.begin() + vocab, logits.end());
+    const tg::SampleResult want = SequenceSampler(p, vocab).Sample(row.data(), 0, 2);
+    CHECK(want.top_ids.size() == 2 && got.top_ids[kMaxTopN] == 4000);
+    CHECK(want.top_ids.size() == 2 && got.top_ids[kMaxTopN + 1] == want.top_ids[1]);
+    CHECK(got.top_logprobs[kMaxTopN + 1] == -INFINITY);
+  }
+}
+
 // The floor of one block per row: a kernel that only reads each row once
 // (float4 loads, 8 tiles in flight per thread) and sums it.
 template <int kThreads>
@@ -278,6 +414,67 @@ __global__ void ReadRowsKernel(const float* logits, int vocab, float* out) {
     for (int u = 0; u < 8; ++u) sum += v[u].x + v[u].y + v[u].z + v[u].w;
   }
   atomicAdd(out + blockIdx.x, sum);
+}
+
+// Median microseconds of launch(i) over 50 runs after 10 warm-ups (events on the default
+// stream); after(i) runs untimed after each.
+template <class Launch, class After>
+float MedianMicros(cudaEvent_t start, cudaEvent_t stop, Launch launch, After after) {
+  std::vector<float> times;
+  for (int i = 0; i < 60; ++i) {
+    TG_CUDA_CHECK(cudaEventRecord(start));
+    launch(i);
+    TG_CUDA_CHECK(cudaEventRecord(stop));
+    TG_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (i >= 10) times.push_back(ms * 1000.0f);
+    after(i);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// Median microseconds of the greedy rows' two passes as one rank of `parts` runs them: the
+// first pass over its shard of the row, then the merge of every rank's pieces (the others'
+// filled beforehand; the all-gather between them is not timed here).
+void TimeGreedyRows(const float* sets, int batch, int vocab, int kSets, double floor_us, cudaEvent_t start,
+                    cudaEvent_t stop) {
+  for (int top_n : {0, 5}) {
+    SamplingParams greedy;
+    std::vector<GpuSamplingRow> rows(static_cast<size_t>(batch), tg::cuda::MakeGpuSamplingRow(greedy, 0, top_n, -1, false));
+    DeviceArray<GpuSamplingRow> d_rows(rows.size());
+    d_rows.Upload(rows);
+    DeviceArray<int32_t> d_tokens(batch), d_top_ids(static_cast<size_t>(batch) * kMaxTopN);
+    DeviceArray<float> d_logprobs(batch), d_top_logprobs(static_cast<size_t>(batch) * kMaxTopN);
+    const tg::cuda::GpuSamplingOutputs out{d_tokens.ptr, d_logprobs.ptr, d_top_ids.ptr, d_top_logprobs.ptr, kMaxTopN};
+    for (int parts : {1, 2, 4}) {
+      const int cols = (vocab + parts - 1) / parts;
+      const size_t piece = tg::cuda::GreedyPartialFloats(batch, cols, kMaxTopN);
+      DeviceArray<float> pieces(piece * parts);
+      // Rank 0's shard: the first `cols` columns of each row, as a [batch][cols] array.
+      DeviceArray<float> shard(static_cast<size_t>(batch) * cols * kSets);
+      for (int set = 0; set < kSets; ++set) {
+        TG_CUDA_CHECK(cudaMemcpy2D(shard.ptr + static_cast<size_t>(set) * batch * cols, cols * sizeof(float),
+                                   sets + static_cast<size_t>(set) * batch * vocab, vocab * sizeof(float),
+                                   cols * sizeof(float), batch, cudaMemcpyDeviceToDevice));
+      }
+      for (int part = 0; part < parts; ++part) {
+        tg::cuda::LaunchGreedyPartials(nullptr, shard.ptr, batch, cols, part * cols, vocab, d_rows.ptr, kMaxTopN,
+                                       pieces.ptr + piece * part);
+      }
+      const float us = MedianMicros(
+          start, stop,
+          [&](int i) {
+            tg::cuda::LaunchGreedyPartials(nullptr, shard.ptr + static_cast<size_t>(i % kSets) * batch * cols,
+                                           batch, cols, 0, vocab, d_rows.ptr, kMaxTopN, pieces.ptr);
+            tg::cuda::LaunchGreedyMerge(nullptr, pieces.ptr, parts, batch, cols, vocab, d_rows.ptr, kMaxTopN, out);
+          },
+          [](int) {});
+      std::printf("timing B=%-3d V=%d peaked greedy rows, top_n=%d, one rank of %d  %8.1f us  (floor %.1f us)\n",
+                  batch, vocab, top_n, parts, us, floor_us / parts);
+    }
+  }
 }
 
 // Median microseconds of one sampling launch over a batch at V = 128256, per parameter set.
@@ -329,22 +526,17 @@ TG_TEST(timing) {
       DeviceArray<float> rows_in(static_cast<size_t>(batch) * vocab * kSets), sums(batch);
       TG_CUDA_CHECK(cudaMemset(rows_in.ptr, 0x3F, rows_in.n * sizeof(float)));  // 0.747f, not zeros
       for (int threads : {512, 1024}) {
-        std::vector<float> times;
-        for (int i = 0; i < 60; ++i) {
-          const float* input = rows_in.ptr + static_cast<size_t>(i % kSets) * batch * vocab;
-          TG_CUDA_CHECK(cudaEventRecord(start));
-          if (threads == 512) ReadRowsKernel<512><<<batch, 512>>>(input, vocab, sums.ptr);
-          else ReadRowsKernel<1024><<<batch, 1024>>>(input, vocab, sums.ptr);
-          TG_CUDA_CHECK(cudaGetLastError());
-          TG_CUDA_CHECK(cudaEventRecord(stop));
-          TG_CUDA_CHECK(cudaEventSynchronize(stop));
-          float ms;
-          TG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-          if (i >= 10) times.push_back(ms * 1000.0f);
-        }
-        std::sort(times.begin(), times.end());
+        const float us = MedianMicros(
+            start, stop,
+            [&](int i) {
+              const float* input = rows_in.ptr + static_cast<size_t>(i % kSets) * batch * vocab;
+              if (threads == 512) ReadRowsKernel<512><<<batch, 512>>>(input, vocab, sums.ptr);
+              else ReadRowsKernel<1024><<<batch, 1024>>>(input, vocab, sums.ptr);
+              TG_CUDA_CHECK(cudaGetLastError());
+            },
+            [](int) {});
         std::printf("timing B=%-3d V=%d read-only pass, one block of %d per row    %8.1f us  (floor %.1f us)\n",
-                    batch, vocab, threads, times[times.size() / 2], floor_us);
+                    batch, vocab, threads, us, floor_us);
       }
     }
     for (Shape shape : {kPeaked, kFlat}) {
@@ -364,24 +556,21 @@ TG_TEST(timing) {
         std::vector<GpuSamplingRow> rows;
         for (int r = 0; r < batch; ++r) rows.push_back(tg::cuda::MakeGpuSamplingRow(c.p, r, c.top_n, r, false));
         d_rows.Upload(rows);
-        std::vector<float> times;
-        for (int i = 0; i < 60; ++i) {
-          float* input = work.ptr + (i % kSets) * set_floats;
-          TG_CUDA_CHECK(cudaEventRecord(start));
-          tg::cuda::LaunchGpuSampling(nullptr, input, batch, vocab, d_rows.ptr, penalties.view(),
-                                      {d_tokens.ptr, d_logprobs.ptr, d_top_ids.ptr, d_top_logprobs.ptr, kMaxTopN});
-          TG_CUDA_CHECK(cudaEventRecord(stop));
-          TG_CUDA_CHECK(cudaEventSynchronize(stop));
-          float ms;
-          TG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-          if (i >= 10) times.push_back(ms * 1000.0f);
-          TG_CUDA_CHECK(cudaMemcpy(input, pristine.ptr + (i % kSets) * set_floats, set_floats * sizeof(float),
-                                   cudaMemcpyDeviceToDevice));
-        }
-        std::sort(times.begin(), times.end());
+        auto input = [&](int i) { return work.ptr + (i % kSets) * set_floats; };
+        const float us = MedianMicros(
+            start, stop,
+            [&](int i) {
+              tg::cuda::LaunchGpuSampling(nullptr, input(i), batch, vocab, d_rows.ptr, penalties.view(),
+                                          {d_tokens.ptr, d_logprobs.ptr, d_top_ids.ptr, d_top_logprobs.ptr, kMaxTopN});
+            },
+            [&](int i) {
+              TG_CUDA_CHECK(cudaMemcpy(input(i), pristine.ptr + (i % kSets) * set_floats, set_floats * sizeof(float),
+                                       cudaMemcpyDeviceToDevice));
+            });
         std::printf("timing B=%-3d V=%d %-6s %-32s %8.1f us  (floor %.1f us)\n", batch, vocab,
-                    shape == kPeaked ? "peaked" : "flat", c.name, times[times.size() / 2], floor_us);
+                    shape == kPeaked ? "peaked" : "flat", c.name, us, floor_us);
       }
+      if (shape == kPeaked) TimeGreedyRows(work.ptr, batch, vocab, kSets, floor_us, start, stop);
     }
   }
 }

@@ -10,8 +10,9 @@
 // host synchronisation is the copy back of the step's results. Decode steps replay
 // a CUDA graph of their batch-size bucket (decode_graphs.h), padded with rows that
 // write into a scratch KV block no sequence owns. Rows the engine samples on the
-// device (ForwardAndSample) go through the GPU sampler (sampling/gpu_sampler.h)
-// after lm_head, and only their tokens, logprobs and top-n come back; rows that need
+// device (ForwardAndSample) go through the GPU sampler (sampling/gpu_sampler.h), or
+// when every one is greedy through sampling/greedy_rows.h's two passes, after lm_head,
+// and only their tokens, logprobs and top-n come back; rows that need
 // logits on the host (prompt logprobs, requests the GPU sampler does not cover) come
 // back as f32 logits.
 //
@@ -20,8 +21,9 @@
 // are all-reduced together with the residual add and RMSNorm after them
 // (DeviceCommunicator::AllReduceAddRmsNorm: one kernel with the peer collectives; a decode
 // step's o and down GEMVs sum the ranks' products themselves, GemvExchange),
-// and the vocab-parallel logits all-gathered, so every rank samples the same tokens
-// from the same logits. TEXT_GEN_STEP_PROFILE times each op (step_profiler.h).
+// and every rank samples the same tokens: from the vocab-parallel logits all-gathered, or
+// for a step of greedy rows from the pieces of each rank's shard (greedy_rows.h), which are
+// a few hundred bytes a row. TEXT_GEN_STEP_PROFILE times each op (step_profiler.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -47,6 +49,7 @@
 #include "backend/cuda/peer/peer_communicator.h"
 #include "backend/cuda/prefill_attention.h"
 #include "backend/cuda/sampling/gpu_sampler.h"
+#include "backend/cuda/sampling/greedy_rows.h"
 #include "backend/cuda/silu_gate_up_gemm.h"
 #include "backend/cuda/step_profiler.h"
 #include "core/dtype.h"
@@ -208,9 +211,20 @@ class CudaLlamaModel : public ModelRunner {
   // for every bucket and step.
   StepLayout Pack(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,
                   const std::vector<DeviceSample>& samples, int32_t pad_to, StepPlan* plan) const;
-  // Enqueues the forward from the packed inputs at `in` to a.logits ([logit rows, vocab] f32);
+  // Enqueues the forward from the packed inputs at `in` to a.logits ([logit rows, vocab] f32),
+  // or under tensor parallelism to the rank's a.shard_logits ([logit rows, vocab shard]);
   // `kind` is the step's kind for the profiler (StepProfiler).
   void EnqueueForward(const int32_t* in, const StepLayout& L, int splits, Activations& a, int kind);
+  // Tensor parallelism: the ranks' shard logits of `r` rows, all-gathered into a.logits. Outside
+  // the decode graphs, so that a greedy step (EnqueueGreedyRows) can leave it out.
+  void GatherLogits(Activations& a, int64_t r);
+  // The `ns` sampled rows after `host_rows` when every one is a greedy row (GreedyRowsServe):
+  // greedy_rows.h's two passes, and under tensor parallelism an all-gather of their pieces
+  // in place of the logits'.
+  void EnqueueGreedyRows(Activations& a, int64_t host_rows, int32_t ns, const GpuSamplingRow* rows,
+                         const GpuSamplingOutputs& out);
+  // Whether EnqueueGreedyRows's buffers hold a step of `ns` rows without moving.
+  bool GreedyBuffersFit(int32_t ns, int32_t top_stride) const;
   // `attention_items`: the most attention work items of a step these activations serve.
   void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, int64_t attention_items,
                           size_t workspace_bytes);
@@ -248,6 +262,10 @@ class CudaLlamaModel : public ModelRunner {
   StepSlot slots_[kStepSlots];
   PinnedBuffer host_logits_;
   DeviceBuffer sampled_;  // the sampler's outputs, one block copied back
+  // EnqueueGreedyRows's pieces: this rank's, and every rank's gathered.
+  DeviceBuffer greedy_partials_, greedy_gathered_;
+  // TEXT_GEN_GREEDY_ROWS=0 sends greedy rows through the sampling kernel too (A/B timings).
+  bool greedy_rows_ = true;
   DeviceBuffer dev_in_;   // eager steps' inputs
   Activations eager_;
   DecodeGraphs graphs_;
@@ -283,6 +301,7 @@ CudaLlamaModel::CudaLlamaModel(const EngineOptions& o)
   const char* merge_env = std::getenv("TEXT_GEN_ATTENTION_MERGE");
   merge_in_kernel_ = !(merge_env && std::string(merge_env) == "kernel");
   if (const char* waves_env = std::getenv("TEXT_GEN_ATTENTION_WAVES")) split_waves_ = std::max(1, std::atoi(waves_env));
+  greedy_rows_ = SwitchedOn("TEXT_GEN_GREEDY_ROWS");
   inv_freq_ = cpu::RopeInvFreq(config_.rope, config_.head_dim, config_.max_position_embeddings,
                                config_.max_position_embeddings);
   weights_ = UploadLlamaWeights(o.model_dir, config_, slice_, type_);
@@ -701,16 +720,47 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   gemm_->Run(stream_, a.normed.get(), weights_.head(), a.shard_logits.get(), r, slice_.vocab_size, hidden, type_,
              ElemType::kF32);
   mark("lm_head");
+}
+
+void CudaLlamaModel::GatherLogits(Activations& a, int64_t r) {
+  const int64_t vocab = config_.vocab_size;
   // One row of logits whose vocabulary the ranks split evenly is gathered in vocabulary order
   // already ([ranks][rows][shard]): straight into the logits, with no pass to put it in order.
-  const bool gathered_in_order = r == 1 && slice_.world_size * slice_.vocab_size == c.vocab_size;
+  const bool gathered_in_order = r == 1 && slice_.world_size * slice_.vocab_size == vocab;
   comm_->AllGather(a.shard_logits.get(), static_cast<size_t>(r * slice_.vocab_size), ElemType::kF32,
                    gathered_in_order ? a.logits.get() : a.gathered.get(), stream_);
-  mark("all_gather");
   if (gathered_in_order) return;
-  LaunchGatherVocabShards(stream_, a.gathered.as<float>(), slice_.world_size, r, slice_.vocab_size, c.vocab_size,
+  LaunchGatherVocabShards(stream_, a.gathered.as<float>(), slice_.world_size, r, slice_.vocab_size, vocab,
                           a.logits.as<float>());
-  mark("gather_vocab");
+}
+
+bool CudaLlamaModel::GreedyBuffersFit(int32_t ns, int32_t top_stride) const {
+  const int32_t cols = static_cast<int32_t>(comm_ ? slice_.vocab_size : config_.vocab_size);
+  const size_t bytes = GreedyPartialFloats(ns, cols, top_stride) * 4;
+  return greedy_partials_.bytes() >= bytes && greedy_gathered_.bytes() >= bytes * slice_.world_size;
+}
+
+void CudaLlamaModel::EnqueueGreedyRows(Activations& a, int64_t host_rows, int32_t ns, const GpuSamplingRow* rows,
+                                       const GpuSamplingOutputs& out) {
+  const int32_t vocab = static_cast<int32_t>(config_.vocab_size);
+  // Under tensor parallelism each rank reads its own shard of the logits (no host rows then).
+  const float* logits = comm_ ? a.shard_logits.as<float>() : a.logits.as<float>() + host_rows * vocab;
+  const int32_t cols = comm_ ? static_cast<int32_t>(slice_.vocab_size) : vocab;
+  const int32_t world = comm_ ? slice_.world_size : 1;
+  const size_t floats = GreedyPartialFloats(ns, cols, out.top_stride);
+  if (!GreedyBuffersFit(ns, out.top_stride)) {
+    WaitForStepsInFlight();  // one may still read them
+    greedy_partials_.Reserve(floats * 4);
+    greedy_gathered_.Reserve(floats * 4 * world);
+  }
+  LaunchGreedyPartials(stream_, logits, ns, cols, static_cast<int32_t>(slice_.vocab_begin), vocab, rows,
+                       out.top_stride, greedy_partials_.as<float>());
+  const float* pieces = greedy_partials_.as<float>();
+  if (comm_) {
+    comm_->AllGather(greedy_partials_.get(), floats, ElemType::kF32, greedy_gathered_.get(), stream_);
+    pieces = greedy_gathered_.as<float>();
+  }
+  LaunchGreedyMerge(stream_, pieces, world, ns, cols, vocab, rows, out.top_stride, out);
 }
 
 bool CudaLlamaModel::EnqueueDecodeAhead(int slot, const std::vector<ForwardSequence>& seqs,
@@ -755,6 +805,14 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
   // Sampler outputs: tokens, logprobs, then top ids and top logprobs ([ns][top_stride]).
   const size_t sampled_words = static_cast<size_t>(ns) * (2 + 2 * static_cast<size_t>(top_stride));
   if (tokens_are_sample_rows && sampled_.bytes() < sampled_words * 4) return false;
+  // Greedy rows merge their pieces (greedy_rows.h); under tensor parallelism that needs no
+  // logits gathered, unless host rows want them. Every rank decides alike: from the step.
+  const bool greedy_rows = greedy_rows_ && ns > 0 && (!comm_ || host_rows == 0) &&
+                           std::all_of(samples.begin(), samples.end(), [](const DeviceSample& ds) {
+                             return GreedyRowsServe(MakeGpuSamplingRow(ds.params, ds.generated_index, ds.top_n,
+                                                                       ds.penalty_slot, ds.penalty_slot >= 0));
+                           });
+  if (tokens_are_sample_rows && greedy_rows && !GreedyBuffersFit(ns, top_stride)) return false;
 
   const int profile_kind = bucket > 0 ? bucket : decode ? StepProfiler::kEagerDecode : StepProfiler::kPrefill;
   StepPlan plan;
@@ -797,6 +855,7 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
   }
   const int32_t* in = bucket > 0 ? graph_in_.as<int32_t>() : dev_in_.as<int32_t>();
 
+  if (comm_ && !greedy_rows && L.logit_row_count > 0) GatherLogits(*act, L.logit_row_count);
   const int64_t vocab = config_.vocab_size;
   std::vector<std::vector<int2>> counts;  // pageable: cudaMemcpyAsync has read them when it returns
   if (host_rows > 0) {
@@ -822,9 +881,14 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
       out.top_ids = out.tokens + 2 * ns;
       out.top_logprobs = reinterpret_cast<float*>(out.top_ids + static_cast<size_t>(ns) * top_stride);
     }
-    // After the host rows' copy on the same stream: the sampler changes its rows in place.
-    LaunchGpuSampling(stream_, act->logits.as<float>() + host_rows * vocab, ns, static_cast<int32_t>(vocab),
-                      reinterpret_cast<const GpuSamplingRow*>(in + L.sample_rows), penalties_->view(), out);
+    const auto* rows = reinterpret_cast<const GpuSamplingRow*>(in + L.sample_rows);
+    if (greedy_rows) {
+      EnqueueGreedyRows(*act, host_rows, ns, rows, out);
+    } else {
+      // After the host rows' copy on the same stream: the sampler changes its rows in place.
+      LaunchGpuSampling(stream_, act->logits.as<float>() + host_rows * vocab, ns, static_cast<int32_t>(vocab), rows,
+                        penalties_->view(), out);
+    }
     out_slot.sampled.Reserve(sampled_words * 4);
     TG_CUDA_CHECK(cudaMemcpyAsync(out_slot.sampled.as<int32_t>(), sampled_.get(), sampled_words * 4,
                                   cudaMemcpyDeviceToHost, stream_));
