@@ -19,6 +19,7 @@ constexpr int kVecs = kGreedyChunk / (kThreads * 4);  // float4 loads per thread
 constexpr int kPerThread = kVecs * 4;
 static_assert(kGreedyChunk % (kThreads * 4) == 0, "a chunk is whole float4 rounds of the block");
 constexpr int32_t kNone = 0x7fffffff;  // the id of "nothing", after every real id in the rank order
+constexpr float kLog2e = 1.4426950408889634f;
 
 // One chunk's record, in floats: [0] its largest value, [1] that value's lowest id (int
 // bits; kNone when the chunk holds no id), [2] the sum of exp(x - [0]) over the chunk,
@@ -71,14 +72,6 @@ __device__ __forceinline__ int32_t TopN(const GpuSamplingRow& row, int32_t vocab
   return min(min(max(row.top_n, 0), vocab), min(top_stride, kMaxTopN));
 }
 
-// One chunk's ids as this thread holds them: kVecs runs of 4, a block-wide float4 round
-// apart. NaN counts as -inf; a padding column gets no id (kNone).
-struct ChunkSlice {
-  float x[kPerThread];
-  int32_t id[kPerThread];
-  int32_t top_n;  // the row's
-};
-
 struct PartialsArgs {
   const float* logits;
   int32_t cols, chunks, items;  // items: rows · chunks, item w is chunk w % chunks of row w / chunks
@@ -88,48 +81,60 @@ struct PartialsArgs {
   float* partials;
 };
 
-__device__ __forceinline__ void LoadSlice(const PartialsArgs& a, int32_t item, ChunkSlice& s) {
-  const int32_t row = item / a.chunks, chunk = item % a.chunks;
+// This thread's ids of a chunk: kVecs runs of 4, a block-wide float4 round apart, all loads
+// issued before any is used. NaN counts as -inf; a padding column gets no id (kNone).
+struct ChunkSlice {
+  float x[kPerThread];
+  int32_t first[kVecs];  // the id of each run's first element
+  int32_t real_cols, id_offset;
+  __device__ int32_t Id(int e) const {
+    const int32_t c = first[e / 4] - id_offset + e % 4;
+    return c < real_cols ? first[e / 4] + e % 4 : kNone;
+  }
+};
+
+__device__ __forceinline__ void LoadSlice(const PartialsArgs& a, int32_t row, int32_t chunk, ChunkSlice& s) {
   const float* src = a.logits + static_cast<int64_t>(row) * a.cols;
-  const int32_t real_cols = min(a.cols, a.id_limit - a.id_offset);  // the columns past it pad the shard
-  s.top_n = TopN(a.sample_rows[row], a.id_limit, a.top_stride);
+  s.real_cols = min(a.cols, a.id_limit - a.id_offset);  // the columns past it pad the shard
+  s.id_offset = a.id_offset;
 #pragma unroll
   for (int v = 0; v < kVecs; ++v) {
     const int32_t c0 = chunk * kGreedyChunk + (v * kThreads + static_cast<int32_t>(threadIdx.x)) * 4;
-    float q[4];
-    if (a.vector_loads && c0 + 4 <= real_cols) {
+    s.first[v] = a.id_offset + c0;
+    if (a.vector_loads && c0 + 4 <= s.real_cols) {
       const float4 f = *reinterpret_cast<const float4*>(src + c0);
-      q[0] = f.x, q[1] = f.y, q[2] = f.z, q[3] = f.w;
+      s.x[4 * v] = f.x, s.x[4 * v + 1] = f.y, s.x[4 * v + 2] = f.z, s.x[4 * v + 3] = f.w;
     } else {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) q[e] = c0 + e < real_cols ? src[c0 + e] : -INFINITY;
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const bool real = c0 + e < real_cols;
-      s.x[4 * v + e] = real && !isnan(q[e]) ? q[e] : -INFINITY;
-      s.id[4 * v + e] = real ? a.id_offset + c0 + e : kNone;
+      for (int e = 0; e < 4; ++e) s.x[4 * v + e] = c0 + e < s.real_cols ? src[c0 + e] : -INFINITY;
     }
   }
+#pragma unroll
+  for (int e = 0; e < kPerThread; ++e) s.x[e] = isnan(s.x[e]) ? -INFINITY : s.x[e];
 }
 
 // The record of one chunk (RecordFloats) from the block's slices of it.
-__device__ void WriteRecord(const PartialsArgs& a, int32_t item, const ChunkSlice& s, Pick* pick_scratch,
-                            float* sum_scratch) {
+__device__ void WriteRecord(const PartialsArgs& a, int32_t item, const ChunkSlice& s, int32_t top_n,
+                            Pick* pick_scratch, float* sum_scratch) {
+  // This thread's largest value and its lowest id (ids rise with e), and its exp-sum
+  // relative to it, kept as the largest value moves.
   Pick mine = NoPick();
+  float mass = 0.0f;
 #pragma unroll
   for (int e = 0; e < kPerThread; ++e) {
-    const Pick p{s.x[e], s.id[e]};
-    if (Before(p, mine)) mine = p;
-  }
-  float mass = 0.0f;  // relative to this thread's largest value
-#pragma unroll
-  for (int e = 0; e < kPerThread; ++e) {
-    if (s.x[e] > -INFINITY) mass += expf(s.x[e] - mine.value);
+    const float x = s.x[e];
+    if (x > mine.value) {
+      mass = mass * exp2f((mine.value - x) * kLog2e) + 1.0f;
+      mine = {x, s.Id(e)};
+    } else if (x > -INFINITY) {
+      mass += exp2f((x - mine.value) * kLog2e);
+    } else if (mine.id == kNone) {
+      mine.id = s.Id(e);  // -inf so far: the lowest real id still comes first
+    }
   }
   const Pick best = BlockFirst(mine, pick_scratch);
   const bool counts = mine.value > -INFINITY && best.value < INFINITY;
-  const float sum = BlockSum(counts ? mass * expf(mine.value - best.value) : 0.0f, sum_scratch);
+  const float sum = BlockSum(counts ? mass * exp2f((mine.value - best.value) * kLog2e) : 0.0f, sum_scratch);
 
   float* record = a.partials + static_cast<int64_t>(item) * RecordFloats(a.top_stride);
   if (threadIdx.x == 0) {
@@ -142,12 +147,12 @@ __device__ void WriteRecord(const PartialsArgs& a, int32_t item, const ChunkSlic
   for (int32_t k = 0; k < a.top_stride; ++k) {
     Pick got = NoPick();
     if (k == 0) {
-      got = s.top_n > 0 ? best : NoPick();
-    } else if (k < s.top_n) {  // the row's, the same in every thread
+      got = top_n > 0 ? best : NoPick();
+    } else if (k < top_n) {  // the row's, the same in every thread
       Pick next = NoPick();
 #pragma unroll
       for (int e = 0; e < kPerThread; ++e) {
-        const Pick p{s.x[e], s.id[e]};
+        const Pick p{s.x[e], s.Id(e)};
         if (Before(previous, p) && Before(p, next)) next = p;
       }
       got = BlockFirst(next, pick_scratch);
@@ -160,21 +165,16 @@ __device__ void WriteRecord(const PartialsArgs& a, int32_t item, const ChunkSlic
   }
 }
 
-// Each block takes items blockIdx.x, + gridDim.x, ... and loads the next one's ids before it
-// reduces the one in hand, so its loads are in flight through the reductions.
+// Each block takes items blockIdx.x, + gridDim.x, ...: the grid is what is resident at once.
 __global__ void __launch_bounds__(kThreads) GreedyPartialsKernel(PartialsArgs a) {
   __shared__ Pick pick_scratch[kWarps];
   __shared__ float sum_scratch[kWarps];
-  int32_t item = blockIdx.x;
-  if (item >= a.items) return;
-  ChunkSlice now;
-  LoadSlice(a, item, now);
-  for (; item < a.items; item += gridDim.x) {
-    ChunkSlice next;
-    const bool more = item + static_cast<int32_t>(gridDim.x) < a.items;
-    if (more) LoadSlice(a, item + gridDim.x, next);
-    WriteRecord(a, item, now, pick_scratch, sum_scratch);
-    if (more) now = next;
+  for (int32_t item = blockIdx.x; item < a.items; item += gridDim.x) {
+    const int32_t row = item / a.chunks;
+    const int32_t top_n = TopN(a.sample_rows[row], a.id_limit, a.top_stride);
+    ChunkSlice slice;
+    LoadSlice(a, row, item % a.chunks, slice);
+    WriteRecord(a, item, slice, top_n, pick_scratch, sum_scratch);
   }
 }
 

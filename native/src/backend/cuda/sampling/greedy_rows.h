@@ -31,7 +31,7 @@ namespace tg {
 namespace cuda {
 
 // Ids per block of the first pass.
-constexpr int32_t kGreedyChunk = 2048;
+constexpr int32_t kGreedyChunk = 8192;
 
 // Whether this path serves a row: greedy, and no penalty (a penalty rewrites the row and
 // records the choice, which the sampling kernel does). Top-n up to kMaxTopN is served.
