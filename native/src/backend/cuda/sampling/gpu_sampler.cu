@@ -159,8 +159,7 @@ __global__ void __launch_bounds__(kThreads, 1) SampleKernel(float* logits, int32
   const int32_t b = blockIdx.x;
   const GpuSamplingRow p = rows[b];
   float* row_logits = logits + static_cast<int64_t>(b) * vocab;
-  const bool penalised = p.penalty_slot >= 0 && (p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-                                                  p.presence_penalty != 0.0f);
+  const bool penalised = RowIsPenalised(p);
   if (penalised) ApplyPenalties(row_logits, vocab, p, pen);
   __syncthreads();
 

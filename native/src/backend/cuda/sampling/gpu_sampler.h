@@ -46,6 +46,13 @@ struct GpuSamplingRow {
   int32_t observe;           // 1: add the chosen token to the slot's counts
 };
 
+// Whether a row's logits take a penalty (rewritten in place from the slot's counts, and the
+// choice added to them): a slot, and a penalty that changes anything.
+__host__ __device__ inline bool RowIsPenalised(const GpuSamplingRow& row) {
+  return row.penalty_slot >= 0 &&
+         (row.repetition_penalty != 1.0f || row.frequency_penalty != 0.0f || row.presence_penalty != 0.0f);
+}
+
 // Whether this sampler implements everything `params` and `top_n` ask for. The
 // engine samples the other requests on the host (sampling/sampler.cc): top_n
 // above kMaxTopN, and the SamplingParams features the CPU sampler has and this

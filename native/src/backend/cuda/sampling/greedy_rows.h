@@ -36,9 +36,7 @@ constexpr int32_t kGreedyChunk = 8192;
 // Whether this path serves a row: greedy, and no penalty (a penalty rewrites the row and
 // records the choice, which the sampling kernel does). Top-n up to kMaxTopN is served.
 inline bool GreedyRowsServe(const GpuSamplingRow& row) {
-  const bool penalised = row.penalty_slot >= 0 && (row.repetition_penalty != 1.0f || row.frequency_penalty != 0.0f ||
-                                                   row.presence_penalty != 0.0f);
-  return row.samples == 0 && !penalised && row.top_n >= 0 && row.top_n <= kMaxTopN;
+  return row.samples == 0 && !RowIsPenalised(row) && row.top_n >= 0 && row.top_n <= kMaxTopN;
 }
 
 // Floats of the first pass's output for `rows` rows of `cols` logits with top-n records
