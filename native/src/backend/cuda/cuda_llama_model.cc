@@ -262,7 +262,7 @@ class CudaLlamaModel : public ModelRunner {
   StepSlot slots_[kStepSlots];
   PinnedBuffer host_logits_;
   DeviceBuffer sampled_;  // the sampler's outputs, one block copied back
-  // EnqueueGreedyRows's pieces: this rank's, and every rank's gathered.
+  // EnqueueGreedyRows's pieces: this rank's, and under tensor parallelism every rank's gathered.
   DeviceBuffer greedy_partials_, greedy_gathered_;
   // TEXT_GEN_GREEDY_ROWS=0 sends greedy rows through the sampling kernel too (A/B timings).
   bool greedy_rows_ = true;
@@ -737,7 +737,7 @@ void CudaLlamaModel::GatherLogits(Activations& a, int64_t r) {
 bool CudaLlamaModel::GreedyBuffersFit(int32_t ns, int32_t top_stride) const {
   const int32_t cols = static_cast<int32_t>(comm_ ? slice_.vocab_size : config_.vocab_size);
   const size_t bytes = GreedyPartialFloats(ns, cols, top_stride) * 4;
-  return greedy_partials_.bytes() >= bytes && greedy_gathered_.bytes() >= bytes * slice_.world_size;
+  return greedy_partials_.bytes() >= bytes && (!comm_ || greedy_gathered_.bytes() >= bytes * slice_.world_size);
 }
 
 void CudaLlamaModel::EnqueueGreedyRows(Activations& a, int64_t host_rows, int32_t ns, const GpuSamplingRow* rows,
@@ -751,7 +751,7 @@ void CudaLlamaModel::EnqueueGreedyRows(Activations& a, int64_t host_rows, int32_
   if (!GreedyBuffersFit(ns, out.top_stride)) {
     WaitForStepsInFlight();  // one may still read them
     greedy_partials_.Reserve(floats * 4);
-    greedy_gathered_.Reserve(floats * 4 * world);
+    if (comm_) greedy_gathered_.Reserve(floats * 4 * world);
   }
   LaunchGreedyPartials(stream_, logits, ns, cols, static_cast<int32_t>(slice_.vocab_begin), vocab, rows,
                        out.top_stride, greedy_partials_.as<float>());
