@@ -135,6 +135,7 @@ struct StepLayout {
   size_t tokens, positions, slot_block, slot_offset, freq_index, seq_row_start, seq_rows, seq_position,
       seq_block_start, items, logit_rows, inv_freq, block_tables, sample_rows;
   int64_t rows = 0, logit_row_count = 0, num_items = 0, max_keys = 0;
+  bool all_greedy_rows = false;  // every sample row is one greedy_rows.h serves (GreedyRowsServe)
   // The sequences that go to the tensor-core prefill kernel (prefill_attention.h).
   size_t p_seq_row_start, p_seq_rows, p_seq_position, p_seq_block_start, p_block_tables, p_items;
   int64_t p_num_items = 0;
@@ -464,6 +465,7 @@ StepLayout CudaLlamaModel::Pack(const std::vector<ForwardSequence>& seqs, const 
     sample_rows.push_back(MakeGpuSamplingRow(ds.params, ds.generated_index, ds.top_n, ds.penalty_slot,
                                              /*observe=*/ds.penalty_slot >= 0));
   }
+  L.all_greedy_rows = std::all_of(sample_rows.begin(), sample_rows.end(), GreedyRowsServe);
   static_assert(sizeof(GpuSamplingRow) % sizeof(int32_t) == 0, "sampling rows travel as int32 words");
   L.tokens = plan->Add(tokens, capacity);
   L.positions = plan->Add(positions, capacity);
@@ -805,20 +807,16 @@ bool CudaLlamaModel::Enqueue(int slot, const std::vector<ForwardSequence>& seqs,
   // Sampler outputs: tokens, logprobs, then top ids and top logprobs ([ns][top_stride]).
   const size_t sampled_words = static_cast<size_t>(ns) * (2 + 2 * static_cast<size_t>(top_stride));
   if (tokens_are_sample_rows && sampled_.bytes() < sampled_words * 4) return false;
-  // Greedy rows merge their pieces (greedy_rows.h); under tensor parallelism that needs no
-  // logits gathered, unless host rows want them. Every rank decides alike: from the step.
-  const bool greedy_rows = greedy_rows_ && ns > 0 && (!comm_ || host_rows == 0) &&
-                           std::all_of(samples.begin(), samples.end(), [](const DeviceSample& ds) {
-                             return GreedyRowsServe(MakeGpuSamplingRow(ds.params, ds.generated_index, ds.top_n,
-                                                                       ds.penalty_slot, ds.penalty_slot >= 0));
-                           });
-  if (tokens_are_sample_rows && greedy_rows && !GreedyBuffersFit(ns, top_stride)) return false;
 
   const int profile_kind = bucket > 0 ? bucket : decode ? StepProfiler::kEagerDecode : StepProfiler::kPrefill;
   StepPlan plan;
   const StepLayout L = Pack(seqs, logit_rows, samples, bucket, &plan);
   const size_t in_bytes = plan.words.size() * sizeof(int32_t);
   if (tokens_are_sample_rows && graph_in_.bytes() < in_bytes) return false;
+  // Greedy rows merge their pieces (greedy_rows.h); under tensor parallelism that needs no
+  // logits gathered, unless host rows want them. Every rank decides alike: from the step.
+  const bool greedy_rows = greedy_rows_ && ns > 0 && L.all_greedy_rows && (!comm_ || host_rows == 0);
+  if (tokens_are_sample_rows && greedy_rows && !GreedyBuffersFit(ns, top_stride)) return false;
   const int profile_step = profiler_.StepBegin(stream_);
   out_slot.in.Reserve(in_bytes);
   std::memcpy(out_slot.in.as<char>(), plan.words.data(), in_bytes);

@@ -85,11 +85,11 @@ struct PartialsArgs {
 // issued before any is used. NaN counts as -inf; a padding column gets no id (kNone).
 struct ChunkSlice {
   float x[kPerThread];
-  int32_t first[kVecs];  // the id of each run's first element
+  int32_t col[kVecs];  // the column of each run's first element
   int32_t real_cols, id_offset;
   __device__ int32_t Id(int e) const {
-    const int32_t c = first[e / 4] - id_offset + e % 4;
-    return c < real_cols ? first[e / 4] + e % 4 : kNone;
+    const int32_t c = col[e / 4] + e % 4;
+    return c < real_cols ? id_offset + c : kNone;
   }
 };
 
@@ -100,7 +100,7 @@ __device__ __forceinline__ void LoadSlice(const PartialsArgs& a, int32_t row, in
 #pragma unroll
   for (int v = 0; v < kVecs; ++v) {
     const int32_t c0 = chunk * kGreedyChunk + (v * kThreads + static_cast<int32_t>(threadIdx.x)) * 4;
-    s.first[v] = a.id_offset + c0;
+    s.col[v] = c0;
     if (a.vector_loads && c0 + 4 <= s.real_cols) {
       const float4 f = *reinterpret_cast<const float4*>(src + c0);
       s.x[4 * v] = f.x, s.x[4 * v + 1] = f.y, s.x[4 * v + 2] = f.z, s.x[4 * v + 3] = f.w;
