@@ -166,6 +166,9 @@ if has perf; then
   step gemv-perf gemv-perf.txt native/build/tests/cuda/gemv_test --perf
   step gemv-perf-tp2 gemv-perf-tp2.txt env GEMV_PERF_TP=2 native/build/tests/cuda/gemv_test --perf
 fi
+if has peerperf && [ "${SKIP_TESTS:-0}" = 1 ]; then  # likewise for the peer collectives
+  step peer peer.txt native/build/tests/cuda/peer_collectives_test
+fi
 if has perf || has peerperf; then
   step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
 fi
@@ -299,18 +302,31 @@ fi
 if has tp70b; then
   step gen-70b gen-70b-wait.txt wait "$gen70b"
   # TP70B_FULL=1: the ShareGPT-like scenario at its full 500 prompts (the anchor's count), not --quick's 200.
-  # TP70B_PREFILL_TOKENS: one run per value (the batch-1 scenario in the first only, none with
-  # TP70B_ONLY=sharegpt), results in $OUT/prefill-N-batch-M.
+  # TP70B_PREFILL_TOKENS: one run per value (the batch-1 scenario in each entry's first only, none
+  # with TP70B_ONLY=sharegpt), results in $OUT/prefill-N-batch-M.
   # TP70B_MAX_BATCH_SIZES: the same for the server's --max-batch-size ("none 256": uncapped, then 256).
-  only=${TP70B_ONLY:-batch1,sharegpt}
-  for tokens in ${TP70B_PREFILL_TOKENS:-8192}; do
-    for size in ${TP70B_MAX_BATCH_SIZES:-none}; do
-      run="prefill-$tokens-batch-$size"
-      step "tp70b-$tokens-$size" "tp70b-$run.txt" timeout "$(budget 560)" bash bench/gpu/run.sh --shape llama3-70b \
-        --model-dir /tmp/llama3-70b --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) \
-        --only "$only" --results-dir "$OUT/$run" --max-batch-prefill-tokens "$tokens" \
-        $([ "$size" = none ] || echo --max-batch-size "$size") --run-dir "/tmp/tp70b-run-$run"
-      only=sharegpt
+  # TP70B_ENVS: entries split at ';', each K=V words for the server (e.g. "TEXT_GEN_STEP_PROFILE=10
+  # TEXT_GEN_STEP_PROFILE_OPS=0"): one more round of runs per entry, results in $OUT/envN-prefill-….
+  # Each run leaves its shards' step profile lines and the router's step counters in the logs.
+  IFS=';' read -ra tp70b_envs <<< "${TP70B_ENVS:-}"
+  [ "${#tp70b_envs[@]}" -gt 0 ] || tp70b_envs=("")
+  for e in "${!tp70b_envs[@]}"; do
+    only=${TP70B_ONLY:-batch1,sharegpt}
+    for tokens in ${TP70B_PREFILL_TOKENS:-8192}; do
+      for size in ${TP70B_MAX_BATCH_SIZES:-none}; do
+        run="$([ "$e" = 0 ] || echo "env$e-")prefill-$tokens-batch-$size"
+        # shellcheck disable=SC2086 # the entry's words are separate assignments
+        step "tp70b-$e-$tokens-$size" "tp70b-$run.txt" timeout "$(budget 560)" env ${tp70b_envs[$e]} \
+          bash bench/gpu/run.sh --shape llama3-70b \
+          --model-dir /tmp/llama3-70b --num-shard 4 --skip-hf $([ "${TP70B_FULL:-0}" = 1 ] || echo --quick) \
+          --only "$only" --results-dir "$OUT/$run" --max-batch-prefill-tokens "$tokens" \
+          $([ "$size" = none ] || echo --max-batch-size "$size") --run-dir "/tmp/tp70b-run-$run"
+        grep -h "step profile\\|text-gen gemm" "/tmp/tp70b-run-$run/launcher.log" | sed -E 's/.*"msg":"([^"]*)".*/\1/' \
+          > "$LOGS/tp70b-$run-profile.txt"
+        grep -h "^tgi_batch_\(inference\|forward\|filter\)_duration_\(sum\|count\)\|^tgi_batch_concat" \
+          "/tmp/tp70b-run-$run"/metrics-*.txt > "$LOGS/tp70b-$run-metrics.txt" 2>/dev/null
+        only=sharegpt
+      done
     done
   done
 fi

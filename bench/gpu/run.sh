@@ -151,6 +151,10 @@ phase_ours() {
     "${BENCH[@]}" run --url "http://127.0.0.1:$PORT" --api tgi --tokenizer "$MODEL_DIR" $flags --seed 0 --warmup 2 \
       --label "text-gen $name" --card "$CARD" --notes "shape $SHAPE, $NUM_SHARD shard(s), device $DEVICE" \
       --out "$RUN_DIR/ours-$name.json" --no-progress || echo "scenario $name failed" >&2
+    # The router's Prometheus counters after the scenario (cumulative since the launch): how its
+    # steps split between prefill and decode, forward and the router's own turnaround.
+    node -e 'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.stdout.write(t))' \
+      "http://127.0.0.1:$PORT/metrics" >"$RUN_DIR/metrics-$name.txt" 2>/dev/null || true
   done
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   trap - EXIT

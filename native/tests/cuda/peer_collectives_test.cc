@@ -314,14 +314,17 @@ TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
 // same bits, and the output the CPU's RMSNorm of that residual within the type's rounding.
 namespace {
 
-void CheckFusedQueue(bool low_latency, uint32_t start_count) {
+// two_shot: calls past the low-latency protocol take the two-shot one, even on two GPUs.
+void CheckFusedQueue(bool low_latency, bool two_shot, uint32_t start_count) {
   Group group(g_world, low_latency), rows_group(g_world, low_latency);
+  for (PeerGroup& view : rows_group.views) view.two_shot_min_world = two_shot ? 2 : kPeerMaxRanks + 1;
   SetCallCount(group, start_count);
   SetCallCount(rows_group, start_count);
-  // Row counts in and past the low-latency protocol's limit (32 rows of 4,096), mixed.
+  // Row counts in and past the low-latency protocol's limit (32 rows of 4,096), mixed; rows of
+  // 1,027 and 1 vectors, which no group size divides; up to the whole staging buffer.
   struct Call { int64_t rows, hidden; };
   const Call calls[] = {{1, 4096}, {16, 4096}, {1, 4096}, {49, 4096}, {3, 8}, {1, 8192}, {32, 4096}, {33, 4096},
-                        {100, 5120}, {2, 16384}, {48, 64}, {1, 4096}};
+                        {100, 5120}, {2, 16384}, {48, 64}, {7, 8216}, {120, 8192}, {256, 8192}, {1, 4096}};
   for (ElemType t : {ElemType::kBF16, ElemType::kF16}) {
     struct Pending {
       Call call;
@@ -362,7 +365,8 @@ void CheckFusedQueue(bool low_latency, uint32_t start_count) {
       for (size_t i = 0; i < residual.size(); ++i) residual[i] += reduced[i];
       std::vector<float> want(residual.size());
       tg::cpu::RmsNorm(residual.data(), p.weight.data(), rows, hidden, 1e-5, want.data());
-      const std::string what = std::string(low_latency ? "low-latency " : "staged ") + "from call count " +
+      const std::string what = std::string(low_latency ? "low-latency, " : "") + (two_shot ? "two-shot " : "staged ") +
+                               "from call count " +
                                std::to_string(start_count) + ", " + Name(t) + " rows " +
                                std::to_string(rows) + " hidden " + std::to_string(hidden);
       ++cases_run;
@@ -395,8 +399,10 @@ void CheckFusedQueue(bool low_latency, uint32_t start_count) {
 
 TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
   for (bool low_latency : {true, false}) {
-    CheckFusedQueue(low_latency, 0);
-    CheckFusedQueue(low_latency, kNearWrap);
+    for (bool two_shot : {false, true}) {
+      CheckFusedQueue(low_latency, two_shot, 0);
+      CheckFusedQueue(low_latency, two_shot, kNearWrap);
+    }
   }
   Group rows_group(g_world), group(g_world);
   const PeerGroup& g = rows_group.views[0];
@@ -612,12 +618,12 @@ double GraphUsPerCall(Group& group, Fn enqueue) {
   return ms * 1000.0 / kCalls;
 }
 
-// The all-reduce per message size, and the fused all-reduce + RMSNorm per decode batch of
-// a 4,096-wide model, bf16, each by both protocols where the low-latency one takes it.
+// The all-reduce per message size, by both protocols where the low-latency one takes it, and
+// the fused all-reduce + RMSNorm per decode batch, by each protocol; bf16.
 int Perf() {
   std::printf("peer collectives, %d GPUs, bf16, 100 calls per CUDA graph per rank:\n", g_world);
   for (bool low_latency : {true, false}) {
-    Group group(g_world, low_latency), rows_group(g_world, low_latency);
+    Group group(g_world, low_latency);
     const char* protocol = low_latency ? "low-latency where it fits" : "staged";
     for (size_t bytes : {size_t{8} << 10, size_t{64} << 10, size_t{256} << 10, size_t{512} << 10, size_t{2} << 20}) {
       const size_t count = bytes / 2;
@@ -633,24 +639,39 @@ int Perf() {
       std::printf("RESULT peer all-reduce %zu KB x %d GPUs (%s): %.2f us per call inside a graph\n", bytes >> 10,
                   group.world, protocol, us);
     }
-    for (int64_t rows : {1, 16, 32, 64}) {
-      const int64_t hidden = 4096, n = rows * hidden;
-      std::vector<DeviceBuffer> delta, residual, weight, out;
-      for (int r = 0; r < group.world; ++r) {
-        TG_CUDA_CHECK(cudaSetDevice(r));
-        delta.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(n)), ElemType::kBF16).bits));
-        residual.push_back(ToDevice(RandomFloats(static_cast<size_t>(n))));
-        weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(hidden), 0.5f, 1.5f)));
-        out.push_back(DeviceBuffer(static_cast<size_t>(n) * 2));
+  }
+  // The fused all-reduce + RMSNorm at decode batches of a 4,096- and an 8,192-wide model, by
+  // each protocol: low-latency where it fits (staged or two-shot past it), staged, two-shot.
+  for (PeerProtocol protocol : {PeerProtocol::kLowLatency, PeerProtocol::kStaged, PeerProtocol::kTwoShot}) {
+    Group rows_group(g_world, protocol == PeerProtocol::kLowLatency);
+    for (PeerGroup& view : rows_group.views) {
+      view.two_shot_min_world = protocol == PeerProtocol::kTwoShot ? 2 : protocol == PeerProtocol::kStaged
+                                                                          ? kPeerMaxRanks + 1
+                                                                          : 3;
+    }
+    const char* name = protocol == PeerProtocol::kLowLatency ? "low-latency where it fits"
+                       : protocol == PeerProtocol::kStaged   ? "staged"
+                                                             : "two-shot";
+    for (int64_t hidden : {4096, 8192}) {
+      for (int64_t rows : {1, 16, 32, 64, 128, 256}) {
+        const int64_t n = rows * hidden;
+        std::vector<DeviceBuffer> delta, residual, weight, out;
+        for (int r = 0; r < rows_group.world; ++r) {
+          TG_CUDA_CHECK(cudaSetDevice(r));
+          delta.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(n)), ElemType::kBF16).bits));
+          residual.push_back(ToDevice(RandomFloats(static_cast<size_t>(n))));
+          weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(hidden), 0.5f, 1.5f)));
+          out.push_back(DeviceBuffer(static_cast<size_t>(n) * 2));
+        }
+        const double us = GraphUsPerCall(rows_group, [&](int r, cudaStream_t s) {
+          const size_t i = static_cast<size_t>(r);
+          LaunchPeerAllReduceAddRmsNorm(rows_group.views[i], delta[i].get(), residual[i].as<float>(),
+                                        weight[i].as<float>(), rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
+        });
+        std::printf("RESULT peer all-reduce + RMSNorm %lld rows of %lld x %d GPUs (%s): %.2f us per call inside a "
+                    "graph\n",
+                    static_cast<long long>(rows), static_cast<long long>(hidden), rows_group.world, name, us);
       }
-      const double us = GraphUsPerCall(rows_group, [&](int r, cudaStream_t s) {
-        const size_t i = static_cast<size_t>(r);
-        LaunchPeerAllReduceAddRmsNorm(rows_group.views[i], delta[i].get(), residual[i].as<float>(),
-                                      weight[i].as<float>(), rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
-      });
-      std::printf("RESULT peer all-reduce + RMSNorm %lld rows of %lld x %d GPUs (%s): %.2f us per call inside a "
-                  "graph\n",
-                  static_cast<long long>(rows), static_cast<long long>(hidden), group.world, protocol, us);
     }
   }
   return 0;

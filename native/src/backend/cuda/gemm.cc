@@ -4,11 +4,13 @@
 #include "backend/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -85,16 +87,23 @@ class Stopwatch {
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
-// Whether the work `a` enqueues runs no slower than `b`'s: each timed twice, alternated so
-// that clock changes hit both alike, the best time of each compared.
+// The best of two times of the work `a` enqueues and of `b`'s, alternated so that clock
+// changes hit both alike.
 template <typename A, typename B>
-bool FirstIsFaster(cudaStream_t stream, A&& a, B&& b) {
+std::pair<float, float> BestTimes(cudaStream_t stream, A&& a, B&& b) {
   Stopwatch watch;
   float a_ms = std::numeric_limits<float>::infinity(), b_ms = a_ms;
   for (int round = 0; round < 2; ++round) {
     a_ms = std::min(a_ms, watch.Time(stream, a));
     b_ms = std::min(b_ms, watch.Time(stream, b));
   }
+  return {a_ms, b_ms};
+}
+
+// Whether the work `a` enqueues runs no slower than `b`'s (BestTimes).
+template <typename A, typename B>
+bool FirstIsFaster(cudaStream_t stream, A&& a, B&& b) {
+  const auto [a_ms, b_ms] = BestTimes(stream, a, b);
   return a_ms <= b_ms;
 }
 
@@ -147,6 +156,8 @@ Gemm::Gemm() : api_(lt::LoadApi()) {
   const char* mode = std::getenv("TEXT_GEN_GEMV");
   if (mode != nullptr && std::strcmp(mode, "0") == 0) gemv_mode_ = GemvMode::kOff;
   if (mode != nullptr && std::strcmp(mode, "1") == 0) gemv_mode_ = GemvMode::kOn;
+  if (const char* slack = std::getenv("TEXT_GEN_GEMV_SLACK")) gemv_slack_ = std::max(0.0f, std::strtof(slack, nullptr));
+  if (const char* log = std::getenv("TEXT_GEN_GEMV_LOG")) log_decisions_ = std::strcmp(log, "1") == 0;
   int device = 0, l2 = 0;
   TG_CUDA_CHECK(cudaGetDevice(&device));
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
@@ -270,7 +281,7 @@ bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const 
   LaunchGemvFor(stream, key, x, ws[0], target);
   const size_t reps = std::max<size_t>(kDecideReps, ws.size());
   size_t next = 0;
-  const bool use = FirstIsFaster(
+  const auto [gemv_ms, lt_ms] = BestTimes(
       stream,
       [&] {
         for (size_t r = 0; r < reps; ++r) LaunchGemvFor(stream, key, x, ws[next++ % ws.size()], target);
@@ -278,6 +289,16 @@ bool Gemm::DecideGemv(cudaStream_t stream, const Key& key, const void* x, const 
       [&] {
         for (size_t r = 0; r < reps; ++r) RunLt(stream, key, x, ws[next++ % ws.size()], target);
       });
+  // A product the GEMV can fuse with what follows it (RoPE and the KV write, SiLU-mul, a linked
+  // norm: everything but an f32 store, the logits) keeps the GEMV unless cuBLASLt is faster by
+  // more than the slack, since each fusion saves a kernel that the product's time leaves out.
+  const bool fusable = key.add_to || key.out != ElemType::kF32;
+  const bool use = gemv_ms <= lt_ms * (fusable ? gemv_slack_ : 1.0f);
+  if (log_decisions_) {
+    std::fprintf(stderr, "text-gen gemm: m %lld n %lld k %lld%s: GEMV %.1f us, cuBLASLt %.1f us: %s\n",
+                 static_cast<long long>(key.m), static_cast<long long>(key.n), static_cast<long long>(key.k),
+                 key.add_to ? " (adding)" : "", gemv_ms * 1e3f / reps, lt_ms * 1e3f / reps, use ? "GEMV" : "cuBLASLt");
+  }
   use_gemv_[key] = use;
   return use;
 }

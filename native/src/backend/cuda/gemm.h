@@ -7,8 +7,13 @@
 //   absorbs it). Descriptors are cached per exact shape.
 // - the GEMV kernel (gemv.h) for decode batches of m ≤ 16 rows, which streams W at close
 //   to memory bandwidth. Per exact (m, n, k, types) the first call times it against
-//   cuBLASLt and keeps the faster. TEXT_GEN_GEMV=0 turns it off, =1 uses it wherever it
-//   applies (for A/B runs); unset, it is chosen by that timing.
+//   cuBLASLt and keeps the faster, or for a product the GEMV can fuse with what follows
+//   (all but the f32 logits) the GEMV unless cuBLASLt is more than 25% faster
+//   (TEXT_GEN_GEMV_SLACK=1.25; TEXT_GEN_GEMV_LOG=1 prints each decision): the fusions
+//   (RoPE and the KV write, SiLU-mul, linked norms) save more than that, and the two
+//   products' times are often within the timing's noise, so ranks of one step could
+//   otherwise choose differently. TEXT_GEN_GEMV=0 turns it off, =1 uses it wherever it
+//   applies (for A/B runs).
 // CUDA graphs: while `stream` captures, no Run* allocates, synchronises or times anything.
 // An undecided m ≤ 16 shape then takes the GEMV kernel, and an untuned bucket cuBLASLt's
 // first heuristic algorithm (for that launch only: the next uncaptured call tunes it).
@@ -141,6 +146,8 @@ class Gemm {
   lt::Handle handle_ = nullptr;
   DeviceBuffer workspace_;
   GemvMode gemv_mode_ = GemvMode::kAuto;
+  float gemv_slack_ = 1.25f;    // DecideGemv's allowance for a fusable product (TEXT_GEN_GEMV_SLACK)
+  bool log_decisions_ = false;  // TEXT_GEN_GEMV_LOG=1
   int64_t l2_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;        // exact shapes
   std::map<Key, lt::MatmulAlgo> algos_;               // by m bucket

@@ -61,9 +61,15 @@ void StepProfiler::BeginRecording(int kind, cudaStream_t stream) {
   if (!enabled()) return;
   recording_ = &timelines_[kind];
   DropEvents(*recording_);
-  // Totals restart with each recording, so that a graph's are its replays' alone.
-  recording_->total_ms_and_calls.clear();
-  recording_->steps = 0;
+  // A graph's capture restarts its kind's totals, so that they are its replays' alone; an
+  // eager step (a prefill, or a decode past the graphs) records anew every step, and its
+  // kind's totals add up until they are reported.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TG_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusActive) {
+    recording_->total_ms_and_calls.clear();
+    recording_->steps = 0;
+  }
   recording_->start = NewEvent();
   Record(recording_->start, stream);
 }

@@ -13,6 +13,14 @@
 // lands whole, so a reader that sees the number sees the data beside it), and polls its
 // own mailbox until every peer's lines carry the number. No fence, no flag, no read over
 // the link: one one-way trip. It moves twice the bytes, which small messages don't feel.
+//
+// Two-shot (the fused all-reduce + RMSNorm of 3+ ranks, past the low-latency protocol's
+// size): a staged call reads (world − 1) × the message over the link, while a ring reads
+// each byte about twice whatever the group size. So each rank instead sums only its own
+// 1/world of every row's columns from the ranks' staging, writes that sum back over its
+// own staged copy, meets its peers again, and reads the other columns' sums from their
+// owners: 2 (world − 1) / world of the message over the link, as a ring, with two
+// barriers instead of a ring's 2 (world − 1) steps.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -34,10 +42,13 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 512;
-// The flags come first in a region: flags[cta][source rank] holds the number of the
-// last call the source rank's CTA announced. Rounded up so the staging stays aligned.
+// The flags come first in a region: flags[barrier][cta][source rank] holds the number of
+// the last call the source rank's CTA announced at that barrier (the two-shot protocol
+// meets twice per call, the staged one once). Rounded up so the staging stays aligned.
 constexpr size_t kFlagBytes = 4096;
-static_assert(kPeerCtas * kPeerMaxRanks * sizeof(uint32_t) <= kFlagBytes, "flags overflow their page");
+constexpr int kBarriers = 2;
+constexpr size_t kBarrierFlags = size_t{kPeerCtas} * kPeerMaxRanks;
+static_assert(kBarriers * kBarrierFlags * sizeof(uint32_t) <= kFlagBytes, "flags overflow their page");
 
 __device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
   uint32_t v;
@@ -49,7 +60,9 @@ __device__ __forceinline__ void StoreRelease(uint32_t* p, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
-__device__ __forceinline__ uint32_t* Flags(char* region) { return reinterpret_cast<uint32_t*>(region); }
+__device__ __forceinline__ uint32_t* Flags(char* region, int barrier) {
+  return reinterpret_cast<uint32_t*>(region) + barrier * kBarrierFlags;
+}
 
 // The staging buffer of call number `call` (calls alternate between the two).
 __device__ __forceinline__ uint4* Staging(char* region, uint32_t call, size_t staging_bytes) {
@@ -160,14 +173,15 @@ __device__ __forceinline__ void FinishCall(const PeerGroup& g, uint32_t call) {
 }
 
 // Announces that this CTA has staged its slice of call `call`, then waits until the same
-// CTA of every rank has done so. Thread p < world_size talks to rank p.
-__device__ void MeetPeers(const PeerGroup& g, uint32_t call) {
+// CTA of every rank has done so, at barrier `barrier` (0, or 1 for the two-shot protocol's
+// second meeting). Thread p < world_size talks to rank p.
+__device__ void MeetPeers(const PeerGroup& g, uint32_t call, int barrier = 0) {
   __syncthreads();  // the CTA's staging stores come before the announcement
   const int peer = static_cast<int>(threadIdx.x);
   if (peer < g.world_size) {
     __threadfence_system();
-    StoreRelease(Flags(g.regions[peer]) + blockIdx.x * kPeerMaxRanks + g.rank, call);
-    const uint32_t* flag = Flags(g.regions[g.rank]) + blockIdx.x * kPeerMaxRanks + peer;
+    StoreRelease(Flags(g.regions[peer], barrier) + blockIdx.x * kPeerMaxRanks + g.rank, call);
+    const uint32_t* flag = Flags(g.regions[g.rank], barrier) + blockIdx.x * kPeerMaxRanks + peer;
     const unsigned long long start = GlobalTimerNs();
     // A peer may already be one call ahead (it passed this barrier and announced the next).
     while (static_cast<int32_t>(LoadAcquire(flag) - call) < 0) {
@@ -279,19 +293,70 @@ __global__ void __launch_bounds__(kThreads) PeerAllGatherKernel(PeerGroup g, con
   FinishCall(g, call);
 }
 
+// Row r of the residual add and RMSNorm after a row-parallel layer: residual[r] += the row's
+// reduced delta (vector i of it is `reduced(at, i)`, at its position `at` in the message), then
+// out[r] = the normalised row, all from registers: kVecs 16-byte vectors (kVecElems<T>
+// elements) per thread. Every thread of the CTA calls it.
+template <typename T, int kVecs, typename Reduced>
+__device__ __forceinline__ void AddRmsNormRow(int r, int row_vecs, float* __restrict__ residual,
+                                              const float* __restrict__ weight, float eps, uint4* __restrict__ out,
+                                              Reduced reduced) {
+  constexpr int kE = kVecElems<T>;
+  const int hidden = row_vecs * kE;
+  float v[kVecs][kE];
+  float squares = 0.0f;
+  float* x = residual + static_cast<int64_t>(r) * hidden;
+#pragma unroll
+  for (int u = 0; u < kVecs; ++u) {
+    const int i = threadIdx.x + u * kThreads;
+    if (i >= row_vecs) continue;
+    const size_t at = static_cast<size_t>(r) * row_vecs + i;
+    const uint4 d = reduced(at, i);
+    const T* e = reinterpret_cast<const T*>(&d);
+    float4* xv = reinterpret_cast<float4*>(x + i * kE);
+#pragma unroll
+    for (int h = 0; h < kE / 4; ++h) {
+      float4 f = xv[h];
+      f.x += ToFloat(e[4 * h]);
+      f.y += ToFloat(e[4 * h + 1]);
+      f.z += ToFloat(e[4 * h + 2]);
+      f.w += ToFloat(e[4 * h + 3]);
+      xv[h] = f;
+      v[u][4 * h] = f.x, v[u][4 * h + 1] = f.y, v[u][4 * h + 2] = f.z, v[u][4 * h + 3] = f.w;
+      squares += f.x * f.x + f.y * f.y + f.z * f.z + f.w * f.w;
+    }
+  }
+  const float inv = rsqrtf(CtaSum<kThreads>(squares) / static_cast<float>(hidden) + eps);
+#pragma unroll
+  for (int u = 0; u < kVecs; ++u) {
+    const int i = threadIdx.x + u * kThreads;
+    if (i >= row_vecs) continue;
+    const float4* w = reinterpret_cast<const float4*>(weight + i * kE);
+    float normed[kE];
+#pragma unroll
+    for (int h = 0; h < kE / 4; ++h) {
+      const float4 wv = w[h];
+      normed[4 * h] = wv.x * (v[u][4 * h] * inv);
+      normed[4 * h + 1] = wv.y * (v[u][4 * h + 1] * inv);
+      normed[4 * h + 2] = wv.z * (v[u][4 * h + 2] * inv);
+      normed[4 * h + 3] = wv.w * (v[u][4 * h + 3] * inv);
+    }
+    out[static_cast<size_t>(r) * row_vecs + i] = PackVector<T>(normed);
+  }
+  __syncthreads();  // CtaSum's shared array is reused by the next row
+}
+
 // The all-reduce of a row-parallel layer's output fused with the residual add and RMSNorm
 // that follow it. Row r belongs to CTA r % kPeerCtas; a CTA without rows only counts the
 // call. Each CTA stages its rows and meets its peers (or pushes its rows into the peers'
 // mailboxes), then for each row sums the ranks' copies in rank order in f32 and rounds to
 // T (the bits PeerAllReduceKernel leaves), adds them to the f32 residual, and writes the
-// normalised row, all from registers: kVecs 16-byte vectors (kVecElems<T> elements) per
-// thread.
+// normalised row (AddRmsNormRow).
 template <typename T, int kVecs, bool kLowLatency>
 __global__ void __launch_bounds__(kThreads)
     PeerAllReduceAddRmsNormKernel(PeerGroup g, const uint4* __restrict__ delta, float* __restrict__ residual,
                                   const float* __restrict__ weight, int rows, int row_vecs, float eps,
                                   uint4* __restrict__ out) {
-  constexpr int kE = kVecElems<T>;
   const uint32_t call = StartCall(g);
   if constexpr (kLowLatency) {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -307,49 +372,57 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (static_cast<int>(blockIdx.x) < rows) MeetPeers(g, call);
   }
-  const int hidden = row_vecs * kE;
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-    float v[kVecs][kE];
-    float squares = 0.0f;
-    float* x = residual + static_cast<int64_t>(r) * hidden;
-#pragma unroll
-    for (int u = 0; u < kVecs; ++u) {
-      const int i = threadIdx.x + u * kThreads;
-      if (i >= row_vecs) continue;
-      const size_t at = static_cast<size_t>(r) * row_vecs + i;
-      const uint4 reduced = ReduceVector<T, kLowLatency>(g, call, at, kLowLatency ? delta[at] : uint4{});
-      const T* e = reinterpret_cast<const T*>(&reduced);
-      float4* xv = reinterpret_cast<float4*>(x + i * kE);
-#pragma unroll
-      for (int h = 0; h < kE / 4; ++h) {
-        float4 f = xv[h];
-        f.x += ToFloat(e[4 * h]);
-        f.y += ToFloat(e[4 * h + 1]);
-        f.z += ToFloat(e[4 * h + 2]);
-        f.w += ToFloat(e[4 * h + 3]);
-        xv[h] = f;
-        v[u][4 * h] = f.x, v[u][4 * h + 1] = f.y, v[u][4 * h + 2] = f.z, v[u][4 * h + 3] = f.w;
-        squares += f.x * f.x + f.y * f.y + f.z * f.z + f.w * f.w;
-      }
+    AddRmsNormRow<T, kVecs>(r, row_vecs, residual, weight, eps, out, [&](size_t at, int) {
+      return ReduceVector<T, kLowLatency>(g, call, at, kLowLatency ? delta[at] : uint4{});
+    });
+  }
+  FinishCall(g, call);
+}
+
+// The two-shot protocol's columns split in `world` contiguous runs: rank k sums vectors
+// [ColumnBegin(k), ColumnBegin(k + 1)) of every row, and ColumnOwner(i) is the k whose run
+// holds i (i ≥ ⌈k·n/w⌉ exactly when ⌊i·w/n⌋ ≥ k).
+__device__ __forceinline__ int ColumnBegin(int rank, int row_vecs, int world) {
+  return static_cast<int>((static_cast<int64_t>(rank) * row_vecs + world - 1) / world);
+}
+__device__ __forceinline__ int ColumnOwner(int i, int row_vecs, int world) {
+  return static_cast<int>(static_cast<int64_t>(i) * world / row_vecs);
+}
+
+// The same fused call by the two-shot protocol (the file's head): rows as above. After the
+// first meeting each CTA sums its rows' vectors of this rank's columns (every thread busy,
+// across the CTA's rows) and writes the sums over its own staged copy, which only this rank
+// reads at those columns; after the second, every row takes each vector from its column's
+// owner. The sums are RankOrderSum's, so every rank gets the same bits.
+template <typename T, int kVecs>
+__global__ void __launch_bounds__(kThreads)
+    PeerAllReduceAddRmsNormTwoShotKernel(PeerGroup g, const uint4* __restrict__ delta, float* __restrict__ residual,
+                                         const float* __restrict__ weight, int rows, int row_vecs, float eps,
+                                         uint4* __restrict__ out) {
+  const uint32_t call = StartCall(g);
+  if (static_cast<int>(blockIdx.x) < rows) {
+    uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+      for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
     }
-    const float inv = rsqrtf(CtaSum<kThreads>(squares) / static_cast<float>(hidden) + eps);
-#pragma unroll
-    for (int u = 0; u < kVecs; ++u) {
-      const int i = threadIdx.x + u * kThreads;
-      if (i >= row_vecs) continue;
-      const float4* w = reinterpret_cast<const float4*>(weight + i * kE);
-      float normed[kE];
-#pragma unroll
-      for (int h = 0; h < kE / 4; ++h) {
-        const float4 wv = w[h];
-        normed[4 * h] = wv.x * (v[u][4 * h] * inv);
-        normed[4 * h + 1] = wv.y * (v[u][4 * h + 1] * inv);
-        normed[4 * h + 2] = wv.z * (v[u][4 * h + 2] * inv);
-        normed[4 * h + 3] = wv.w * (v[u][4 * h + 3] * inv);
-      }
-      out[r * row_vecs + i] = PackVector<T>(normed);
+    MeetPeers(g, call, 0);
+    // This rank's columns [begin, end) of the CTA's rows, flattened so that every thread works.
+    const int begin = ColumnBegin(g.rank, row_vecs, g.world_size);
+    const int end = ColumnBegin(g.rank + 1, row_vecs, g.world_size);
+    const int width = end - begin;
+    const int cta_rows = (rows - static_cast<int>(blockIdx.x) + gridDim.x - 1) / gridDim.x;
+    for (int j = threadIdx.x; j < cta_rows * width; j += kThreads) {
+      const size_t at = static_cast<size_t>(blockIdx.x + (j / width) * gridDim.x) * row_vecs + begin + j % width;
+      mine[at] = RankOrderSum<T>(g, call, at);
     }
-    __syncthreads();  // CtaSum's shared array is reused by the next row
+    MeetPeers(g, call, 1);
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+      AddRmsNormRow<T, kVecs>(r, row_vecs, residual, weight, eps, out, [&](size_t at, int i) {
+        const int owner = ColumnOwner(i, row_vecs, g.world_size);
+        return LoadFresh(Staging(g.regions[owner], call, g.staging_bytes) + at);
+      });
+    }
   }
   FinishCall(g, call);
 }
@@ -361,22 +434,28 @@ void LaunchAllReduce(const PeerGroup& g, uint4* data, size_t vecs, cudaStream_t 
   kernel<<<kPeerCtas, kThreads, 0, stream>>>(g, data, vecs);
 }
 
-// The fused kernel with the fewest vectors per thread that hold a row, on every CTA (those
-// past the rows only count the call: StartCall).
+PeerProtocol RowsProtocol(const PeerGroup& g, int rows, int row_vecs) {
+  if (g.low_latency && static_cast<size_t>(rows) * row_vecs <= kLlVecs) return PeerProtocol::kLowLatency;
+  return g.world_size >= g.two_shot_min_world ? PeerProtocol::kTwoShot : PeerProtocol::kStaged;
+}
+
+// The fused kernel of the rows' protocol with the fewest vectors per thread that hold a row,
+// on every CTA (those past the rows only count the call: StartCall).
 template <typename T>
 void LaunchRows(const PeerGroup& g, const uint4* delta, float* residual, const float* weight, int rows, int row_vecs,
                 float eps, uint4* out, cudaStream_t stream) {
   constexpr int kMaxVecs = static_cast<int>(kPeerRowMaxVecs / kThreads);
   const int vecs = (row_vecs + kThreads - 1) / kThreads;
-  const bool low_latency = g.low_latency && static_cast<size_t>(rows) * row_vecs <= kLlVecs;
   using Kernel = void (*)(PeerGroup, const uint4*, float*, const float*, int, int, float, uint4*);
-  const Kernel kernels[2][3] = {
+  const Kernel kernels[3][3] = {
+      {PeerAllReduceAddRmsNormKernel<T, 1, true>, PeerAllReduceAddRmsNormKernel<T, 2, true>,
+       PeerAllReduceAddRmsNormKernel<T, kMaxVecs, true>},
       {PeerAllReduceAddRmsNormKernel<T, 1, false>, PeerAllReduceAddRmsNormKernel<T, 2, false>,
        PeerAllReduceAddRmsNormKernel<T, kMaxVecs, false>},
-      {PeerAllReduceAddRmsNormKernel<T, 1, true>, PeerAllReduceAddRmsNormKernel<T, 2, true>,
-       PeerAllReduceAddRmsNormKernel<T, kMaxVecs, true>}};
-  kernels[low_latency][vecs == 1 ? 0 : vecs == 2 ? 1 : 2]<<<kPeerCtas, kThreads, 0, stream>>>(
-      g, delta, residual, weight, rows, row_vecs, eps, out);
+      {PeerAllReduceAddRmsNormTwoShotKernel<T, 1>, PeerAllReduceAddRmsNormTwoShotKernel<T, 2>,
+       PeerAllReduceAddRmsNormTwoShotKernel<T, kMaxVecs>}};
+  kernels[static_cast<int>(RowsProtocol(g, rows, row_vecs))][vecs == 1 ? 0 : vecs == 2 ? 1 : 2]
+      <<<kPeerCtas, kThreads, 0, stream>>>(g, delta, residual, weight, rows, row_vecs, eps, out);
 }
 
 void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
@@ -397,7 +476,7 @@ PeerBuffers::PeerBuffers(size_t staging)
 }
 
 void PeerBuffers::SetCallCount(uint32_t calls) {
-  const std::vector<uint32_t> counts(kPeerCtas, calls), flags(kPeerCtas * kPeerMaxRanks, calls);
+  const std::vector<uint32_t> counts(kPeerCtas, calls), flags(kBarriers * kBarrierFlags, calls);
   TG_CUDA_CHECK(cudaMemcpy(counters.get(), counts.data(), counts.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
   TG_CUDA_CHECK(cudaMemcpy(region.get(), flags.data(), flags.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
 }
@@ -461,6 +540,10 @@ void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& g, const void* delta, float*
   TG_DISPATCH_HALF(type, LaunchRows, g, static_cast<const uint4*>(delta), residual, weight, static_cast<int>(rows),
                    row_vecs, eps, static_cast<uint4*>(out), stream);
   TG_CUDA_CHECK_LAUNCH("peer all-reduce + RMSNorm");
+}
+
+PeerProtocol PeerAllReduceAddRmsNormProtocol(const PeerGroup& g, int64_t rows, int64_t hidden) {
+  return RowsProtocol(g, static_cast<int>(rows), static_cast<int>(hidden / 8));
 }
 
 }  // namespace cuda

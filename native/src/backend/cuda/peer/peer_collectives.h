@@ -44,7 +44,14 @@ struct PeerGroup {
   // Messages up to kPeerLlPayloadBytes per rank take the low-latency protocol (peer_collectives.cu);
   // false keeps every call on the staged one (A/B timings, and the tests of both).
   bool low_latency = true;
+  // Past the low-latency protocol, the fused all-reduce + RMSNorm takes the two-shot protocol in
+  // groups of at least this many ranks (with two, it reads no less than the staged one). Tests
+  // lower it to 2 to run it on two GPUs; above kPeerMaxRanks every such call stays staged (A/B).
+  int two_shot_min_world = 3;
 };
+
+// How a fused all-reduce + RMSNorm moves its rows (peer_collectives.cu's head).
+enum class PeerProtocol { kLowLatency, kStaged, kTwoShot };
 
 // One rank's own state, zeroed: the region it shares (the barrier flags, two staging
 // buffers of `staging_bytes` each, which consecutive calls alternate between, then the
@@ -91,6 +98,9 @@ bool PeerAllReduceAddRmsNormFits(const PeerGroup& group, int64_t rows, int64_t h
 void LaunchPeerAllReduceAddRmsNorm(const PeerGroup& group, const void* delta, float* residual, const float* weight,
                                    int64_t rows, int64_t hidden, float eps, ElemType type, void* out,
                                    cudaStream_t stream);
+
+// The protocol LaunchPeerAllReduceAddRmsNorm takes for `rows` rows of `hidden` bf16/fp16 elements.
+PeerProtocol PeerAllReduceAddRmsNormProtocol(const PeerGroup& group, int64_t rows, int64_t hidden);
 
 // out = each rank's `count` elements of `in`, concatenated in rank order.
 void LaunchPeerAllGather(const PeerGroup& group, const void* in, size_t count, ElemType type, void* out,

@@ -21,8 +21,12 @@ namespace {
 // Each staging buffer holds one rank's share of a message: the lm_head's f32 logits of
 // 8 rows at TP 2 (8 × 64,128 × 4 bytes) fit.
 constexpr size_t kStagingBytes = size_t{4} << 20;
+// The fused all-reduce + RMSNorm's staging: 512 rows of an 8,192-wide model, a decode step's
+// up to the largest graph bucket and past it.
+constexpr size_t kRowsStagingBytes = size_t{8} << 20;
 // A one-shot call makes every rank read (world size − 1) × the message over the link;
 // past this NCCL's ring, which reads each byte about twice whatever the group size, wins.
+// The two-shot protocol reads as little as the ring and takes the fused call up to its staging.
 constexpr size_t kPeerReadLimit = size_t{2} << 20;
 // The exchanging GEMVs' tiles (gemv.h's GemvExchange): one per 16 outputs of hidden, up to 8,192.
 constexpr int kGemvExchangeCtas = 512;
@@ -45,6 +49,9 @@ class PeerCommunicator final : public DeviceCommunicator {
     exchange_in_gemv_ = SwitchedOn("TEXT_GEN_GEMV_EXCHANGE");
     // TEXT_GEN_PEER_LL=0: every peer call on the staged protocol (A/B timings).
     group_.low_latency = rows_group_.low_latency = SwitchedOn("TEXT_GEN_PEER_LL");
+    // TEXT_GEN_PEER_TWO_SHOT=0: the fused call stays one-shot (staged), and NCCL takes it past
+    // kPeerReadLimit (A/B timings).
+    if (!SwitchedOn("TEXT_GEN_PEER_TWO_SHOT")) rows_group_.two_shot_min_world = kPeerMaxRanks + 1;
   }
 
   ~PeerCommunicator() override {
@@ -67,8 +74,7 @@ class PeerCommunicator final : public DeviceCommunicator {
 
   void AllReduceAddRmsNorm(void* delta, float* residual, const float* weight, int64_t rows, int64_t hidden, float eps,
                            ElemType type, void* out, cudaStream_t stream) override {
-    if (fuse_norm_ && TakesPeerPath(static_cast<size_t>(rows * hidden), type, delta, out) &&
-        PeerAllReduceAddRmsNormFits(rows_group_, rows, hidden, type, delta, residual, weight, out)) {
+    if (fuse_norm_ && FusedTakesPeerPath(rows, hidden, type, delta, residual, weight, out)) {
       LaunchPeerAllReduceAddRmsNorm(rows_group_, delta, residual, weight, rows, hidden, eps, type, out, stream);
     } else {
       DeviceCommunicator::AllReduceAddRmsNorm(delta, residual, weight, rows, hidden, eps, type, out, stream);
@@ -88,8 +94,17 @@ class PeerCommunicator final : public DeviceCommunicator {
  private:
   // Depends only on sizes and addresses every rank has alike, so all ranks take the same path.
   bool TakesPeerPath(size_t count, ElemType type, const void* a, const void* b) const {
-    return PeerCollectiveFits(group_, count, type, a, b) &&
-           static_cast<size_t>(group_.world_size - 1) * count * ElemSize(type) <= kPeerReadLimit;
+    return PeerCollectiveFits(group_, count, type, a, b) && OneShotReadsFew(count * ElemSize(type));
+  }
+  bool OneShotReadsFew(size_t bytes) const {
+    return static_cast<size_t>(group_.world_size - 1) * bytes <= kPeerReadLimit;
+  }
+  // The same for the fused all-reduce + RMSNorm, whose two-shot protocol has no read limit.
+  bool FusedTakesPeerPath(int64_t rows, int64_t hidden, ElemType type, const void* delta, const float* residual,
+                          const float* weight, const void* out) const {
+    return PeerAllReduceAddRmsNormFits(rows_group_, rows, hidden, type, delta, residual, weight, out) &&
+           (PeerAllReduceAddRmsNormProtocol(rows_group_, rows, hidden) != PeerProtocol::kStaged ||
+            OneShotReadsFew(static_cast<size_t>(rows * hidden) * ElemSize(type)));
   }
 
   std::unique_ptr<DeviceCommunicator> base_;
@@ -171,7 +186,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   SetupStream stream;
 
   // Zeroed before the handles travel: no peer writes a flag before it has this rank's handle.
-  PeerBuffers own(kStagingBytes), own_rows(kStagingBytes);
+  PeerBuffers own(kStagingBytes), own_rows(kRowsStagingBytes);
   GemvExchangeBuffers gemv(world, kGemvExchangeCtas);
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 
