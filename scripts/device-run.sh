@@ -45,8 +45,9 @@
 #   envsets   A/B of environment switches: the 8B's graph decode steps (batches $E2E_BATCHES, default
 #             1,16) once per entry of $ENV_SETS ("K=V K=V;K=V;...", default TEXT_GEN_PDL=0), e.g.
 #             TEXT_GEN_STEP_SKIP ablations; pdlsets is this with TEXT_GEN_PDL=<each of $PDL_SETS>
-#   tpsets    the same entries at --num-shard 2 (and 4 with TPSETS_SHARDS=4) through the launcher:
-#             batch-1 TPOT (bench/gpu/run.sh --only batch1); $TPSETS_ENV is added to every entry there
+#   tpsets    the same entries at --num-shard 2 (TPSETS_SHARDS: the counts, e.g. "1 2" for the TP 2 /
+#             TP 1 ratio, or 4) through the launcher: batch-1 TPOT (bench/gpu/run.sh --only batch1,
+#             logs tpset-N.txt at TP 2, tpset-tpK-N.txt at K); $TPSETS_ENV is added to every entry there
 #             (e.g. TEXT_GEN_STEP_PROFILE=300 TEXT_GEN_STEP_PROFILE_OPS=0: GPU busy time per step in
 #             /tmp/tpset-N-run/launcher.log)
 #   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
@@ -254,17 +255,20 @@ if has envsets; then
   decode_sets envset "${env_sets[@]}"
 fi
 
+# TPSETS_SHARDS: the shard counts, each run once per entry ("1 2": TP 1 then TP 2, for the ratio).
 if has tpsets; then
   gen_8b
   for i in "${!env_sets[@]}"; do
     set=${env_sets[$i]}
-    n=${TPSETS_SHARDS:-2}
-    # shellcheck disable=SC2086
-    step "tp$n#$i" "tpset-$i.txt" timeout "$(budget 120)" env $set ${TPSETS_ENV:-} bash bench/gpu/run.sh --shape llama3-8b \
-      --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
-      --results-dir "/tmp/tpset-$i" --run-dir "/tmp/tpset-$i-run"
-    echo "RESULT tp$n [$set] $(grep -h '^| batch1' /tmp/tpset-$i/*.md | cut -d'|' -f9 | head -n 1) TPOT p50/p99 ms" \
-      >> "$LOGS/tpset-$i.txt"
+    for n in ${TPSETS_SHARDS:-2}; do
+      run="$([ "$n" = 2 ] || echo "tp$n-")$i"
+      # shellcheck disable=SC2086
+      step "tp$n#$i" "tpset-$run.txt" timeout "$(budget 120)" env $set ${TPSETS_ENV:-} bash bench/gpu/run.sh \
+        --shape llama3-8b --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
+        --results-dir "/tmp/tpset-$run" --run-dir "/tmp/tpset-$run-run"
+      echo "RESULT tp$n [$set] $(grep -h '^| batch1' /tmp/tpset-"$run"/*.md | cut -d'|' -f9 | head -n 1) TPOT p50/p99 ms" \
+        >> "$LOGS/tpset-$run.txt"
+    done
   done
 fi
 
