@@ -226,6 +226,10 @@ class CudaLlamaModel : public ModelRunner {
                          const GpuSamplingOutputs& out);
   // Whether EnqueueGreedyRows's buffers hold a step of `ns` rows without moving.
   bool GreedyBuffersFit(int32_t ns, int32_t top_stride) const;
+  // The logits' columns each rank's greedy first pass reads: its vocabulary shard, or all of it.
+  int32_t GreedyColumns() const {
+    return static_cast<int32_t>(comm_ ? slice_.vocab_size : config_.vocab_size);
+  }
   // `attention_items`: the most attention work items of a step these activations serve.
   void ReserveActivations(Activations& a, int64_t rows, int64_t logit_rows, int64_t attention_items,
                           size_t workspace_bytes);
@@ -737,8 +741,7 @@ void CudaLlamaModel::GatherLogits(Activations& a, int64_t r) {
 }
 
 bool CudaLlamaModel::GreedyBuffersFit(int32_t ns, int32_t top_stride) const {
-  const int32_t cols = static_cast<int32_t>(comm_ ? slice_.vocab_size : config_.vocab_size);
-  const size_t bytes = GreedyPartialFloats(ns, cols, top_stride) * 4;
+  const size_t bytes = GreedyPartialFloats(ns, GreedyColumns(), top_stride) * 4;
   return greedy_partials_.bytes() >= bytes && (!comm_ || greedy_gathered_.bytes() >= bytes * slice_.world_size);
 }
 
@@ -747,7 +750,7 @@ void CudaLlamaModel::EnqueueGreedyRows(Activations& a, int64_t host_rows, int32_
   const int32_t vocab = static_cast<int32_t>(config_.vocab_size);
   // Under tensor parallelism each rank reads its own shard of the logits (no host rows then).
   const float* logits = comm_ ? a.shard_logits.as<float>() : a.logits.as<float>() + host_rows * vocab;
-  const int32_t cols = comm_ ? static_cast<int32_t>(slice_.vocab_size) : vocab;
+  const int32_t cols = GreedyColumns();
   const int32_t world = comm_ ? slice_.world_size : 1;
   const size_t floats = GreedyPartialFloats(ns, cols, out.top_stride);
   if (!GreedyBuffersFit(ns, out.top_stride)) {

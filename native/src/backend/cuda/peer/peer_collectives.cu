@@ -346,6 +346,17 @@ __device__ __forceinline__ void AddRmsNormRow(int r, int row_vecs, float* __rest
   __syncthreads();  // CtaSum's shared array is reused by the next row
 }
 
+// Copies this CTA's rows (r = blockIdx.x, + gridDim.x, ...) of `delta` into this rank's staging
+// of call `call`, and returns that staging.
+__device__ __forceinline__ uint4* StageRows(const PeerGroup& g, uint32_t call, const uint4* delta, int rows,
+                                           int row_vecs) {
+  uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
+  }
+  return mine;
+}
+
 // The all-reduce of a row-parallel layer's output fused with the residual add and RMSNorm
 // that follow it. Row r belongs to CTA r % kPeerCtas; a CTA without rows only counts the
 // call. Each CTA stages its rows and meets its peers (or pushes its rows into the peers'
@@ -366,10 +377,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   } else {
-    uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
-    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-      for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
-    }
+    StageRows(g, call, delta, rows, row_vecs);
     if (static_cast<int>(blockIdx.x) < rows) MeetPeers(g, call);
   }
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -402,10 +410,7 @@ __global__ void __launch_bounds__(kThreads)
                                          uint4* __restrict__ out) {
   const uint32_t call = StartCall(g);
   if (static_cast<int>(blockIdx.x) < rows) {
-    uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
-    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-      for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
-    }
+    uint4* mine = StageRows(g, call, delta, rows, row_vecs);
     MeetPeers(g, call, 0);
     // This rank's columns [begin, end) of the CTA's rows, flattened so that every thread works.
     const int begin = ColumnBegin(g.rank, row_vecs, g.world_size);

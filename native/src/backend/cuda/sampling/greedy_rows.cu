@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/per_device.h"
 
 namespace tg {
 namespace cuda {
@@ -261,15 +262,14 @@ void LaunchGreedyPartials(cudaStream_t stream, const float* logits, int32_t rows
                           top_stride, cols % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0,
                           sample_rows, partials};
   // As many blocks as are resident at once (a block per item when there are fewer items).
-  static const int per_sm = [] {
-    int blocks = 0;
-    TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, GreedyPartialsKernel, kThreads, 0));
-    return std::max(blocks, 1);
-  }();
-  int device = 0, sms = 0;
-  TG_CUDA_CHECK(cudaGetDevice(&device));
-  TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int32_t blocks = std::min<int64_t>(args.items, static_cast<int64_t>(sms) * per_sm);
+  static PerDeviceCount resident_blocks;
+  const int resident = resident_blocks.Get([](int device) {
+    int per_sm = 0, sms = 0;
+    TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, GreedyPartialsKernel, kThreads, 0));
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return std::max(per_sm * sms, 1);
+  });
+  const int32_t blocks = std::min<int64_t>(args.items, resident);
   GreedyPartialsKernel<<<blocks, kThreads, 0, stream>>>(args);
   TG_CUDA_CHECK_LAUNCH("GreedyPartialsKernel");
 }

@@ -6,8 +6,9 @@
 // log-sum-exp of the row (its logprob) and maybe its top-n, and all of those merge from
 // pieces. So this path cuts each row into chunks of kGreedyChunk ids:
 //
-//   LaunchGreedyPartials   one block per (chunk, row): the chunk's largest value, its
-//                          lowest id, the sum of exp(x - that value), and its top-n
+//   LaunchGreedyPartials   per (chunk, row), streamed by the blocks resident at once: the
+//                          chunk's largest value, its lowest id, the sum of exp(x - that
+//                          value), and its top-n
 //   LaunchGreedyMerge      one block per row: the pieces merged into the outputs
 //                          LaunchGpuSampling writes for the same rows
 //
@@ -30,7 +31,7 @@
 namespace tg {
 namespace cuda {
 
-// Ids per block of the first pass.
+// Ids per chunk of the first pass (a block's work item).
 constexpr int32_t kGreedyChunk = 8192;
 
 // Whether this path serves a row: greedy, and no penalty (a penalty rewrites the row and
