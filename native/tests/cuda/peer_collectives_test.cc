@@ -23,7 +23,8 @@ using namespace tg::cuda::test;
 
 namespace {
 
-constexpr size_t kStaging = size_t{4} << 20;
+// 512 rows of an 8,192-wide model in bf16, as the communicator's rows group stages.
+constexpr size_t kStaging = size_t{8} << 20;
 
 // One rank per GPU, all driven from this thread.
 struct Group {
@@ -315,16 +316,21 @@ TG_TEST(peer_all_reduce_back_to_back_calls_and_graph_replays_stay_exact) {
 namespace {
 
 // two_shot: calls past the low-latency protocol take the two-shot one, even on two GPUs.
-void CheckFusedQueue(bool low_latency, bool two_shot, uint32_t start_count) {
+// ctas: the fused calls' CTA count (PeerGroup::ctas).
+void CheckFusedQueue(bool low_latency, bool two_shot, uint32_t start_count, int ctas = kPeerCtas) {
   Group group(g_world, low_latency), rows_group(g_world, low_latency);
-  for (PeerGroup& view : rows_group.views) view.two_shot_min_world = two_shot ? 2 : kPeerMaxRanks + 1;
+  for (PeerGroup& view : rows_group.views) {
+    view.two_shot_min_world = two_shot ? 2 : kPeerMaxRanks + 1;
+    view.ctas = ctas;
+  }
   SetCallCount(group, start_count);
   SetCallCount(rows_group, start_count);
   // Row counts in and past the low-latency protocol's limit (32 rows of 4,096), mixed; rows of
   // 1,027 and 1 vectors, which no group size divides; up to the whole staging buffer.
   struct Call { int64_t rows, hidden; };
   const Call calls[] = {{1, 4096}, {16, 4096}, {1, 4096}, {49, 4096}, {3, 8}, {1, 8192}, {32, 4096}, {33, 4096},
-                        {100, 5120}, {2, 16384}, {48, 64}, {7, 8216}, {120, 8192}, {256, 8192}, {1, 4096}};
+                        {100, 5120}, {2, 16384}, {48, 64}, {7, 8216}, {120, 8192}, {256, 8192}, {1, 4096},
+                        {512, 8192}, {301, 8192}};
   for (ElemType t : {ElemType::kBF16, ElemType::kF16}) {
     struct Pending {
       Call call;
@@ -366,7 +372,7 @@ void CheckFusedQueue(bool low_latency, bool two_shot, uint32_t start_count) {
       std::vector<float> want(residual.size());
       tg::cpu::RmsNorm(residual.data(), p.weight.data(), rows, hidden, 1e-5, want.data());
       const std::string what = std::string(low_latency ? "low-latency, " : "") + (two_shot ? "two-shot " : "staged ") +
-                               "from call count " +
+                               std::to_string(ctas) + " CTAs, from call count " +
                                std::to_string(start_count) + ", " + Name(t) + " rows " +
                                std::to_string(rows) + " hidden " + std::to_string(hidden);
       ++cases_run;
@@ -404,6 +410,9 @@ TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
       CheckFusedQueue(low_latency, two_shot, kNearWrap);
     }
   }
+  // More CTAs than the default, and fewer than some calls' rows: each CTA takes rows in turn.
+  for (bool two_shot : {false, true}) CheckFusedQueue(true, two_shot, kNearWrap, 132);
+  CheckFusedQueue(true, true, 0, 7);
   Group rows_group(g_world), group(g_world);
   const PeerGroup& g = rows_group.views[0];
   TG_CUDA_CHECK(cudaSetDevice(0));
@@ -413,7 +422,12 @@ TG_TEST(peer_all_reduce_add_rms_norm_equals_the_two_calls_on_every_rank) {
   CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4096, ElemType::kF32, f, f, f, f));   // bf16/fp16 only
   CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4100, ElemType::kBF16, f, f, f, f));  // not whole vectors
   CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 16392, ElemType::kBF16, f, f, f, f)); // wider than the register path
-  CHECK(!PeerAllReduceAddRmsNormFits(g, 1024, 4096, ElemType::kBF16, f, f, f, f)); // past the staging buffer
+  CHECK(!PeerAllReduceAddRmsNormFits(g, kStaging / 8192 + 1, 4096, ElemType::kBF16, f, f, f, f)); // past the staging
+  PeerGroup no_ctas = g, too_many_ctas = g;
+  no_ctas.ctas = 0;
+  too_many_ctas.ctas = kPeerMaxCtas + 1;
+  CHECK(!PeerAllReduceAddRmsNormFits(no_ctas, 1, 4096, ElemType::kBF16, f, f, f, f));
+  CHECK(!PeerAllReduceAddRmsNormFits(too_many_ctas, 1, 4096, ElemType::kBF16, f, f, f, f));
   CHECK(!PeerAllReduceAddRmsNormFits(g, 1, 4096, ElemType::kBF16, f, f + 1, f, f)); // residual misaligned
   CHECK_THROWS_WITH(LaunchPeerAllReduceAddRmsNorm(g, f, f, f, 1, 4100, 1e-5f, ElemType::kBF16, f, group.streams[0]),
                     "RMSNorm cannot take");
@@ -618,6 +632,24 @@ double GraphUsPerCall(Group& group, Fn enqueue) {
   return ms * 1000.0 / kCalls;
 }
 
+// One fused all-reduce + RMSNorm of `rows` bf16 rows of `hidden` on every rank of `group`.
+double FusedUsPerCall(Group& group, int64_t rows, int64_t hidden) {
+  const int64_t n = rows * hidden;
+  std::vector<DeviceBuffer> delta, residual, weight, out;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    delta.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(n)), ElemType::kBF16).bits));
+    residual.push_back(ToDevice(RandomFloats(static_cast<size_t>(n))));
+    weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(hidden), 0.5f, 1.5f)));
+    out.push_back(DeviceBuffer(static_cast<size_t>(n) * 2));
+  }
+  return GraphUsPerCall(group, [&](int r, cudaStream_t s) {
+    const size_t i = static_cast<size_t>(r);
+    LaunchPeerAllReduceAddRmsNorm(group.views[i], delta[i].get(), residual[i].as<float>(), weight[i].as<float>(),
+                                  rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
+  });
+}
+
 // The all-reduce per message size, by both protocols where the low-latency one takes it, and
 // the fused all-reduce + RMSNorm per decode batch, by each protocol; bf16.
 int Perf() {
@@ -653,25 +685,25 @@ int Perf() {
                        : protocol == PeerProtocol::kStaged   ? "staged"
                                                              : "two-shot";
     for (int64_t hidden : {4096, 8192}) {
-      for (int64_t rows : {1, 16, 32, 64, 128, 256}) {
-        const int64_t n = rows * hidden;
-        std::vector<DeviceBuffer> delta, residual, weight, out;
-        for (int r = 0; r < rows_group.world; ++r) {
-          TG_CUDA_CHECK(cudaSetDevice(r));
-          delta.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(n)), ElemType::kBF16).bits));
-          residual.push_back(ToDevice(RandomFloats(static_cast<size_t>(n))));
-          weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(hidden), 0.5f, 1.5f)));
-          out.push_back(DeviceBuffer(static_cast<size_t>(n) * 2));
-        }
-        const double us = GraphUsPerCall(rows_group, [&](int r, cudaStream_t s) {
-          const size_t i = static_cast<size_t>(r);
-          LaunchPeerAllReduceAddRmsNorm(rows_group.views[i], delta[i].get(), residual[i].as<float>(),
-                                        weight[i].as<float>(), rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
-        });
+      for (int64_t rows : {1, 16, 32, 64, 128, 256, 512}) {
         std::printf("RESULT peer all-reduce + RMSNorm %lld rows of %lld x %d GPUs (%s): %.2f us per call inside a "
                     "graph\n",
-                    static_cast<long long>(rows), static_cast<long long>(hidden), rows_group.world, name, us);
+                    static_cast<long long>(rows), static_cast<long long>(hidden), rows_group.world, name,
+                    FusedUsPerCall(rows_group, rows, hidden));
       }
+    }
+  }
+  // The two-shot call past the graph buckets' rows, by the group's CTA count (PeerGroup::ctas).
+  for (int ctas : {48, 96, 132, 192}) {
+    Group rows_group(g_world);
+    for (PeerGroup& view : rows_group.views) {
+      view.two_shot_min_world = 2;
+      view.ctas = ctas;
+    }
+    for (int64_t rows : {64, 128, 256, 384, 512}) {
+      std::printf("RESULT peer all-reduce + RMSNorm %lld rows of 8192 x %d GPUs (two-shot, %d CTAs): %.2f us per "
+                  "call inside a graph\n",
+                  static_cast<long long>(rows), rows_group.world, ctas, FusedUsPerCall(rows_group, rows, 8192));
     }
   }
   return 0;

@@ -45,9 +45,9 @@ constexpr int kThreads = 512;
 // The flags come first in a region: flags[barrier][cta][source rank] holds the number of
 // the last call the source rank's CTA announced at that barrier (the two-shot protocol
 // meets twice per call, the staged one once). Rounded up so the staging stays aligned.
-constexpr size_t kFlagBytes = 4096;
+constexpr size_t kFlagBytes = 16384;
 constexpr int kBarriers = 2;
-constexpr size_t kBarrierFlags = size_t{kPeerCtas} * kPeerMaxRanks;
+constexpr size_t kBarrierFlags = size_t{kPeerMaxCtas} * kPeerMaxRanks;
 static_assert(kBarriers * kBarrierFlags * sizeof(uint32_t) <= kFlagBytes, "flags overflow their page");
 
 __device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
@@ -159,10 +159,10 @@ __device__ __forceinline__ Slice CtaSlice(size_t vecs) {
 
 // The number of this CTA's current call: one more than its last (read by every thread
 // before FinishCall writes it), skipping 0 and 1 where the count wraps (0 marks a read
-// mailbox line; the step of 3 keeps the parity alternating). Every kernel runs kPeerCtas
-// CTAs, even those with nothing to move, so every CTA counts every call of its group and
-// a number names one call group-wide: a mailbox or staging position that CTA b wrote may
-// be read or rewritten by CTA c of another call.
+// mailbox line; the step of 3 keeps the parity alternating). Every kernel of a group runs the
+// group's `ctas` CTAs, even those with nothing to move, so every CTA counts every call of its
+// group and a number names one call group-wide: a mailbox or staging position that CTA b
+// wrote may be read or rewritten by CTA c of another call.
 __device__ __forceinline__ uint32_t StartCall(const PeerGroup& g) {
   const uint32_t next = g.counters[blockIdx.x] + 1;
   return next == 0 ? 2 : next;
@@ -346,19 +346,42 @@ __device__ __forceinline__ void AddRmsNormRow(int r, int row_vecs, float* __rest
   __syncthreads();  // CtaSum's shared array is reused by the next row
 }
 
+// The rows of a fused call that this CTA takes: r = blockIdx.x, + gridDim.x, ...
+__device__ __forceinline__ int CtaRows(int rows) {
+  return max(0, (rows - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x));
+}
+// The message position of vector j of this CTA's rows laid end to end (row_vecs vectors each).
+__device__ __forceinline__ size_t CtaRowVector(int j, int row_vecs) {
+  return static_cast<size_t>(blockIdx.x + (j / row_vecs) * gridDim.x) * row_vecs + j % row_vecs;
+}
+
 // Copies this CTA's rows (r = blockIdx.x, + gridDim.x, ...) of `delta` into this rank's staging
 // of call `call`, and returns that staging.
-__device__ __forceinline__ uint4* StageRows(const PeerGroup& g, uint32_t call, const uint4* delta, int rows,
-                                           int row_vecs) {
-  uint4* mine = Staging(g.regions[g.rank], call, g.staging_bytes);
-  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-    for (int i = threadIdx.x; i < row_vecs; i += kThreads) mine[r * row_vecs + i] = delta[r * row_vecs + i];
+// Four vectors a thread are loaded before any is stored, so that they are in flight together.
+__device__ __forceinline__ uint4* StageRows(const PeerGroup& g, uint32_t call, const uint4* __restrict__ delta,
+                                           int rows, int row_vecs) {
+  constexpr int kUnroll = 4;
+  uint4* __restrict__ mine = Staging(g.regions[g.rank], call, g.staging_bytes);
+  const int n = CtaRows(rows) * row_vecs;
+  for (int j0 = threadIdx.x; j0 < n; j0 += kUnroll * kThreads) {
+    uint4 v[kUnroll];
+    size_t at[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kThreads;
+      at[u] = CtaRowVector(j, row_vecs);
+      if (j < n) v[u] = delta[at[u]];
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (j0 + u * kThreads < n) mine[at[u]] = v[u];
+    }
   }
   return mine;
 }
 
 // The all-reduce of a row-parallel layer's output fused with the residual add and RMSNorm
-// that follow it. Row r belongs to CTA r % kPeerCtas; a CTA without rows only counts the
+// that follow it. Row r belongs to CTA r % ctas; a CTA without rows only counts the
 // call. Each CTA stages its rows and meets its peers (or pushes its rows into the peers'
 // mailboxes), then for each row sums the ranks' copies in rank order in f32 and rounds to
 // T (the bits PeerAllReduceKernel leaves), adds them to the f32 residual, and writes the
@@ -416,10 +439,18 @@ __global__ void __launch_bounds__(kThreads)
     const int begin = ColumnBegin(g.rank, row_vecs, g.world_size);
     const int end = ColumnBegin(g.rank + 1, row_vecs, g.world_size);
     const int width = end - begin;
-    const int cta_rows = (rows - static_cast<int>(blockIdx.x) + gridDim.x - 1) / gridDim.x;
-    for (int j = threadIdx.x; j < cta_rows * width; j += kThreads) {
-      const size_t at = static_cast<size_t>(blockIdx.x + (j / width) * gridDim.x) * row_vecs + begin + j % width;
-      mine[at] = RankOrderSum<T>(g, call, at);
+    const int n = CtaRows(rows) * width;
+    auto column_at = [&](int j) {
+      return static_cast<size_t>(blockIdx.x + (j / width) * gridDim.x) * row_vecs + begin + j % width;
+    };
+    // Two vectors a thread at a time, so that every rank's loads of both are in flight together
+    // (a j1 past the end reads j0's vector again and stores nothing).
+    for (int j0 = threadIdx.x; j0 < n; j0 += 2 * kThreads) {
+      const int j1 = j0 + kThreads;
+      const size_t at0 = column_at(j0), at1 = column_at(j1 < n ? j1 : j0);
+      const uint4 sum0 = RankOrderSum<T>(g, call, at0), sum1 = RankOrderSum<T>(g, call, at1);
+      mine[at0] = sum0;
+      if (j1 < n) mine[at1] = sum1;
     }
     MeetPeers(g, call, 1);
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -436,7 +467,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 void LaunchAllReduce(const PeerGroup& g, uint4* data, size_t vecs, cudaStream_t stream) {
   auto kernel = g.low_latency && vecs <= kLlVecs ? PeerAllReduceLlKernel<T> : PeerAllReduceKernel<T>;
-  kernel<<<kPeerCtas, kThreads, 0, stream>>>(g, data, vecs);
+  kernel<<<g.ctas, kThreads, 0, stream>>>(g, data, vecs);
 }
 
 PeerProtocol RowsProtocol(const PeerGroup& g, int rows, int row_vecs) {
@@ -460,7 +491,7 @@ void LaunchRows(const PeerGroup& g, const uint4* delta, float* residual, const f
       {PeerAllReduceAddRmsNormTwoShotKernel<T, 1>, PeerAllReduceAddRmsNormTwoShotKernel<T, 2>,
        PeerAllReduceAddRmsNormTwoShotKernel<T, kMaxVecs>}};
   kernels[static_cast<int>(RowsProtocol(g, rows, row_vecs))][vecs == 1 ? 0 : vecs == 2 ? 1 : 2]
-      <<<kPeerCtas, kThreads, 0, stream>>>(g, delta, residual, weight, rows, row_vecs, eps, out);
+      <<<g.ctas, kThreads, 0, stream>>>(g, delta, residual, weight, rows, row_vecs, eps, out);
 }
 
 void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
@@ -475,13 +506,13 @@ void CheckFits(const PeerGroup& g, size_t count, ElemType type, const void* a, c
 PeerBuffers::PeerBuffers(size_t staging)
     : staging_bytes(staging),
       region(kFlagBytes + 2 * staging + kPeerMaxRanks * 2 * kLlSlotBytes),
-      counters(kPeerCtas * sizeof(uint32_t)) {
+      counters(kPeerMaxCtas * sizeof(uint32_t)) {
   TG_CUDA_CHECK(cudaMemset(region.get(), 0, region.bytes()));
   TG_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
 }
 
 void PeerBuffers::SetCallCount(uint32_t calls) {
-  const std::vector<uint32_t> counts(kPeerCtas, calls), flags(kBarriers * kBarrierFlags, calls);
+  const std::vector<uint32_t> counts(kPeerMaxCtas, calls), flags(kBarriers * kBarrierFlags, calls);
   TG_CUDA_CHECK(cudaMemcpy(counters.get(), counts.data(), counts.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
   TG_CUDA_CHECK(cudaMemcpy(region.get(), flags.data(), flags.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
 }
@@ -499,7 +530,8 @@ PeerGroup PeerBuffers::Group(int rank, int world_size) const {
 bool PeerCollectiveFits(const PeerGroup& g, size_t count, ElemType type, const void* a, const void* b) {
   const size_t bytes = count * ElemSize(type);
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return g.world_size >= 1 && g.world_size <= kPeerMaxRanks && g.counters != nullptr && bytes % 16 == 0 &&
+  return g.world_size >= 1 && g.world_size <= kPeerMaxRanks && g.ctas >= 1 && g.ctas <= kPeerMaxCtas &&
+         g.counters != nullptr && bytes % 16 == 0 &&
          bytes <= g.staging_bytes && g.staging_bytes % 16 == 0 && aligned(a) && aligned(b);
 }
 
@@ -518,8 +550,8 @@ void LaunchPeerAllReduceSum(const PeerGroup& g, void* data, size_t count, ElemTy
 void LaunchPeerAllGather(const PeerGroup& g, const void* in, size_t count, ElemType type, void* out,
                          cudaStream_t stream) {
   CheckFits(g, count, type, in, out);
-  PeerAllGatherKernel<<<kPeerCtas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(in),
-                                                          count * ElemSize(type) / 16, static_cast<uint4*>(out));
+  PeerAllGatherKernel<<<g.ctas, kThreads, 0, stream>>>(g, static_cast<const uint4*>(in),
+                                                       count * ElemSize(type) / 16, static_cast<uint4*>(out));
   TG_CUDA_CHECK_LAUNCH("peer all-gather");
 }
 

@@ -26,9 +26,10 @@ namespace tg {
 namespace cuda {
 
 constexpr int kPeerMaxRanks = 8;
-// CTAs of every peer collective. Fixed, so that every CTA's barrier counter counts the
-// same calls on every rank.
+// CTAs of a group's peer collectives unless the group says otherwise (PeerGroup::ctas), and
+// the most a group may run (its flags and barrier counters are sized for these).
 constexpr int kPeerCtas = 48;
+constexpr int kPeerMaxCtas = 256;
 // The largest message per rank of the low-latency protocol: a decode step's all-reduces
 // (32 bf16 rows of a 4,096-wide model, 16 of an 8,192-wide one). Every region holds a
 // mailbox of twice this per possible peer and call parity (8 MB).
@@ -39,8 +40,12 @@ struct PeerGroup {
   int rank = 0;
   int world_size = 0;
   char* regions[kPeerMaxRanks] = {};  // every rank's region (PeerBuffers::region), as this process maps it
-  uint32_t* counters = nullptr;       // this rank's kPeerCtas barrier counters: device memory, zeroed once
+  uint32_t* counters = nullptr;       // this rank's barrier counters, one per CTA: device memory, zeroed once
   size_t staging_bytes = 0;
+  // CTAs of every collective of the group: the same on every rank and for every call of the
+  // group's buffers, so that each CTA's barrier counter counts the same calls everywhere. More
+  // CTAs give a large message more reads in flight; all of them must be able to run at once.
+  int ctas = kPeerCtas;
   // Messages up to kPeerLlPayloadBytes per rank take the low-latency protocol (peer_collectives.cu);
   // false keeps every call on the staged one (A/B timings, and the tests of both).
   bool low_latency = true;

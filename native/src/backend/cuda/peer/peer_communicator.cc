@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -128,7 +129,8 @@ constexpr int kRegions = 3;
 struct HandleRecord {
   cudaIpcMemHandle_t handles[kRegions];
   int32_t exported;
-  char pad[256 - kRegions * sizeof(cudaIpcMemHandle_t) - sizeof(int32_t)];
+  int32_t sm_count;  // the rank's GPU's multiprocessors (RowsCtas)
+  char pad[256 - kRegions * sizeof(cudaIpcMemHandle_t) - 2 * sizeof(int32_t)];
 };
 static_assert(sizeof(HandleRecord) == 256, "HandleRecord travels as 64 floats");
 
@@ -155,6 +157,18 @@ std::vector<HandleRecord> TradeHandles(DeviceCommunicator& base, const HandleRec
   std::vector<HandleRecord> all(static_cast<size_t>(world));
   TG_CUDA_CHECK(cudaMemcpy(all.data(), recv.get(), recv.bytes(), cudaMemcpyDeviceToHost));
   return all;
+}
+
+// The fused all-reduce + RMSNorm's CTAs: one per multiprocessor of the smallest GPU, where each
+// of them runs at once (the rows kernels fit one 512-thread CTA an SM), so that a call of
+// hundreds of rows (the eager decode steps of a large batch) spreads over the whole GPU; 48
+// CTAs took 79 µs for 512 rows of 8,192 on 4× H200, 132 took 60 (cuda-notes run 127). Every
+// rank computes the same count from the same records, as the per-CTA barriers need.
+// TEXT_GEN_PEER_ROWS_CTAS=N sets it (A/B timings; the launcher gives every rank the same value).
+int RowsCtas(const std::vector<HandleRecord>& all) {
+  int sms = kPeerMaxCtas;
+  for (const HandleRecord& r : all) sms = std::min(sms, std::max(1, static_cast<int>(r.sm_count)));
+  return PositiveFromEnv("TEXT_GEN_PEER_ROWS_CTAS", sms, kPeerMaxCtas);
 }
 
 // The number of ranks that report `ok`.
@@ -191,6 +205,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   TG_CUDA_CHECK(cudaDeviceSynchronize());
 
   HandleRecord mine{};
+  TG_CUDA_CHECK(cudaDeviceGetAttribute(&mine.sm_count, cudaDevAttrMultiProcessorCount, device));
   std::string problem;
   if (cudaIpcGetMemHandle(&mine.handles[0], own.region.get()) == cudaSuccess &&
       cudaIpcGetMemHandle(&mine.handles[1], own_rows.region.get()) == cudaSuccess &&
@@ -204,6 +219,7 @@ std::unique_ptr<DeviceCommunicator> WithPeerCollectives(std::unique_ptr<DeviceCo
   const std::vector<HandleRecord> all = TradeHandles(*base, mine, stream);
 
   PeerGroup group = own.Group(rank, world), rows_group = own_rows.Group(rank, world);
+  rows_group.ctas = RowsCtas(all);
   GemvExchange exchange = gemv.View(rank);
   char** regions[kRegions] = {group.regions, rows_group.regions, exchange.mailboxes};
   std::vector<void*> mapped;
