@@ -20,7 +20,8 @@
 #             launcher with --device cuda on stories260k
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
 #   tpparity  on two GPUs: HF float32 on the 8B shape, then the engine against it at TP 1 and
-#             TP 2 (parity.mjs, float16 and bfloat16), and the launcher's TP2-vs-TP1 check in float16
+#             TP 2 (parity.mjs, float16 and bfloat16; with 4+ GPUs TP 4 too), and the launcher's
+#             TP2-vs-TP1 check in float16
 #   tpot      batch-1 time per output token through the launcher, shard lookahead on and off
 #             (scripts/device-tpot.sh)
 #   bench     a random Llama-3-8B-shaped bf16 checkpoint at /tmp/llama3-8b (if not there),
@@ -348,6 +349,10 @@ if has tpparity; then
     --device cuda --dtype float16,bfloat16
   step parity-tp2 parity-tp2.txt timeout "$(budget 150)" env CUDA_VISIBLE_DEVICES=0 PARITY_GPUS=0,1 \
     node native/tests/cuda/parity.mjs /tmp/llama3-8b /tmp/hf8b --device cuda --dtype float16,bfloat16 --world-size 2
+  if [ "$(nvidia-smi -L | wc -l)" -ge 4 ]; then
+    step parity-tp4 parity-tp4.txt timeout "$(budget 150)" env CUDA_VISIBLE_DEVICES=0 PARITY_GPUS=0,1,2,3 \
+      node native/tests/cuda/parity.mjs /tmp/llama3-8b /tmp/hf8b --device cuda --dtype float16,bfloat16 --world-size 4
+  fi
   tp_s=$(budget 200)
   step tp-fp16 tp-fp16.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_DTYPE=float16 TP_BUDGET_S="$tp_s" \
     bash scripts/device-tp.sh /tmp/llama3-8b

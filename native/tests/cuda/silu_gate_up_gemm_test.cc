@@ -134,38 +134,50 @@ std::pair<double, double> AlternateMs(int reps, A a, B b) {
   return {a_ms[a_ms.size() / 2], b_ms[b_ms.size() / 2]};
 }
 
-// The 8B's MLP at several prefill sizes: this kernel against cuBLASLt's gate/up GEMM
-// followed by the SiLU-mul pass, on the same inputs (so the speed-up is the figure).
+// This kernel against cuBLASLt's gate/up GEMM followed by the SiLU-mul pass, on the same
+// inputs (so the speed-up is the figure): the 8B's MLP at prefill sizes, and the 70B's MLP
+// slice at tensor parallelism 4 at the decode batches of a large serving load (where
+// cuBLASLt's GEMMs ran at ~400-500 TFLOP/s: cuda-notes run 130).
 int Perf() {
   if (!Runs()) return 0;
   const ElemType t = ElemType::kBF16;
-  const int64_t n = 14336, k = 4096;
-  std::printf("perf, bf16, Llama-3-8B gate/up (n %lld, k %lld), medians of 15 alternating runs:\n",
-              static_cast<long long>(n), static_cast<long long>(k));
-  const Rounded w = Round(RandomFloats(static_cast<size_t>(2 * n * k), -0.05f, 0.05f), t);
-  DeviceBuffer d_w = ToDevice(w.bits);
-  Gemm gemm;
-  for (int64_t m : {256, 512, 1024, 2048, 4096, 8192}) {
-    const Rounded x = Round(RandomFloats(static_cast<size_t>(m * k)), t);
-    DeviceBuffer d_x = ToDevice(x.bits);
-    DeviceBuffer gate_up(static_cast<size_t>(m * 2 * n) * 2), act(static_cast<size_t>(m * n) * 2),
-        fused(static_cast<size_t>(m * n) * 2);
-    const auto [two_ms, ms] = AlternateMs(
-        15,
-        [&] {
-          gemm.Run(nullptr, d_x.get(), d_w.get(), gate_up.get(), m, 2 * n, k, t, t);
-          LaunchSiluMul(nullptr, t, gate_up.get(), m, n, act.get());
-        },
-        [&] { LaunchSiluGateUpGemm(nullptr, t, d_x.get(), d_w.get(), fused.get(), m, n, k); });
-    const double diff = RelError(ToHost(fused, static_cast<size_t>(m * n), t), ToHost(act, static_cast<size_t>(m * n), t));
-    const double flops = 2.0 * m * 2 * n * k;
-    std::printf("RESULT silu gate/up gemm m %lld: %.1f us, %.0f TFLOP/s; cuBLASLt GEMM + SiLU-mul %.1f us, %.0f "
-                "TFLOP/s (%+.1f%%); relative difference %.2g\n",
-                static_cast<long long>(m), ms * 1000, flops / ms / 1e9, two_ms * 1000, flops / two_ms / 1e9,
-                100.0 * (two_ms / ms - 1.0), diff);
-    if (!(diff <= Tolerance(t))) {
-      std::printf("  FAIL: the two paths disagree\n");
-      ++tgtest::Failures();
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+    std::vector<int64_t> rows;
+  };
+  const Shape shapes[] = {{"Llama-3-8B", 14336, 4096, {256, 512, 1024, 2048, 4096, 8192}},
+                          {"Llama-3-70B at TP 4", 7168, 8192, {64, 128, 160, 192, 256, 384, 512, 1024}}};
+  for (const Shape& shape : shapes) {
+    const int64_t n = shape.n, k = shape.k;
+    std::printf("perf, bf16, %s gate/up (n %lld, k %lld), medians of 15 alternating runs:\n", shape.name,
+                static_cast<long long>(n), static_cast<long long>(k));
+    const Rounded w = Round(RandomFloats(static_cast<size_t>(2 * n * k), -0.05f, 0.05f), t);
+    DeviceBuffer d_w = ToDevice(w.bits);
+    Gemm gemm;
+    for (int64_t m : shape.rows) {
+      const Rounded x = Round(RandomFloats(static_cast<size_t>(m * k)), t);
+      DeviceBuffer d_x = ToDevice(x.bits);
+      DeviceBuffer gate_up(static_cast<size_t>(m * 2 * n) * 2), act(static_cast<size_t>(m * n) * 2),
+          fused(static_cast<size_t>(m * n) * 2);
+      const auto [two_ms, ms] = AlternateMs(
+          15,
+          [&] {
+            gemm.Run(nullptr, d_x.get(), d_w.get(), gate_up.get(), m, 2 * n, k, t, t);
+            LaunchSiluMul(nullptr, t, gate_up.get(), m, n, act.get());
+          },
+          [&] { LaunchSiluGateUpGemm(nullptr, t, d_x.get(), d_w.get(), fused.get(), m, n, k); });
+      const double diff =
+          RelError(ToHost(fused, static_cast<size_t>(m * n), t), ToHost(act, static_cast<size_t>(m * n), t));
+      const double flops = 2.0 * m * 2 * n * k;
+      std::printf("RESULT silu gate/up gemm %s m %lld: %.1f us, %.0f TFLOP/s; cuBLASLt GEMM + SiLU-mul %.1f us, %.0f "
+                  "TFLOP/s (%+.1f%%); relative difference %.2g\n",
+                  shape.name, static_cast<long long>(m), ms * 1000, flops / ms / 1e9, two_ms * 1000,
+                  flops / two_ms / 1e9, 100.0 * (two_ms / ms - 1.0), diff);
+      if (!(diff <= Tolerance(t))) {
+        std::printf("  FAIL: the two paths disagree\n");
+        ++tgtest::Failures();
+      }
     }
   }
   return tgtest::Failures() == 0 ? 0 : 1;
