@@ -4,6 +4,7 @@
 //   text-gen-bench compare A.json B.json
 //   text-gen-bench router-overhead [...]   (the real router against a fake shard; see bench/README.md)
 //   text-gen-bench fake-shard --uds PATH [...]
+//   text-gen-bench replay --costs FILE [...]  (the router's batching against modelled GPU step times)
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -17,6 +18,7 @@ const HELP = `usage: text-gen-bench [run] --url URL [options]
        text-gen-bench compare A.json B.json
        text-gen-bench router-overhead [--help]
        text-gen-bench fake-shard --uds PATH [--help]
+       text-gen-bench replay --costs FILE [--help]
 
 target
   --url URL              server base URL (default http://127.0.0.1:3000)
@@ -183,6 +185,7 @@ export async function main(argv: string[]): Promise<void> {
   if (command === "compare") return compareCommand(rest);
   if (command === "router-overhead") return (await import("./router-overhead.js")).main(rest);
   if (command === "fake-shard") return (await import("./fake-shard.js")).main(rest);
+  if (command === "replay") return (await import("./replay.js")).main(rest);
   if (command === "run") return runCommand(rest);
   if (command === "--help" || command === "-h") return void process.stdout.write(HELP);
   return runCommand(argv);

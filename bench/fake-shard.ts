@@ -1,8 +1,9 @@
 // A fake shard for benchmarks: a real grpc-js server on a Unix socket with the
 // shard's service (proto/generate.proto). Warmup reports a KV capacity; Prefill
-// and Decode answer after a fixed delay with one fixed token per request,
-// honouring max_new_tokens, EOS (unless ignore_eos_token) and chunk_len; batches
-// are kept between steps, merged, filtered and cleared as the real shard does.
+// and Decode answer after a fixed delay (or a modelled step time: step-costs.ts)
+// with one fixed token per request, honouring max_new_tokens, EOS (unless
+// ignore_eos_token) and chunk_len; batches are kept between steps, merged,
+// filtered and cleared as the real shard does.
 // With delay 0 it costs the router nothing but the gRPC round trip, so the
 // router's own cost per token can be measured. It can trace every step and
 // request (for checking the load generator against known timings).
@@ -18,6 +19,7 @@ import {
   type Request,
   type TextGenerationServiceServer,
 } from "../proto/gen/generate.js";
+import type { ModelledStep } from "./step-costs.js";
 
 export interface FakeShardOptions {
   /** Each Prefill and Decode answers this long after it arrived. */
@@ -40,6 +42,11 @@ export interface FakeShardOptions {
   maxTotalTokens: number;
   /** Record steps and per-request token times (performance.now()). */
   trace: boolean;
+  /**
+   * A step's time from what it computes (rows in the batch, tokens through the forward),
+   * in place of delayMs: to replay the scheduler against a GPU's measured step costs.
+   */
+  stepCostMs?: (step: ModelledStep) => number;
 }
 
 export const DEFAULT_FAKE_SHARD: FakeShardOptions = {
@@ -60,6 +67,8 @@ export interface StepTrace {
   answered: number;
   /** Tokens generated in this step. */
   tokens: number;
+  /** Tokens through the forward: prompt chunks plus one per decoding request. */
+  forwardTokens: number;
   requests: number;
 }
 
@@ -145,15 +154,16 @@ export class BenchFakeShard {
           id = req.batch!.id;
           batch = fresh;
         }
-        await this.wait(received, req.cachedBatch !== undefined || this.batches.size > 0);
-        return this.step("prefill", id, batch, new Set(fresh), received);
+        const freshSet = new Set(fresh);
+        await this.wait(received, req.cachedBatch !== undefined || this.batches.size > 0, "prefill", batch, freshSet);
+        return this.step("prefill", id, batch, freshSet, received);
       }),
       decode: unary(async (req) => {
         const received = performance.now();
         const [first, ...others] = req.batches;
         const batch = this.pop(first!.id);
         for (const other of others) batch.push(...this.pop(other.id));
-        await this.wait(received, true);
+        await this.wait(received, true, "decode", batch);
         return this.step("decode", first!.id, batch, undefined, received);
       }),
     };
@@ -173,8 +183,9 @@ export class BenchFakeShard {
    * batch: until one period after the previous step, or not at all when that has passed);
    * the timer is set early and the last stretch polled, as timers fire late.
    */
-  private async wait(from: number, continues: boolean): Promise<void> {
-    const delay = this.options.delayMs;
+  private async wait(from: number, continues: boolean, rpc: StepTrace["rpc"], batch: FakeRequest[], fresh?: Set<FakeRequest>): Promise<void> {
+    const cost = this.options.stepCostMs;
+    const delay = cost ? cost({ rpc, rows: batch.length, tokens: forwardTokens(batch, fresh) }) : this.options.delayMs;
     if (delay <= 0) return;
     const last = this.lastAnswered;
     const paced = this.options.fixedPeriod && continues && last !== undefined;
@@ -194,6 +205,7 @@ export class BenchFakeShard {
 
   private step(rpc: StepTrace["rpc"], id: number, batch: FakeRequest[], fresh: Set<FakeRequest> | undefined, received: number) {
     const token = this.options.token;
+    const forward = this.options.trace ? forwardTokens(batch, fresh) : 0;
     const generations: Generation[] = [];
     const live: FakeRequest[] = [];
     const answered = performance.now();
@@ -222,7 +234,7 @@ export class BenchFakeShard {
       if (reason === undefined) live.push(r);
     }
     this.tokens += generations.length;
-    if (this.options.trace) this.steps.push({ rpc, received, answered, tokens: generations.length, requests: batch.length });
+    if (this.options.trace) this.steps.push({ rpc, received, answered, tokens: generations.length, forwardTokens: forward, requests: batch.length });
     if (live.length) this.batches.set(id, live);
     return { generations, batch: live.length ? this.cached(id, live) : undefined, forwardNs: 0, decodeNs: 0, totalNs: 0 };
   }
@@ -236,6 +248,17 @@ export class BenchFakeShard {
     }
     return { id, requestIds: batch.map((r) => r.request.id), size: batch.length, maxTokens, currentTokens };
   }
+}
+
+/** Tokens a step over `batch` computes: each prompt's next chunk, one per decoding request. */
+function forwardTokens(batch: FakeRequest[], fresh?: Set<FakeRequest>): number {
+  let tokens = 0;
+  for (const r of batch) {
+    const rest = r.request.inputIds.length - r.computed;
+    if (rest <= 0) tokens += 1;
+    else tokens += fresh?.has(r) && r.request.chunkLen !== undefined ? Math.min(rest, r.request.chunkLen) : rest;
+  }
+  return tokens;
 }
 
 function unary<Req, Res>(body: (req: Req) => Promise<Res>) {
