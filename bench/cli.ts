@@ -5,6 +5,7 @@
 //   text-gen-bench router-overhead [...]   (the real router against a fake shard; see bench/README.md)
 //   text-gen-bench fake-shard --uds PATH [...]
 //   text-gen-bench replay --costs FILE [...]  (the router's batching against modelled GPU step times)
+//   text-gen-bench costs --profile FILE [...]  (a replay cost file from a GPU run's step profile)
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -19,6 +20,7 @@ const HELP = `usage: text-gen-bench [run] --url URL [options]
        text-gen-bench router-overhead [--help]
        text-gen-bench fake-shard --uds PATH [--help]
        text-gen-bench replay --costs FILE [--help]
+       text-gen-bench costs --profile FILE --prefill-ms-per-token X [--help]
 
 target
   --url URL              server base URL (default http://127.0.0.1:3000)
@@ -186,6 +188,7 @@ export async function main(argv: string[]): Promise<void> {
   if (command === "router-overhead") return (await import("./router-overhead.js")).main(rest);
   if (command === "fake-shard") return (await import("./fake-shard.js")).main(rest);
   if (command === "replay") return (await import("./replay.js")).main(rest);
+  if (command === "costs") return (await import("./costs-from-profile.js")).main(rest);
   if (command === "run") return runCommand(rest);
   if (command === "--help" || command === "-h") return void process.stdout.write(HELP);
   return runCommand(argv);
