@@ -50,7 +50,8 @@ export function decodeFromProfile(text: string): ProfileDecode {
     const bucket = kind && /^decode graph, bucket (\d+)$/.exec(kind);
     if (bucket) {
       const b = Number(bucket[1]);
-      graph.set(b, [...(graph.get(b) ?? []), busy]);
+      if (!graph.has(b)) graph.set(b, []);
+      graph.get(b)!.push(busy);
     } else if (kind === "eager decode") {
       eager.push(busy + idle);
     }

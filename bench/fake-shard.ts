@@ -155,18 +155,25 @@ export class BenchFakeShard {
           batch = fresh;
         }
         const freshSet = new Set(fresh);
-        await this.wait(received, req.cachedBatch !== undefined || this.batches.size > 0, "prefill", batch, freshSet);
-        return this.step("prefill", id, batch, freshSet, received);
+        const forward = this.forwardTokens(batch, freshSet);
+        await this.wait(received, req.cachedBatch !== undefined || this.batches.size > 0, batch.length, forward);
+        return this.step("prefill", id, batch, freshSet, received, forward);
       }),
       decode: unary(async (req) => {
         const received = performance.now();
         const [first, ...others] = req.batches;
         const batch = this.pop(first!.id);
         for (const other of others) batch.push(...this.pop(other.id));
-        await this.wait(received, true, "decode", batch);
-        return this.step("decode", first!.id, batch, undefined, received);
+        const forward = this.forwardTokens(batch);
+        await this.wait(received, true, batch.length, forward);
+        return this.step("decode", first!.id, batch, undefined, received, forward);
       }),
     };
+  }
+
+  /** A step's forward tokens where the cost model or the trace wants them (0 otherwise: no work per step). */
+  private forwardTokens(batch: FakeRequest[], fresh?: Set<FakeRequest>): number {
+    return this.options.stepCostMs || this.options.trace ? forwardTokens(batch, fresh) : 0;
   }
 
   private admit(request: Request): FakeRequest {
@@ -183,9 +190,9 @@ export class BenchFakeShard {
    * batch: until one period after the previous step, or not at all when that has passed);
    * the timer is set early and the last stretch polled, as timers fire late.
    */
-  private async wait(from: number, continues: boolean, rpc: StepTrace["rpc"], batch: FakeRequest[], fresh?: Set<FakeRequest>): Promise<void> {
+  private async wait(from: number, continues: boolean, rows: number, tokens: number): Promise<void> {
     const cost = this.options.stepCostMs;
-    const delay = cost ? cost({ rpc, rows: batch.length, tokens: forwardTokens(batch, fresh) }) : this.options.delayMs;
+    const delay = cost ? cost({ rows, tokens }) : this.options.delayMs;
     if (delay <= 0) return;
     const last = this.lastAnswered;
     const paced = this.options.fixedPeriod && continues && last !== undefined;
@@ -203,9 +210,9 @@ export class BenchFakeShard {
     return batch;
   }
 
-  private step(rpc: StepTrace["rpc"], id: number, batch: FakeRequest[], fresh: Set<FakeRequest> | undefined, received: number) {
+  /** `forward`: the step's forward tokens (forwardTokens), counted before it advances the prompts. */
+  private step(rpc: StepTrace["rpc"], id: number, batch: FakeRequest[], fresh: Set<FakeRequest> | undefined, received: number, forward: number) {
     const token = this.options.token;
-    const forward = this.options.trace ? forwardTokens(batch, fresh) : 0;
     const generations: Generation[] = [];
     const live: FakeRequest[] = [];
     const answered = performance.now();

@@ -18,7 +18,7 @@ import { parseLengthSpec, SHAREGPT_LIKE, type Workload } from "./lengths.js";
 import { startRouterWithFakeShard, STORIES } from "./router-process.js";
 import { runBenchmark, type RunConfig } from "./runner.js";
 import type { StepTrace } from "./fake-shard.js";
-import { readStepCosts, stepMs, type StepCosts } from "./step-costs.js";
+import { carriesPrompt, readStepCosts, stepMs, type StepCosts } from "./step-costs.js";
 
 export interface ReplayOptions {
   costs: StepCosts;
@@ -66,8 +66,8 @@ export interface ReplayResult {
 export function classify(costs: StepCosts, trace: readonly StepTrace[]): Record<string, StepClass> {
   const out: Record<string, StepClass> = {};
   for (const s of trace) {
-    const step = { rpc: s.rpc, rows: s.requests, tokens: s.forwardTokens };
-    const name = step.tokens > step.rows ? PROMPT_STEPS : ROW_CLASSES.find(([, max]) => s.requests <= max)![0];
+    const step = { rows: s.requests, tokens: s.forwardTokens };
+    const name = carriesPrompt(step) ? PROMPT_STEPS : ROW_CLASSES.find(([, max]) => s.requests <= max)![0];
     const c = (out[name] ??= { steps: 0, modelledS: 0 });
     c.steps += 1;
     c.modelledS += stepMs(costs, step) / 1000;

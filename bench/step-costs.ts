@@ -19,10 +19,14 @@ export interface StepCosts {
 }
 
 export interface ModelledStep {
-  rpc: "prefill" | "decode";
   rows: number;
   /** Tokens through the forward: prompt chunks plus one per decoding request. */
   tokens: number;
+}
+
+/** Whether a step carries prompt tokens (new requests, or a chunked prompt's next chunk): a prefill's cost. */
+export function carriesPrompt(step: ModelledStep): boolean {
+  return step.tokens > step.rows;
 }
 
 function positive(v: unknown, what: string): number {
@@ -68,6 +72,6 @@ export function decodeMs(costs: StepCosts, rows: number): number {
 
 /** Milliseconds of one step. */
 export function stepMs(costs: StepCosts, step: ModelledStep): number {
-  if (step.tokens > step.rows) return Math.max(costs.prefillMinMs, step.tokens * costs.prefillMsPerToken);
+  if (carriesPrompt(step)) return Math.max(costs.prefillMinMs, step.tokens * costs.prefillMsPerToken);
   return decodeMs(costs, step.rows);
 }

@@ -19,10 +19,10 @@ t.test("decode steps take the table's time, interpolated between its points and 
 });
 
 t.test("a step with prompt tokens costs its forward tokens at the prefill rate", async (t) => {
-  t.equal(stepMs(costs, { rpc: "prefill", rows: 4, tokens: 1000 }), 50);
-  t.equal(stepMs(costs, { rpc: "prefill", rows: 2, tokens: 100 }), 10, "never below prefill_min_ms");
-  t.equal(stepMs(costs, { rpc: "decode", rows: 9, tokens: 9 }), 20, "one token a row is a decode step");
-  t.equal(stepMs(costs, { rpc: "decode", rows: 3, tokens: 300 }), 15, "a chunked prompt's next chunk in a Decode is a prefill");
+  t.equal(stepMs(costs, { rows: 4, tokens: 1000 }), 50);
+  t.equal(stepMs(costs, { rows: 2, tokens: 100 }), 10, "never below prefill_min_ms");
+  t.equal(stepMs(costs, { rows: 9, tokens: 9 }), 20, "one token a row is a decode step");
+  t.equal(stepMs(costs, { rows: 3, tokens: 300 }), 15, "a chunked prompt's next chunk in a Decode is a prefill");
 });
 
 t.test("bad cost files are refused with what is wrong", async (t) => {

@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/stream_capture.h"
 
 namespace tg {
 namespace cuda {
@@ -41,19 +42,6 @@ int64_t Bucket(int64_t m) {
   int64_t b = 1;
   while (b < m && b < 8192) b <<= 1;
   return b < m ? ((m + 8191) / 8192) * 8192 : b;
-}
-
-// Whether work enqueued on `stream` now would be captured into a CUDA graph (where
-// allocating, synchronising and event timing are not allowed).
-bool IsCapturing(cudaStream_t stream) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  const cudaError_t err = cudaStreamIsCapturing(stream, &status);
-  if (err == cudaErrorStreamCaptureImplicit) {  // the legacy stream while another stream captures
-    cudaGetLastError();
-    return true;
-  }
-  Check(err, "cudaStreamIsCapturing");
-  return status != cudaStreamCaptureStatusNone;
 }
 
 // Milliseconds that the work one call enqueues on a stream takes, measured with events.

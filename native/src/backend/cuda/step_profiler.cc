@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/env_switch.h"
+#include "backend/cuda/stream_capture.h"
 
 namespace tg {
 namespace cuda {
@@ -15,13 +16,6 @@ namespace {
 
 double HostMs() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Whether work enqueued on `stream` now goes into a CUDA graph being captured.
-bool Capturing(cudaStream_t stream) {
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  TG_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  return capture == cudaStreamCaptureStatusActive;
 }
 
 }  // namespace
@@ -59,7 +53,7 @@ cudaEvent_t StepProfiler::NewEvent() {
 void StepProfiler::Record(cudaEvent_t event, cudaStream_t stream) {
   // In a capture, an external event becomes an event-record node that each replay runs.
   TG_CUDA_CHECK(
-      cudaEventRecordWithFlags(event, stream, Capturing(stream) ? cudaEventRecordExternal : cudaEventRecordDefault));
+      cudaEventRecordWithFlags(event, stream, IsCapturing(stream) ? cudaEventRecordExternal : cudaEventRecordDefault));
 }
 
 void StepProfiler::BeginRecording(int kind, cudaStream_t stream) {
@@ -69,7 +63,7 @@ void StepProfiler::BeginRecording(int kind, cudaStream_t stream) {
   // A graph's capture restarts its kind's totals, so that they are its replays' alone; an
   // eager step (a prefill, or a decode past the graphs) records anew every step, and its
   // kind's totals add up until they are reported.
-  if (Capturing(stream)) {
+  if (IsCapturing(stream)) {
     recording_->total_ms_and_calls.clear();
     recording_->steps = 0;
   }

@@ -350,9 +350,10 @@ __device__ __forceinline__ void AddRmsNormRow(int r, int row_vecs, float* __rest
 __device__ __forceinline__ int CtaRows(int rows) {
   return max(0, (rows - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x));
 }
-// The message position of vector j of this CTA's rows laid end to end (row_vecs vectors each).
-__device__ __forceinline__ size_t CtaRowVector(int j, int row_vecs) {
-  return static_cast<size_t>(blockIdx.x + (j / row_vecs) * gridDim.x) * row_vecs + j % row_vecs;
+// The message position of vector j of columns [begin, begin + width) of this CTA's rows (of
+// row_vecs vectors each), those columns of its rows laid end to end.
+__device__ __forceinline__ size_t CtaRowVector(int j, int row_vecs, int begin, int width) {
+  return static_cast<size_t>(blockIdx.x + (j / width) * gridDim.x) * row_vecs + begin + j % width;
 }
 
 // Copies this CTA's rows (r = blockIdx.x, + gridDim.x, ...) of `delta` into this rank's staging
@@ -369,7 +370,7 @@ __device__ __forceinline__ uint4* StageRows(const PeerGroup& g, uint32_t call, c
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u * kThreads;
-      at[u] = CtaRowVector(j, row_vecs);
+      at[u] = CtaRowVector(j, row_vecs, 0, row_vecs);
       if (j < n) v[u] = delta[at[u]];
     }
 #pragma unroll
@@ -440,14 +441,12 @@ __global__ void __launch_bounds__(kThreads)
     const int end = ColumnBegin(g.rank + 1, row_vecs, g.world_size);
     const int width = end - begin;
     const int n = CtaRows(rows) * width;
-    auto column_at = [&](int j) {
-      return static_cast<size_t>(blockIdx.x + (j / width) * gridDim.x) * row_vecs + begin + j % width;
-    };
     // Two vectors a thread at a time, so that every rank's loads of both are in flight together
     // (a j1 past the end reads j0's vector again and stores nothing).
     for (int j0 = threadIdx.x; j0 < n; j0 += 2 * kThreads) {
       const int j1 = j0 + kThreads;
-      const size_t at0 = column_at(j0), at1 = column_at(j1 < n ? j1 : j0);
+      const size_t at0 = CtaRowVector(j0, row_vecs, begin, width);
+      const size_t at1 = CtaRowVector(j1 < n ? j1 : j0, row_vecs, begin, width);
       const uint4 sum0 = RankOrderSum<T>(g, call, at0), sum1 = RankOrderSum<T>(g, call, at1);
       mine[at0] = sum0;
       if (j1 < n) mine[at1] = sum1;
