@@ -16,6 +16,8 @@
 #             and gemv_test with --perf; the peer all-reduce's time per call on 2+ GPUs)
 #   opsperf   only perf's cuda_ops_test timings (GEMMs, attention, decode attention in graphs)
 #   peerperf  only perf's peer collective timings (both protocols, plain and fused with RMSNorm)
+#   gemvab    the GEMV timings (gemv_test --perf at TP 1 and 2 slices, the exchanging GEMVs with 2+
+#             GPUs) once per entry of $ENV_SETS (default TEXT_GEN_GEMV_EXCHANGE_BATCH=1, then =4)
 #   serve     the GPU sampler's own test, the sampler through the engine, and the real
 #             launcher with --device cuda on stories260k
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
@@ -173,6 +175,24 @@ if has peerperf && [ "${SKIP_TESTS:-0}" = 1 ]; then  # likewise for the peer col
 fi
 if has perf || has peerperf; then
   step peer-perf peer-perf.txt native/build/tests/cuda/peer_collectives_test --perf
+fi
+
+# gemvab: the GEMV timings (gemv_test --perf at TP 1 and TP 2 slices; the exchanging GEMVs of
+# peer_collectives_test --perf with 2+ GPUs) once per entry of $ENV_SETS, e.g.
+# "TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4".
+if has gemvab; then
+  IFS=';' read -ra gemv_sets <<< "${ENV_SETS:-TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4}"
+  for i in "${!gemv_sets[@]}"; do
+    # shellcheck disable=SC2086 # the entry's words are separate assignments
+    step "gemvab#$i" "gemvab-$i.txt" env ${gemv_sets[$i]} native/build/tests/cuda/gemv_test --perf
+    # shellcheck disable=SC2086
+    step "gemvab-tp2#$i" "gemvab-tp2-$i.txt" env ${gemv_sets[$i]} GEMV_PERF_TP=2 native/build/tests/cuda/gemv_test --perf
+    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+      # shellcheck disable=SC2086
+      step "gemvab-peer#$i" "gemvab-peer-$i.txt" env ${gemv_sets[$i]} native/build/tests/cuda/peer_collectives_test --perf
+    fi
+    sed -i "s/^RESULT /RESULT [${gemv_sets[$i]}] /" "$LOGS"/gemvab*-"$i".txt
+  done
 fi
 
 if has serve; then

@@ -438,7 +438,7 @@ namespace {
 // The GEMV's exchange between ranks (gemv.h's GemvExchange): each rank's buffers, and every
 // rank's view of them.
 struct ExchangeGroup {
-  static constexpr int kMaxCtas = 512;
+  static constexpr int kMaxCtas = 2048;
   std::vector<GemvExchangeBuffers> buffers;
   std::vector<GemvExchange> views;
   explicit ExchangeGroup(int world) {
@@ -547,8 +547,8 @@ void CheckExchange(Group& group, ExchangeGroup& exchange, int64_t m, int64_t n, 
 
 // The adding GEMV summing the ranks' products itself (GemvExchange), with and without feeding
 // a norm: one and two x tiles, a partial last tile of n, back-to-back calls of changing shapes
-// (both mailbox parities; a CTA's count advances only in the CTAs a call has), tiles in two rounds
-// of CTAs, and the count's wrap.
+// (both mailbox parities; a CTA's count advances only in the CTAs a call has), tiles in two and
+// in five rounds of CTAs, and the count's wrap.
 TG_TEST(peer_gemv_exchange_sums_the_ranks_products_on_every_rank) {
   Group group(g_world);
   for (uint32_t start : {0u, 0xFFFFFFFBu}) {
@@ -563,6 +563,10 @@ TG_TEST(peer_gemv_exchange_sums_the_ranks_products_on_every_rank) {
       // CTA takes two in turn.
       CheckExchange(group, exchange, 1, 8192, 2048, true);
       CheckExchange(group, exchange, 16, 8192, 7168, true);
+      // Over 1,100 tiles at k 1,024 (8 warps, two CTAs an SM): five rounds, so a CTA computes and
+      // sends four tiles, adds their sums, then takes its fifth; the last tile half full.
+      CheckExchange(group, exchange, 3, 16 * 1100, 1024, true);
+      CheckExchange(group, exchange, 16, 16 * 1100 + 8, 1024, false);
     }
   }
   // What GemvSupports refuses: more CTAs than the mailboxes hold, a missing peer region.
@@ -596,14 +600,14 @@ TG_TEST(peer_collectives_refuse_what_they_cannot_move) {
 
 namespace {
 
-// Microseconds per call of `enqueue(rank, stream)` on every rank, kCalls of them captured
+// Microseconds per call of `enqueue(rank, call, stream)` on every rank, kCalls of them captured
 // into one CUDA graph per rank, as the decode graphs hold them: the time is the kernels' own
 // (barrier, link trips, launch gaps), not the host's launches. Device 0's view.
 template <typename Fn>
 double GraphUsPerCall(Group& group, Fn enqueue) {
   constexpr int kCalls = 100;
   std::vector<cudaGraphExec_t> execs =
-      CaptureEachRank(group, kCalls, [&](int r, int, cudaStream_t s) { enqueue(r, s); });
+      CaptureEachRank(group, kCalls, [&](int r, int call, cudaStream_t s) { enqueue(r, call, s); });
   auto replay = [&] {
     for (int r = 0; r < group.world; ++r) {
       TG_CUDA_CHECK(cudaSetDevice(r));
@@ -643,10 +647,42 @@ double FusedUsPerCall(Group& group, int64_t rows, int64_t hidden) {
     weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(hidden), 0.5f, 1.5f)));
     out.push_back(DeviceBuffer(static_cast<size_t>(n) * 2));
   }
-  return GraphUsPerCall(group, [&](int r, cudaStream_t s) {
+  return GraphUsPerCall(group, [&](int r, int, cudaStream_t s) {
     const size_t i = static_cast<size_t>(r);
     LaunchPeerAllReduceAddRmsNorm(group.views[i], delta[i].get(), residual[i].as<float>(), weight[i].as<float>(),
                                   rows, hidden, 1e-5f, ElemType::kBF16, out[i].get(), s);
+  });
+}
+
+// One adding GEMV feeding a norm, m rows of x against an [n, k_slice] bf16 slice on every rank,
+// exchanging its products with the other ranks (GemvExchange) or, as the baseline, each rank
+// alone. The calls cycle through copies of W that add up to 256 MB, twice the L2 of any card
+// here, so that every call reads its weights from HBM as a decode step does.
+double ExchangeGemvUsPerCall(Group& group, ExchangeGroup& exchange, int64_t m, int64_t n, int64_t k_slice,
+                             bool exchanging) {
+  const ElemType t = ElemType::kBF16, f32 = ElemType::kF32;
+  const int64_t w_bytes = n * k_slice * 2, copies = std::max<int64_t>(1, ((int64_t{256} << 20) + w_bytes - 1) / w_bytes);
+  const int64_t parts = (n + 15) / 16;
+  std::vector<DeviceBuffer> x, w, res, weight, scaled, sums;
+  for (int r = 0; r < group.world; ++r) {
+    TG_CUDA_CHECK(cudaSetDevice(r));
+    x.push_back(ToDevice(Round(RandomFloats(static_cast<size_t>(m * k_slice)), t).bits));
+    w.push_back(DeviceBuffer(static_cast<size_t>(w_bytes * copies)));
+    TG_CUDA_CHECK(cudaMemset(w.back().get(), 0, w.back().bytes()));
+    res.push_back(ToDevice(RandomFloats(static_cast<size_t>(m * n))));
+    weight.push_back(ToDevice(RandomFloats(static_cast<size_t>(n), 0.5f, 1.5f)));
+    scaled.push_back(DeviceBuffer(static_cast<size_t>(m * n) * 2));
+    sums.push_back(DeviceBuffer(static_cast<size_t>(m * parts) * 4));
+  }
+  return GraphUsPerCall(group, [&](int r, int call, cudaStream_t s) {
+    const size_t i = static_cast<size_t>(r);
+    GemvNorm norm;
+    if (exchanging) norm.exchange = exchange.views[i];
+    norm.sum_squares = sums[i].as<float>();
+    norm.weight = weight[i].as<float>();
+    norm.scaled = scaled[i].get();
+    LaunchGemv(s, x[i].get(), w[i].as<char>() + (call % copies) * w_bytes, res[i].get(), m, n, k_slice, t, f32,
+               GemvInput::kPlain, GemvOutput::kAddTo, {}, &norm);
   });
 }
 
@@ -664,7 +700,7 @@ int Perf() {
         TG_CUDA_CHECK(cudaSetDevice(r));
         data.push_back(ToDevice(RandomFloats(count)));
       }
-      const double us = GraphUsPerCall(group, [&](int r, cudaStream_t s) {
+      const double us = GraphUsPerCall(group, [&](int r, int, cudaStream_t s) {
         LaunchPeerAllReduceSum(group.views[static_cast<size_t>(r)], data[static_cast<size_t>(r)].get(), count,
                                ElemType::kBF16, s);
       });
@@ -690,6 +726,28 @@ int Perf() {
                     "graph\n",
                     static_cast<long long>(rows), static_cast<long long>(hidden), rows_group.world, name,
                     FusedUsPerCall(rows_group, rows, hidden));
+      }
+    }
+  }
+  // The exchanging o and down GEMVs at the 8B's TP 2 slices and the 70B's TP 4 slices (hidden n,
+  // k per rank), against the same GEMV with no exchange: the difference is what the ranks' trade costs.
+  {
+    Group group(g_world);
+    ExchangeGroup exchange(g_world);
+    struct Slice {
+      const char* name;
+      int64_t n, k;
+    };
+    for (const Slice& slice : {Slice{"8B o at TP 2", 4096, 2048}, Slice{"8B down at TP 2", 4096, 7168},
+                               Slice{"70B o at TP 4", 8192, 2048}, Slice{"70B down at TP 4", 8192, 7168}}) {
+      for (int64_t m : {1, 16}) {
+        for (bool exchanging : {false, true}) {
+          std::printf("RESULT gemv feeding a norm, %s (n %lld, k %lld), m %lld x %d GPUs (%s): %.2f us per call "
+                      "inside a graph\n",
+                      slice.name, static_cast<long long>(slice.n), static_cast<long long>(slice.k),
+                      static_cast<long long>(m), group.world, exchanging ? "exchanging" : "alone",
+                      ExchangeGemvUsPerCall(group, exchange, m, slice.n, slice.k, exchanging));
+        }
       }
     }
   }

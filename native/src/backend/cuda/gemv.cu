@@ -25,6 +25,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elem_access.cuh"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/peer/peer_wait.cuh"
 #include "backend/cuda/rope.cuh"
@@ -99,15 +100,21 @@ __device__ __forceinline__ uint32_t ExchangeCall(const GemvExchange& e, unsigned
   return next == 0 ? 2 : next;
 }
 
-// Output j's product summed over the ranks in rank order (every rank gets the same bits): this
-// rank's `mine` goes to every peer's mailbox, then each peer's is polled from this rank's.
-__device__ float ExchangedSum(const GemvExchange& e, uint32_t call, unsigned tile, int j, float mine) {
+// This rank's product of output j, into every peer's mailbox. It never waits: a CTA sends all of
+// its tiles' products before it polls for any of its twins' (ReceivedSum), so one tile's wait
+// overlaps the next tile's loads.
+__device__ __forceinline__ void SendProduct(const GemvExchange& e, uint32_t call, unsigned tile, int j, float mine) {
   for (int p = 0; p < e.world_size; ++p) {
     if (p == e.rank) continue;
     asm volatile("st.volatile.global.v2.u32 [%0], {%1, %2};" ::"l"(ExchangeLine(e, p, e.rank, call, tile, j)),
                  "r"(__float_as_uint(mine)), "r"(call)
                  : "memory");
   }
+}
+
+// Output j's product summed over the ranks in rank order (every rank gets the same bits): this
+// rank's `mine` and each peer's, polled from this rank's mailbox.
+__device__ float ReceivedSum(const GemvExchange& e, uint32_t call, unsigned tile, int j, float mine) {
   float sum = 0.0f;
   for (int r = 0; r < e.world_size; ++r) {
     float v = mine;
@@ -181,6 +188,39 @@ __device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_s
   }
 }
 
+// An exchanging tile's products between the two halves of its exchange (GemvKernel): this rank's,
+// in shared memory, and the call they were sent under.
+struct ExchangeStash {
+  float products[kTileRows * kGemvMaxRows];
+  uint32_t call;
+};
+
+// The adding GEMV's epilogue for tile `tile` of `tiles`: out += product(r, col, j) for each of its
+// outputs (tile row r, x row col, j = col·16 + r), then, when feeding a norm (GemvNorm), h ⊙ weight
+// and the tile's sum of h² for each x row: an x row's 16 outputs are one half-warp's, summed by shuffles.
+template <typename T, typename Product>
+__device__ __forceinline__ void AddFeedingNorm(const GemvNorm& norm, float* __restrict__ out, int m, int64_t n,
+                                               unsigned tile, unsigned tiles, Product product) {
+  const int lane = threadIdx.x & 31;
+  const int64_t first_row = static_cast<int64_t>(tile) * kTileRows, parts = tiles;
+  const bool feeds = norm.weight != nullptr;
+  for (int base = threadIdx.x - lane; base < kTileRows * m; base += blockDim.x) {
+    const int j = base + lane, col = j >> 4, r = j & 15;
+    const int64_t row = first_row + r;
+    float square = 0.0f;
+    if (j < kTileRows * m && row < n) {
+      const float h = out[col * n + row] + product(r, col, j);
+      out[col * n + row] = h;
+      if (feeds) static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
+      square = h * h;
+    }
+    if (feeds) {
+      for (int o = 8; o > 0; o >>= 1) square += __shfl_xor_sync(0xffffffffu, square, o);
+      if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + tile] = square;
+    }
+  }
+}
+
 // One tile of GemvKernel: 16 rows of W (8 outputs for SiLU of halves), tile `tile` of `tiles`.
 // blockDim.x = 32 × warps, warps ≤ kMaxWarps.
 // kSiluInput: x is the MLP's gate/up projection, [m, 2k] (gate then up in each row), and
@@ -194,10 +234,11 @@ __device__ __forceinline__ void StoreRopeKv(const GemvRopeKv& rope, RowSum row_s
 // takes dims 8j.. and half + 8j.. of its head as tile rows 0-7 and 8-15; the others 16 dims
 // of a v head, as plain tiles.
 // kNorm (GemvNorm): an adding GEMV feeds the norm after it, any other is scaled by that norm.
+// An exchanging one only sends its products and leaves them in `stash` (GemvKernel adds the sum).
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
 __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out,
                                          int m, int64_t n, int64_t k, const GemvRopeKv& rope, const GemvNorm& norm,
-                                         unsigned tile, unsigned tiles) {
+                                         unsigned tile, unsigned tiles, ExchangeStash* stash = nullptr) {
   constexpr bool kAddTo = kOutput == GemvOutput::kAddTo, kSiluOutput = kOutput == GemvOutput::kSiluOfHalves;
   constexpr bool kRope = kOutput == GemvOutput::kRopeKvWrite;
   constexpr bool kFeedsNorm = kNorm && kAddTo, kScaledByNorm = kNorm && !kAddTo;
@@ -315,8 +356,8 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
   }
   // Only the sum over warps is left: the next kernel may be scheduled (it waits for our end).
   PdlLaunchNext();
-  // An exchanging CTA's call number, read by every thread before the barrier below, which
-  // thread 0 passes before it records the call (not earlier: a register held through the k loop spills).
+  // An exchanging CTA's call number, read here (a register held through the k loop spills) and
+  // recorded by GemvKernel once the twins' products are in.
   const bool exchanges = kFeedsNorm && norm.exchange.world_size > 1;
   const uint32_t call = exchanges ? ExchangeCall(norm.exchange, tile) : 0u;
 
@@ -338,28 +379,20 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
   if constexpr (kRope) {
     StoreRopeKv<T>(rope, row_sum, m, rotated, head, rope_first, rot_ctas);
   } else if constexpr (kFeedsNorm) {
-    // The adding store below (of the ranks' sum, when exchanging), then, when feeding,
-    // h ⊙ weight and the CTA's sum of h² for each x row (GemvNorm): an x row's 16 outputs are
-    // one half-warp's, summed by shuffles.
-    const int64_t parts = tiles;
-    const bool feeds = norm.weight != nullptr;
-    for (int base = threadIdx.x - lane; base < kTileRows * m; base += blockDim.x) {
-      const int j = base + lane, col = j >> 4, r = j & 15;
-      const int64_t row = first_row + r;
-      float square = 0.0f;
-      if (j < kTileRows * m && row < n) {
-        const float product = exchanges ? ExchangedSum(norm.exchange, call, tile, j, row_sum(r, col)) : row_sum(r, col);
-        const float h = out[col * n + row] + product;
-        out[col * n + row] = h;
-        if (feeds) static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
-        square = h * h;
+    if (exchanges) {
+      // The exchange's first half (GemvKernel runs the second): this tile's products go to its
+      // twins and wait in `stash` for theirs.
+      for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
+        const int col = j >> 4, r = j & 15;
+        if (first_row + r >= n) continue;
+        const float mine = row_sum(r, col);
+        SendProduct(norm.exchange, call, tile, j, mine);
+        stash->products[j] = mine;
       }
-      if (feeds) {
-        for (int o = 8; o > 0; o >>= 1) square += __shfl_xor_sync(0xffffffffu, square, o);
-        if (r == 0 && j < kTileRows * m) norm.sum_squares[col * parts + tile] = square;
-      }
+      if (threadIdx.x == 0) stash->call = call;
+    } else {
+      AddFeedingNorm<T>(norm, out, m, n, tile, tiles, [&](int r, int col, int) { return row_sum(r, col); });
     }
-    if (exchanges && threadIdx.x == 0) norm.exchange.counters[tile] = call;
   } else if constexpr (kSiluOutput) {
     // Output (8b + r, x row col) for j = col·8 + r: SiLU(gate) · up of tile rows r and r + 8,
     // each rounded to T first, as the gate/up store and silu_mul.cu round them.
@@ -389,9 +422,15 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
 template <GemvOutput kOutput, bool kNorm>
 constexpr bool kMayExchange = kNorm && kOutput == GemvOutput::kAddTo;
 
+// How many of its tiles an exchanging CTA computes and sends before it waits for the twins' products
+// of the first: the 70B's 512 tiles take two a CTA, so none waits between its tiles.
+// TEXT_GEN_GEMV_EXCHANGE_BATCH=1 waits after each tile, as before (A/B).
+constexpr int kExchangeBatch = 4;
+
 // Grid: a CTA per tile (GemvTile), or, for an exchanging GEMV (GemvExchange) whose tiles are more
 // than the CTAs resident at once, that many at most (every CTA waits for its twins), each taking
-// tiles blockIdx.x, + gridDim.x, ... in turn.
+// tiles blockIdx.x, + gridDim.x, ... in turn: up to kExchangeBatch of them computed and sent, then
+// each one's sum over the ranks added.
 // Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills at 64;
 // without the bound it picked 80 with a spill). Twice as many x registers (kXTiles 2), a SiLU input,
 // or the exchanging instances' loop over tiles spill at three, so those are bound to two (still the
@@ -399,11 +438,28 @@ constexpr bool kMayExchange = kNorm && kOutput == GemvOutput::kAddTo;
 template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
 __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 || kMayExchange<kOutput, kNorm> ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
-               GemvRopeKv rope, GemvNorm norm, unsigned tiles) {
+               GemvRopeKv rope, GemvNorm norm, unsigned tiles, unsigned exchange_batch) {
   if constexpr (kMayExchange<kOutput, kNorm>) {
-    for (unsigned tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      if (tile != blockIdx.x) __syncthreads();  // every thread is done with the last tile's shared sums
-      GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, tile, tiles);
+    __shared__ ExchangeStash stash[kExchangeBatch];
+    const bool exchanges = norm.exchange.world_size > 1;
+    const unsigned batch = exchanges ? exchange_batch : 1;
+    for (unsigned first = blockIdx.x; first < tiles; first += batch * gridDim.x) {
+      unsigned taken = 0;
+      for (unsigned tile = first; tile < tiles && taken < batch; tile += gridDim.x, ++taken) {
+        if (tile != blockIdx.x) __syncthreads();  // every thread is done with the last tile's shared sums
+        GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, tile, tiles,
+                                                               &stash[taken]);
+      }
+      if (!exchanges) continue;
+      __syncthreads();  // the stash is written
+      for (unsigned i = 0; i < taken; ++i) {
+        const unsigned tile = first + i * gridDim.x;
+        const ExchangeStash& s = stash[i];
+        AddFeedingNorm<T>(norm, out, m, n, tile, tiles, [&](int, int, int j) {
+          return ReceivedSum(norm.exchange, s.call, tile, j, s.products[j]);
+        });
+        if (threadIdx.x == 0) norm.exchange.counters[tile] = s.call;
+      }
     }
   } else {  // a loop costs the others spills
     GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, blockIdx.x, gridDim.x);
@@ -452,6 +508,8 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   const unsigned tiles = static_cast<unsigned>((n + outputs_per_cta - 1) / outputs_per_cta);
   // An exchanging GEMV runs only CTAs resident at once, in as few rounds of tiles as that allows,
   // the tiles shared evenly (every rank computes the same grid).
+  static const unsigned exchange_batch =
+      static_cast<unsigned>(PositiveFromEnv("TEXT_GEN_GEMV_EXCHANGE_BATCH", kExchangeBatch, kExchangeBatch));
   unsigned blocks = tiles;
   if constexpr (kMayExchange<kOutput, kNorm>) {
     if (norm.exchanges()) {
@@ -461,7 +519,8 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
     }
   }
   LaunchWithPdl(PdlKernel::kGemv, kernel, dim3(blocks), dim3(warps * 32), 0, stream, static_cast<const T*>(x),
-                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope, norm, tiles);
+                static_cast<const T*>(w), static_cast<OutT*>(out), static_cast<int>(m), n, k, rope, norm, tiles,
+                exchange_batch);
 }
 
 // Launch's instance with or without a GemvNorm.

@@ -58,8 +58,9 @@ struct GemvRopeKv {
 // mailbox for the peers', and adds the rank-order f32 sum, so every rank gets the same bits.
 // A CTA waits for its twins, so every CTA of the grid must be resident at once on every rank: where
 // the 16-output tiles are more than the kernel's occupancy holds (the 70B's 512), each CTA takes
-// several tiles in turn. Every rank must launch the same exchanging GEMVs in the same order with the
-// same n (each tile counts its calls).
+// several tiles in turn, sending up to four tiles' products before it waits for the first's twins.
+// Every rank must launch the same exchanging GEMVs in the same order with the same n (each tile
+// counts its calls).
 constexpr int kGemvExchangeMaxRanks = 8;
 struct GemvExchange {
   int rank = 0;
