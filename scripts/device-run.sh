@@ -7,7 +7,7 @@
 # Always: unpacks node, the compiled JS and the build's node_modules from .device/,
 # builds the addon with the CUDA backend (and the CUDA tests), compiles the cuBLASLt
 # and NCCL shim checks against the real headers, and runs the kernel tests
-# (cuda_ops_test, prefill_attention_test, silu_gate_up_gemm_test, gemv_test; peer_collectives_test
+# (cuda_ops_test, prefill_attention_test, silu_gate_up_gemm_test, gemv_test, gate_up_choice_test; peer_collectives_test
 # with 2+ GPUs)
 # and the end-to-end checks
 # through the addon (stories260k greedy, random models' logits against the CPU).
@@ -97,7 +97,7 @@ step() {
 }
 finish() {
   echo
-  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/silu-gemm*.txt "$LOGS"/gemv*.txt "$LOGS"/peer.txt 2>/dev/null | head -n 20
+  grep -h "FAIL\|not ok" "$LOGS"/kernels*.txt "$LOGS"/prefill-attn.txt "$LOGS"/silu-gemm*.txt "$LOGS"/gemv*.txt "$LOGS"/gate-up*.txt "$LOGS"/peer.txt 2>/dev/null | head -n 20
   grep -h "^worst relative error" -A12 "$LOGS"/kernels.txt 2>/dev/null | head -n 14
   grep -h "^RESULT" "$LOGS"/*.txt | sed 's/^RESULT /  /'
   echo "card: $card ($(date -u +%FT%TZ)), arch sm_$arch"
@@ -138,6 +138,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step prefill-attn prefill-attn.txt native/build/tests/cuda/prefill_attention_test
   step silu-gemm silu-gemm.txt native/build/tests/cuda/silu_gate_up_gemm_test
   step gemv gemv.txt native/build/tests/cuda/gemv_test
+  step gate-up-choice gate-up-choice.txt native/build/tests/cuda/gate_up_choice_test
   # Programmatic Dependent Launch is off by default; its kernels must stay correct with it on.
   step kernels-pdl kernels-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/cuda_ops_test
   step gemv-pdl gemv-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/gemv_test

@@ -22,6 +22,7 @@
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/elem_type.h"
+#include "backend/cuda/stopwatch.h"
 #include "core/dtype.h"
 #include "../test_util.h"
 
@@ -123,23 +124,11 @@ inline double RelError(const std::vector<float>& got, const std::vector<float>& 
 // stream unless given), after two warm-up runs.
 template <typename Fn>
 double TimeMs(int reps, Fn fn, cudaStream_t stream = nullptr) {
-  cudaEvent_t start, stop;
-  TG_CUDA_CHECK(cudaEventCreate(&start));
-  TG_CUDA_CHECK(cudaEventCreate(&stop));
+  Stopwatch watch;
   fn();
   fn();
   std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    TG_CUDA_CHECK(cudaEventRecord(start, stream));
-    fn();
-    TG_CUDA_CHECK(cudaEventRecord(stop, stream));
-    TG_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    TG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  for (int i = 0; i < reps; ++i) ms.push_back(watch.Time(stream, fn));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }

@@ -43,6 +43,7 @@
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/elem_type.h"
 #include "backend/cuda/env_switch.h"
+#include "backend/cuda/gate_up_choice.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/nccl/device_communicator.h"
@@ -63,12 +64,6 @@ namespace {
 // beyond them is sampled on the host (Engine::Step). 64 slots of up to a whole
 // vocabulary of (token, count) pairs is 64 MiB at V = 128256.
 constexpr int32_t kPenaltySlots = 64;
-// From this many rows a step's MLP takes the gate/up GEMM with SiLU-mul in its epilogue:
-// at 512 rows its tile pairs fill the SMs' last round poorly and cuBLASLt's GEMM plus the
-// pass was 4–5% faster, from 1,024 rows it was itself 5% faster (silu_gate_up_gemm_test
-// --perf, cuda-notes session 8).
-constexpr int64_t kSiluGemmMinRows = 1024;
-
 // Whether the o and down projections add straight into the f32 residual (Gemm::RunAddTo),
 // so that the norms after them only read it: 6 bytes per element instead of 12, and the
 // products join the residual unrounded. Only without tensor parallelism, where the
@@ -90,16 +85,6 @@ bool RopeInQkvGemv() { return SwitchedOn("TEXT_GEN_ROPE_GEMV"); }
 // and gate/up GEMVs scale by it (GemvNorm), so that no norm kernel runs between them.
 // TEXT_GEN_NORM_LINK=0 turns it off (read at every step; a captured graph keeps its choice).
 bool NormLinkInGemv() { return SwitchedOn("TEXT_GEN_NORM_LINK"); }
-
-// Steps of at least this many rows take that GEMM where it applies; TEXT_GEN_SILU_GEMM=0
-// never, =N from N rows. Read at every step, so that a benchmark can alternate both paths
-// in one process (e2e.mjs's E2E_AB): under the GPU's power cap, runs in turn drift apart.
-int64_t SiluGemmMinRows() {
-  const char* env = std::getenv("TEXT_GEN_SILU_GEMM");
-  if (!env) return kSiluGemmMinRows;
-  const int64_t rows = std::atoll(env);
-  return rows > 0 ? rows : std::numeric_limits<int64_t>::max();
-}
 
 // The activations of one forward, grown to the largest step seen. Decode graphs
 // have their own set, allocated once at their largest bucket, since a graph holds
@@ -248,6 +233,7 @@ class CudaLlamaModel : public ModelRunner {
   cudaStream_t stream_ = nullptr;
   int sm_count_ = 0;
   std::unique_ptr<Gemm> gemm_;
+  GateUpChoice gate_up_choice_;  // the MLP's gate/up path per row bucket, timed at first use
   std::unique_ptr<DeviceCommunicator> comm_;  // null without tensor parallelism
   CudaWeights weights_;
   std::vector<float> inv_freq_;  // for RoPE that doesn't depend on length
@@ -526,7 +512,6 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
   prefill.tile_rows = L.p_tile_rows;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const int64_t silu_gemm_min_rows = SiluGemmMinRows();
   const bool residual_in_gemm = comm_ == nullptr && ResidualInGemm();
   const bool silu_in_gemv = SiluInGateUpGemv();
   const bool rope_in_gemv = RopeInQkvGemv();
@@ -674,11 +659,19 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
       mark(link_norms ? "o_norm" : "o");
     }
     if (!link_norms) add_norm(delta, W.post_norm.as<float>());
-    // A prefill's MLP takes the Hopper gate/up GEMM with SiLU-mul in its epilogue (no
-    // [t, 2·inter] buffer), then the down projection of its output; other steps cuBLASLt's
-    // or the GEMV's gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into the GEMV.
+    // A step of many rows may take the Hopper gate/up GEMM with SiLU-mul in its epilogue (no
+    // [t, 2·inter] buffer), then the down projection of its output, where it times faster than
+    // cuBLASLt's GEMM and the SiLU-mul pass (GateUpChoice); other steps cuBLASLt's or the GEMV's
+    // gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into the GEMV.
     const bool silu_in_gemm =
-        t >= silu_gemm_min_rows && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_);
+        SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_) &&
+        gate_up_choice_.Fused(
+            stream_, t,
+            [&] { LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden); },
+            [&] {
+              gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
+              LaunchSiluMul(stream_, type_, a.gate_up.get(), t, inter, a.act.get());
+            });
     // A decode step's GEMV may write SiLU-mul itself (gate and up rows of the same outputs in
     // one CTA); then the down projection takes act as it is.
     bool act_ready = silu_in_gemm;

@@ -1,0 +1,72 @@
+// See gate_up_choice.h.
+#include "backend/cuda/gate_up_choice.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cuda/gemv.h"
+#include "backend/cuda/stopwatch.h"
+#include "backend/cuda/stream_capture.h"
+
+namespace tg {
+namespace cuda {
+namespace {
+
+// The rule before the timing, and under a capture of an undecided bucket: at 512 rows the fused
+// GEMM's tile pairs fill the SMs' last round poorly; from 1,024 rows it was 5% faster on the
+// 8B's shape (cuda-notes session 8).
+constexpr int64_t kFixedMinRows = 1024;
+// Launches of each path per timing (BestTimes takes the better of two such runs).
+constexpr int kReps = 2;
+
+}  // namespace
+
+GateUpChoice::GateUpChoice() {
+  const char* log = std::getenv("TEXT_GEN_GEMV_LOG");
+  log_ = log != nullptr && std::strcmp(log, "1") == 0;
+}
+
+int64_t GateUpChoice::Bucket(int64_t rows) {
+  if (rows <= 256) return (rows + 15) / 16 * 16;
+  if (rows <= 1024) return (rows + 31) / 32 * 32;
+  int64_t b = 2048;
+  while (b < rows) b <<= 1;
+  return b;
+}
+
+bool GateUpChoice::Fused(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
+                         const std::function<void()>& split) {
+  if (rows <= kGemvMaxRows) return false;
+  if (const char* env = std::getenv("TEXT_GEN_SILU_GEMM")) {
+    const int64_t from = std::atoll(env);
+    return from > 0 && rows >= from;
+  }
+  const int64_t bucket = Bucket(rows);
+  auto it = fused_.find(bucket);
+  if (it != fused_.end()) return it->second;
+  if (IsCapturing(stream)) return rows >= kFixedMinRows;
+  // Once each untimed: cuBLASLt tunes its row bucket, and both warm up.
+  fused();
+  split();
+  const auto [fused_ms, split_ms] = BestTimes(
+      stream,
+      [&] {
+        for (int r = 0; r < kReps; ++r) fused();
+      },
+      [&] {
+        for (int r = 0; r < kReps; ++r) split();
+      });
+  const bool use = fused_ms <= split_ms;
+  if (log_) {
+    std::fprintf(stderr,
+                 "text-gen gemm: gate/up of %lld rows (bucket %lld): fused %.1f us, cuBLASLt + SiLU-mul %.1f us: %s\n",
+                 static_cast<long long>(rows), static_cast<long long>(bucket), fused_ms * 1e3f / kReps,
+                 split_ms * 1e3f / kReps, use ? "fused" : "cuBLASLt");
+  }
+  fused_[bucket] = use;
+  return use;
+}
+
+}  // namespace cuda
+}  // namespace tg
