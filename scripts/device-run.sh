@@ -182,7 +182,7 @@ fi
 # peer_collectives_test --perf with 2+ GPUs) once per entry of $ENV_SETS, e.g.
 # "TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4".
 if has gemvab; then
-  IFS=';' read -ra gemv_sets <<< "${ENV_SETS:-TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4}"
+  IFS=';' read -ra gemv_sets <<< "${ENV_SETS:-TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4};"
   for i in "${!gemv_sets[@]}"; do
     # shellcheck disable=SC2086 # the entry's words are separate assignments
     step "gemvab#$i" "gemvab-$i.txt" env ${gemv_sets[$i]} native/build/tests/cuda/gemv_test --perf
@@ -271,8 +271,9 @@ if has pdlsets; then
   decode_sets pdl "${pdl_sets[@]}"
 fi
 
-# ENV_SETS entries, split at ';'.
-IFS=';' read -ra env_sets <<< "${ENV_SETS:-TEXT_GEN_PDL=0}"
+# ENV_SETS entries, split at ';' (an empty entry, the baseline, may come last too: `read -a`
+# drops one trailing empty field, so every split here appends a ';').
+IFS=';' read -ra env_sets <<< "${ENV_SETS:-TEXT_GEN_PDL=0};"
 if has envsets; then
   decode_sets envset "${env_sets[@]}"
 fi
@@ -334,7 +335,7 @@ if has tp70b; then
   # TP70B_ENVS: entries split at ';', each K=V words for the server (e.g. "TEXT_GEN_STEP_PROFILE=10
   # TEXT_GEN_STEP_PROFILE_OPS=0"): one more round of runs per entry, results in $OUT/envN-prefill-….
   # Each run leaves its shards' step profile lines and the router's step counters in the logs.
-  IFS=';' read -ra tp70b_envs <<< "${TP70B_ENVS:-}"
+  IFS=';' read -ra tp70b_envs <<< "${TP70B_ENVS:-};"
   [ "${#tp70b_envs[@]}" -gt 0 ] || tp70b_envs=("")
   for e in "${!tp70b_envs[@]}"; do
     only=${TP70B_ONLY:-batch1,sharegpt}
