@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { intFlag } from "./flags.js";
 import { FLAVOURS, type ApiFlavour } from "./flavours.js";
 import { parseLengthSpec, SHAREGPT_LIKE, type Workload } from "./lengths.js";
 import { compareTable, hostInfo, readResult, summaryTable, type ResultFile } from "./report.js";
@@ -58,13 +59,6 @@ async function infoOf(url: string): Promise<{ model_id?: string } | undefined> {
   } catch {
     return undefined;
   }
-}
-
-function intFlag(v: string | undefined, name: string, fallback?: number): number | undefined {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got "${v}"`);
-  return n;
 }
 
 export async function runCommand(argv: string[]): Promise<void> {

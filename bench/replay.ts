@@ -18,6 +18,7 @@ import { parseLengthSpec, SHAREGPT_LIKE, type Workload } from "./lengths.js";
 import { startRouterWithFakeShard, STORIES } from "./router-process.js";
 import { runBenchmark, type RunConfig } from "./runner.js";
 import type { StepTrace } from "./fake-shard.js";
+import { intFlag } from "./flags.js";
 import { carriesPrompt, readStepCosts, stepMs, type StepCosts } from "./step-costs.js";
 
 export interface ReplayOptions {
@@ -124,13 +125,6 @@ export function replayTable(r: ReplayResult): string {
   return lines.join("\n");
 }
 
-function count(v: string | undefined, name: string, fallback?: number): number | undefined {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${v}"`);
-  return n;
-}
-
 export async function main(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv,
@@ -165,9 +159,9 @@ export async function main(argv: string[]): Promise<void> {
   else throw new Error(`--workload must be sharegpt or fixed, got "${v.workload}"`);
   const costs = readStepCosts(v.costs);
   const options: ReplayOptions = {
-    costs, workload, workloadName: v.workload!, numPrompts: count(v["num-prompts"], "num-prompts", 500)!, seed: Number(v.seed ?? 0),
-    maxBatchPrefillTokens: count(v["max-batch-prefill-tokens"], "max-batch-prefill-tokens", 8192)!,
-    maxBatchSize: count(v["max-batch-size"], "max-batch-size"), kvTokens: count(v["kv-tokens"], "kv-tokens"),
+    costs, workload, workloadName: v.workload!, numPrompts: intFlag(v["num-prompts"], "num-prompts", 500, 1)!, seed: Number(v.seed ?? 0),
+    maxBatchPrefillTokens: intFlag(v["max-batch-prefill-tokens"], "max-batch-prefill-tokens", 8192, 1)!,
+    maxBatchSize: intFlag(v["max-batch-size"], "max-batch-size", undefined, 1), kvTokens: intFlag(v["kv-tokens"], "kv-tokens", undefined, 1),
     exposeTurnaround: v["expose-turnaround"]!,
   };
   process.stdout.write(`replay: ${costs.source || v.costs}; ${options.numPrompts} ${options.workloadName} prompts all at once, seed ${options.seed}, ` +

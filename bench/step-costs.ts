@@ -29,7 +29,7 @@ export function carriesPrompt(step: ModelledStep): boolean {
   return step.tokens > step.rows;
 }
 
-function positive(v: unknown, what: string): number {
+function nonNegative(v: unknown, what: string): number {
   if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw new Error(`${what} must be a non-negative number, got ${JSON.stringify(v)}`);
   return v;
 }
@@ -41,15 +41,15 @@ export function parseStepCosts(json: unknown): StepCosts {
   if (!Array.isArray(table) || table.length === 0) throw new Error("step costs: decode_ms must be a non-empty list of [rows, ms]");
   const decodeMs = table.map((p, i): [number, number] => {
     if (!Array.isArray(p) || p.length !== 2) throw new Error(`step costs: decode_ms[${i}] must be [rows, ms]`);
-    return [positive(p[0], `decode_ms[${i}] rows`), positive(p[1], `decode_ms[${i}] ms`)];
+    return [nonNegative(p[0], `decode_ms[${i}] rows`), nonNegative(p[1], `decode_ms[${i}] ms`)];
   });
   for (let i = 1; i < decodeMs.length; i++) {
     if (decodeMs[i]![0] <= decodeMs[i - 1]![0]) throw new Error("step costs: decode_ms rows must increase");
   }
   return {
     source: typeof o.source === "string" ? o.source : "",
-    prefillMsPerToken: positive(o.prefill_ms_per_token, "prefill_ms_per_token"),
-    prefillMinMs: positive(o.prefill_min_ms ?? 0, "prefill_min_ms"),
+    prefillMsPerToken: nonNegative(o.prefill_ms_per_token, "prefill_ms_per_token"),
+    prefillMinMs: nonNegative(o.prefill_min_ms ?? 0, "prefill_min_ms"),
     decodeMs,
   };
 }

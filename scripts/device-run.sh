@@ -336,7 +336,6 @@ if has tp70b; then
   # TEXT_GEN_STEP_PROFILE_OPS=0"): one more round of runs per entry, results in $OUT/envN-prefill-….
   # Each run leaves its shards' step profile lines and the router's step counters in the logs.
   IFS=';' read -ra tp70b_envs <<< "${TP70B_ENVS:-};"
-  [ "${#tp70b_envs[@]}" -gt 0 ] || tp70b_envs=("")
   for e in "${!tp70b_envs[@]}"; do
     only=${TP70B_ONLY:-batch1,sharegpt}
     for tokens in ${TP70B_PREFILL_TOKENS:-8192}; do

@@ -619,6 +619,18 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     rope.block_size = cache.block_size;
     return rope;
   };
+  // Whether the MLPs take the Hopper gate/up GEMM, where it times faster than cuBLASLt's GEMM and
+  // the SiLU-mul pass for this many rows (GateUpChoice): decided once a step, on layer 0's
+  // weights, since every layer's gate/up has the same shape.
+  const bool gate_up_fused =
+      SiluGateUpGemmTakes(a.h.get(), first.gate_up.get(), t, inter, hidden, type_) &&
+      gate_up_choice_.Fused(
+          stream_, t,
+          [&] { LaunchSiluGateUpGemm(stream_, type_, a.h.get(), first.gate_up.get(), a.act.get(), t, inter, hidden); },
+          [&] {
+            gemm_->Run(stream_, a.h.get(), first.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
+            LaunchSiluMul(stream_, type_, a.gate_up.get(), t, inter, a.act.get());
+          });
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& W = weights_.layers[static_cast<size_t>(l)];
     // The previous layer's MLP output joins the residual here (none before layer 0), and its
@@ -660,18 +672,11 @@ void CudaLlamaModel::EnqueueForward(const int32_t* in, const StepLayout& L, int 
     }
     if (!link_norms) add_norm(delta, W.post_norm.as<float>());
     // A step of many rows may take the Hopper gate/up GEMM with SiLU-mul in its epilogue (no
-    // [t, 2·inter] buffer), then the down projection of its output, where it times faster than
-    // cuBLASLt's GEMM and the SiLU-mul pass (GateUpChoice); other steps cuBLASLt's or the GEMV's
-    // gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into the GEMV.
+    // [t, 2·inter] buffer; gate_up_fused), then the down projection of its output; other steps
+    // cuBLASLt's or the GEMV's gate/up GEMM, then RunSiluDown(AddTo), which may fold SiLU-mul into
+    // the GEMV.
     const bool silu_in_gemm =
-        SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_) &&
-        gate_up_choice_.Fused(
-            stream_, t,
-            [&] { LaunchSiluGateUpGemm(stream_, type_, a.h.get(), W.gate_up.get(), a.act.get(), t, inter, hidden); },
-            [&] {
-              gemm_->Run(stream_, a.h.get(), W.gate_up.get(), a.gate_up.get(), t, 2 * inter, hidden, type_, type_);
-              LaunchSiluMul(stream_, type_, a.gate_up.get(), t, inter, a.act.get());
-            });
+        gate_up_fused && SiluGateUpGemmTakes(a.h.get(), W.gate_up.get(), t, inter, hidden, type_);
     // A decode step's GEMV may write SiLU-mul itself (gate and up rows of the same outputs in
     // one CTA); then the down projection takes act as it is.
     bool act_ready = silu_in_gemm;

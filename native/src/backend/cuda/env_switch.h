@@ -14,6 +14,12 @@ inline bool SwitchedOn(const char* name) {
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
 
+// True when the variable `name` is set to "1" (a switch that is off unless asked for).
+inline bool SetToOne(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::strcmp(env, "1") == 0;
+}
+
 // The integer in variable `name`, or `fallback` when it is unset; anything but an integer in
 // [1, max] is refused with a message naming the variable.
 inline int PositiveFromEnv(const char* name, int fallback, int max) {

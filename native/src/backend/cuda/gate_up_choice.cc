@@ -3,8 +3,8 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/stopwatch.h"
 #include "backend/cuda/stream_capture.h"
@@ -22,10 +22,7 @@ constexpr int kReps = 2;
 
 }  // namespace
 
-GateUpChoice::GateUpChoice() {
-  const char* log = std::getenv("TEXT_GEN_GEMV_LOG");
-  log_ = log != nullptr && std::strcmp(log, "1") == 0;
-}
+GateUpChoice::GateUpChoice() : log_(SetToOne("TEXT_GEN_GEMV_LOG")) {}
 
 int64_t GateUpChoice::Bucket(int64_t rows) {
   if (rows <= 256) return (rows + 15) / 16 * 16;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/stopwatch.h"
@@ -102,7 +103,7 @@ Gemm::Gemm() : api_(lt::LoadApi()) {
   if (mode != nullptr && std::strcmp(mode, "0") == 0) gemv_mode_ = GemvMode::kOff;
   if (mode != nullptr && std::strcmp(mode, "1") == 0) gemv_mode_ = GemvMode::kOn;
   if (const char* slack = std::getenv("TEXT_GEN_GEMV_SLACK")) gemv_slack_ = std::max(0.0f, std::strtof(slack, nullptr));
-  if (const char* log = std::getenv("TEXT_GEN_GEMV_LOG")) log_decisions_ = std::strcmp(log, "1") == 0;
+  log_decisions_ = SetToOne("TEXT_GEN_GEMV_LOG");
   int device = 0, l2 = 0;
   TG_CUDA_CHECK(cudaGetDevice(&device));
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
