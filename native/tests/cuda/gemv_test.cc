@@ -720,13 +720,13 @@ void Perf() {
   TG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto lt = MakeGemm("0");
   auto automatic = MakeGemm(nullptr);
-  struct Shape { const char* name; int64_t n, k, per_step; ElemType out; };
+  struct Shape { const char* name; int64_t n, k, per_step; ElemType out; bool adds = false; };
   // GEMV_PERF_TP=N: one rank's slices at tensor parallelism N (column-parallel n / N, row-parallel k / N).
   const char* tp_env = std::getenv("GEMV_PERF_TP");
   const int64_t tp = tp_env ? std::max(1, std::atoi(tp_env)) : 1;
   if (tp > 1) std::printf("shapes of one rank at tensor parallelism %lld\n", static_cast<long long>(tp));
-  const Shape shapes[] = {{"qkv", 6144 / tp, 4096, 32, t},     {"o", 4096, 4096 / tp, 32, t},
-                          {"gate_up", 28672 / tp, 4096, 32, t}, {"down", 4096, 14336 / tp, 32, t},
+  const Shape shapes[] = {{"qkv", 6144 / tp, 4096, 32, t},     {"o", 4096, 4096 / tp, 32, t, true},
+                          {"gate_up", 28672 / tp, 4096, 32, t}, {"down", 4096, 14336 / tp, 32, t, true},
                           {"lm_head", 128256 / tp, 4096, 1, ElemType::kF32}};
   const int64_t ms[] = {1, 2, 4, 8, 12, 16};
   std::map<int64_t, double> step_gemv, step_lt, step_auto;  // cold µs per decode step's GEMMs
@@ -759,6 +759,24 @@ void Perf() {
                   shape.c_str(), cold_gemv, gbs(cold_gemv), cold_lt, gbs(cold_lt), copies);
       std::printf("RESULT gemv-auto %s (%s): Prepare picks %s\n", shape.c_str(), s.name,
                   picks_gemv ? "gemv" : "cublaslt");
+      // o and down as a linked bf16 decode step runs them: adding into the f32 residual and
+      // feeding the next norm (GemvNorm), against the plain store above.
+      if (s.adds) {
+        const int64_t parts = (s.n + 15) / 16;
+        DeviceBuffer residual = ToDevice(RandomFloats(static_cast<size_t>(m * s.n)));
+        DeviceBuffer weight = ToDevice(RandomFloats(static_cast<size_t>(s.n), 0.5f, 1.5f));
+        DeviceBuffer scaled(static_cast<size_t>(m * s.n) * 2), sums(static_cast<size_t>(m * parts) * 4);
+        GemvNorm norm;
+        norm.sum_squares = sums.as<float>();
+        norm.weight = weight.as<float>();
+        norm.scaled = scaled.get();
+        const double cold_norm = GraphUs(stream, kReps, [&](int i) {
+          LaunchGemv(stream, x.get(), ws[static_cast<size_t>(i) % copies].get(), residual.get(), m, s.n, s.k, t,
+                     ElemType::kF32, GemvInput::kPlain, GemvOutput::kAddTo, {}, &norm);
+        });
+        std::printf("RESULT gemv-feeding-norm-cold %s (%s): %.2f us (%.0f GB/s), plain store %.2f us\n", shape.c_str(),
+                    s.name, cold_norm, gbs(cold_norm), cold_gemv);
+      }
       step_gemv[m] += s.per_step * cold_gemv;
       step_lt[m] += s.per_step * cold_lt;
       step_auto[m] += s.per_step * (picks_gemv ? cold_gemv : cold_lt);

@@ -209,9 +209,13 @@ __device__ __forceinline__ void AddFeedingNorm(const GemvNorm& norm, float* __re
     const int64_t row = first_row + r;
     float square = 0.0f;
     if (j < kTileRows * m && row < n) {
+      // The norm's weight through the read-only path, issued with the residual's load: a plain
+      // load would wait for the store to `out` (which, for all the compiler knows, it may alias),
+      // one more memory round trip at the kernel's tail.
+      const float weight = feeds ? __ldg(norm.weight + row) : 0.0f;
       const float h = out[col * n + row] + product(r, col, j);
       out[col * n + row] = h;
-      if (feeds) static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * norm.weight[row]);
+      if (feeds) static_cast<T*>(norm.scaled)[col * n + row] = FromFloat<T>(h * weight);
       square = h * h;
     }
     if (feeds) {
