@@ -8,6 +8,7 @@
 #                      launcher, router and shard load at run time), xz-compressed
 #   models/            small random checkpoints (tools/random-model.ts) for the
 #                      logits checks: llama3 GQA 4 d64, llama3 GQA 8 d128, qwen2 with biases
+#   baseline/          with BASELINE_REF set: that ref's native/ sources (refab)
 # The whole tree that travels must stay under 64 MiB; the script prints the size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,15 @@ make_model() {  # name, then random-model.ts flags
 make_model llama3-gqa4-d64 --kind llama3 --hidden 256 --heads 4 --kv-heads 1 --layers 2 --intermediate 688 --vocab 1024 --seed 11
 make_model llama3-gqa8-d128 --kind llama3 --hidden 512 --heads 8 --kv-heads 1 --head-dim 128 --layers 2 --intermediate 512 --vocab 512 --seed 12
 make_model qwen2-bias --kind qwen2 --hidden 256 --heads 4 --kv-heads 2 --layers 2 --intermediate 512 --vocab 512 --seed 13
+
+# BASELINE_REF=<git ref>: that ref's native/ sources into .device/baseline, for device-run.sh's
+# refab (its kernel timings against this tree's in one call). Without it, none travels.
+rm -rf .device/baseline
+if [ -n "${BASELINE_REF:-}" ]; then
+  mkdir -p .device/baseline
+  git archive "$BASELINE_REF" native | tar -x -C .device/baseline
+  echo "$BASELINE_REF ($(git rev-parse --short "$BASELINE_REF"))" > .device/baseline/REF
+fi
 
 du -sh .device
 echo "travels with the tree: $(du -cb .device | tail -1 | cut -f1) bytes in .device (limit 64 MiB with the repo)"

@@ -18,6 +18,9 @@
 #   peerperf  only perf's peer collective timings (both protocols, plain and fused with RMSNorm)
 #   gemvab    the GEMV timings (gemv_test --perf at TP 1 and 2 slices, the exchanging GEMVs with 2+
 #             GPUs) once per entry of $ENV_SETS (default TEXT_GEN_GEMV_EXCHANGE_BATCH=1, then =4)
+#   refab     the same GEMV and peer timings for this tree and for the native/ of git ref
+#             $BASELINE_REF (scripts/device-pack.sh packs it when BASELINE_REF is set), built beside it,
+#             alternating twice: the A/B of a change no switch can turn off (codegen, launch bounds)
 #   serve     the GPU sampler's own test, the sampler through the engine, and the real
 #             launcher with --device cuda on stories260k
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
@@ -194,6 +197,30 @@ if has gemvab; then
     fi
     sed -i "s/^RESULT /RESULT [${gemv_sets[$i]}] /" "$LOGS"/gemvab*-"$i".txt
   done
+fi
+
+# refab: this tree's kernel timings against the baseline ref's (device-pack.sh's .device/baseline),
+# each side's lines labelled [tree] or [<ref>].
+if has refab; then
+  if [ ! -f .device/baseline/REF ]; then
+    echo "refab: no .device/baseline: pack with BASELINE_REF=<ref> bash scripts/device-pack.sh" | tee -a "$LOGS/device-run.log"
+  else
+    ref=$(cat .device/baseline/REF)
+    step baseline-build baseline-build.txt bash -c "cmake -S .device/baseline/native -B /tmp/baseline-build -G Ninja \
+      -DCMAKE_CUDA_ARCHITECTURES=$arch -DCMAKE_BUILD_TYPE=Release && ninja -C /tmp/baseline-build gemv_test peer_collectives_test"
+    for round in 0 1; do
+      for side in tree baseline; do
+        tests=native/build/tests/cuda label=tree
+        [ "$side" = baseline ] && tests=/tmp/baseline-build/tests/cuda label=$ref
+        step "refab-$side#$round" "refab-$side-$round.txt" "$tests/gemv_test" --perf
+        step "refab-tp2-$side#$round" "refab-tp2-$side-$round.txt" env GEMV_PERF_TP=2 "$tests/gemv_test" --perf
+        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+          step "refab-peer-$side#$round" "refab-peer-$side-$round.txt" "$tests/peer_collectives_test" --perf
+        fi
+        sed -i "s|^RESULT |RESULT [$label] |" "$LOGS"/refab*-"$side"-"$round".txt
+      done
+    done
+  fi
 fi
 
 if has serve; then
