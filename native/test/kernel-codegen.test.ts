@@ -1,0 +1,54 @@
+// The kernels whose speed was measured compile the way they were measured, for sm_90a (needs
+// nvcc, which CI has; without one each check says it skipped):
+// - the Hopper kernels (the prefill attention, the gate/up GEMM): ptxas must not serialise their
+//   wgmma's (it does so silently, with only an info line, when a wgmma sits under a branch it
+//   cannot prove uniform or registers run short, and the prefill attention then ran at half its
+//   speed: bench/results/cuda-notes.md, session 7), nor spill (the gate/up GEMM's fp16 epilogue
+//   did, at first);
+// - the decode step's GEMV and the peer collectives, which run 64-160 times a step: no spills
+//   (each change to them was checked by hand for this until now; a spill in the GEMV's k loop
+//   costs more than most changes to it gain).
+import t from "tap";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const srcDir = resolve(import.meta.dirname, "../src");
+const kernels = [
+  { file: "backend/cuda/prefill_attention_wgmma.cu", wgmma: true },
+  { file: "backend/cuda/silu_gate_up_gemm.cu", wgmma: true },
+  { file: "backend/cuda/gemv.cu", wgmma: false },
+  { file: "backend/cuda/peer/peer_collectives.cu", wgmma: false },
+];
+
+function findNvcc(): string | undefined {
+  const fromPath = spawnSync("nvcc", ["--version"], { encoding: "utf8" });
+  if (fromPath.status === 0) return "nvcc";
+  const standard = "/usr/local/cuda/bin/nvcc";
+  return existsSync(standard) ? standard : undefined;
+}
+
+const nvcc = findNvcc();
+for (const { file: kernel, wgmma } of kernels) {
+  const name = `${kernel} for sm_90a: ${wgmma ? "no serialised wgmma, " : ""}no spills`;
+  t.test(name, { skip: nvcc ? false : "no nvcc here" }, async (t) => {
+    const out = mkdtempSync(join(tmpdir(), "kernel-codegen-"));
+    try {
+      const run = spawnSync(
+        nvcc!,
+        ["-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", `-I${srcDir}`, "-DTG_CUDA_SM90A=1",
+          "-Xptxas", "-v", "-c", join(srcDir, kernel), "-o", join(out, "kernel.o")],
+        { encoding: "utf8", timeout: 240_000 },
+      );
+      const report = `${run.stdout}${run.stderr}`;
+      t.equal(run.status, 0, `nvcc compiled it:\n${report}`);
+      if (wgmma) t.notMatch(report, /wgmma\.mma_async instructions are serialized/, "ptxas keeps every wgmma asynchronous");
+      const spills = [...report.matchAll(/(\d+) bytes spill stores/g)].map((m) => Number(m[1]));
+      t.ok(spills.length > 0, "ptxas reported each kernel's registers");
+      t.same(spills.filter((n) => n > 0), [], "no kernel spills registers");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+}
