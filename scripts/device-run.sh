@@ -114,6 +114,7 @@ finish() {
   nvcc --version | tail -n 1
 } > "$OUT/machine.txt" 2>&1
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
+gpus=$(nvidia-smi -L | wc -l)
 
 mkdir -p /tmp/node-bin
 xz -d -c .device/node.xz > /tmp/node-bin/node && chmod +x /tmp/node-bin/node
@@ -184,18 +185,27 @@ fi
 # gemvab: the GEMV timings (gemv_test --perf at TP 1 and TP 2 slices; the exchanging GEMVs of
 # peer_collectives_test --perf with 2+ GPUs) once per entry of $ENV_SETS, e.g.
 # "TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4".
+# gemv_timings NAME SUFFIX LABEL TESTS [K=V...]: gemv_test --perf at TP 1 and TP 2 slices and, with
+# 2+ GPUs, peer_collectives_test --perf, from the test binaries in TESTS with the assignments given,
+# logged as NAME[-tp2|-peer]-SUFFIX.txt with every RESULT line labelled [LABEL].
+gemv_timings() {
+  local name=$1 suffix=$2 label=$3 tests=$4; shift 4
+  step "$name#$suffix" "$name-$suffix.txt" env "$@" "$tests/gemv_test" --perf
+  step "$name-tp2#$suffix" "$name-tp2-$suffix.txt" env "$@" GEMV_PERF_TP=2 "$tests/gemv_test" --perf
+  if [ "$gpus" -ge 2 ]; then
+    step "$name-peer#$suffix" "$name-peer-$suffix.txt" env "$@" "$tests/peer_collectives_test" --perf
+  fi
+  local log
+  for log in "$LOGS/$name-$suffix.txt" "$LOGS/$name-tp2-$suffix.txt" "$LOGS/$name-peer-$suffix.txt"; do
+    [ -f "$log" ] && sed -i "s|^RESULT |RESULT [$label] |" "$log"
+  done
+}
+
 if has gemvab; then
   IFS=';' read -ra gemv_sets <<< "${ENV_SETS:-TEXT_GEN_GEMV_EXCHANGE_BATCH=1;TEXT_GEN_GEMV_EXCHANGE_BATCH=4};"
   for i in "${!gemv_sets[@]}"; do
     # shellcheck disable=SC2086 # the entry's words are separate assignments
-    step "gemvab#$i" "gemvab-$i.txt" env ${gemv_sets[$i]} native/build/tests/cuda/gemv_test --perf
-    # shellcheck disable=SC2086
-    step "gemvab-tp2#$i" "gemvab-tp2-$i.txt" env ${gemv_sets[$i]} GEMV_PERF_TP=2 native/build/tests/cuda/gemv_test --perf
-    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-      # shellcheck disable=SC2086
-      step "gemvab-peer#$i" "gemvab-peer-$i.txt" env ${gemv_sets[$i]} native/build/tests/cuda/peer_collectives_test --perf
-    fi
-    sed -i "s/^RESULT /RESULT [${gemv_sets[$i]}] /" "$LOGS"/gemvab*-"$i".txt
+    gemv_timings gemvab "$i" "${gemv_sets[$i]}" native/build/tests/cuda ${gemv_sets[$i]}
   done
 fi
 
@@ -209,16 +219,8 @@ if has refab; then
     step baseline-build baseline-build.txt bash -c "cmake -S .device/baseline/native -B /tmp/baseline-build -G Ninja \
       -DCMAKE_CUDA_ARCHITECTURES=$arch -DCMAKE_BUILD_TYPE=Release && ninja -C /tmp/baseline-build gemv_test peer_collectives_test"
     for round in 0 1; do
-      for side in tree baseline; do
-        tests=native/build/tests/cuda label=tree
-        [ "$side" = baseline ] && tests=/tmp/baseline-build/tests/cuda label=$ref
-        step "refab-$side#$round" "refab-$side-$round.txt" "$tests/gemv_test" --perf
-        step "refab-tp2-$side#$round" "refab-tp2-$side-$round.txt" env GEMV_PERF_TP=2 "$tests/gemv_test" --perf
-        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-          step "refab-peer-$side#$round" "refab-peer-$side-$round.txt" "$tests/peer_collectives_test" --perf
-        fi
-        sed -i "s|^RESULT |RESULT [$label] |" "$LOGS"/refab*-"$side"-"$round".txt
-      done
+      gemv_timings refab "tree-$round" tree native/build/tests/cuda
+      gemv_timings refab "baseline-$round" "$ref" /tmp/baseline-build/tests/cuda
     done
   fi
 fi
@@ -239,7 +241,7 @@ gen_8b() {
 
 if has tp; then
   gen_8b
-  tp_s=$(budget $([ "$(nvidia-smi -L | wc -l)" -ge 4 ] && echo 450 || echo 320))
+  tp_s=$(budget $([ "$gpus" -ge 4 ] && echo 450 || echo 320))
   step tp tp.txt timeout "$((tp_s + 20))" env OUT="$LOGS" TP_BUDGET_S="$tp_s" bash scripts/device-tp.sh /tmp/llama3-8b
 fi
 
@@ -330,7 +332,7 @@ if has profile; then
   step profile-split profile-split.txt timeout "$(budget 90)" env TEXT_GEN_STEP_PROFILE=16 TEXT_GEN_STEP_PROFILE_OPS=0 \
     E2E_BENCH=decode E2E_BATCHES=1,16 node native/tests/cuda/e2e.mjs bench /tmp/llama3-8b
   for n in ${PROFILE_SHARDS:-2 4}; do
-    [ "$(nvidia-smi -L | wc -l)" -ge "$n" ] || continue
+    [ "$gpus" -ge "$n" ] || continue
     step "profile-server-tp$n" "profile-server-tp$n-run.txt" timeout "$(budget 150)" env TEXT_GEN_STEP_PROFILE=300 \
       TEXT_GEN_STEP_PROFILE_OPS="${PROFILE_OPS:-1}" bash bench/gpu/run.sh \
       --shape llama3-8b --model-dir /tmp/llama3-8b --num-shard "$n" --skip-hf --quick --only batch1 \
@@ -397,7 +399,7 @@ if has tpparity; then
     --device cuda --dtype float16,bfloat16
   step parity-tp2 parity-tp2.txt timeout "$(budget 150)" env CUDA_VISIBLE_DEVICES=0 PARITY_GPUS=0,1 \
     node native/tests/cuda/parity.mjs /tmp/llama3-8b /tmp/hf8b --device cuda --dtype float16,bfloat16 --world-size 2
-  if [ "$(nvidia-smi -L | wc -l)" -ge 4 ]; then
+  if [ "$gpus" -ge 4 ]; then
     step parity-tp4 parity-tp4.txt timeout "$(budget 150)" env CUDA_VISIBLE_DEVICES=0 PARITY_GPUS=0,1,2,3 \
       node native/tests/cuda/parity.mjs /tmp/llama3-8b /tmp/hf8b --device cuda --dtype float16,bfloat16 --world-size 4
   fi
