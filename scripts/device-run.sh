@@ -20,7 +20,8 @@
 #             GPUs) once per entry of $ENV_SETS (default TEXT_GEN_GEMV_EXCHANGE_BATCH=1, then =4)
 #   refab     the same GEMV and peer timings for this tree and for the native/ of git ref
 #             $BASELINE_REF (scripts/device-pack.sh packs it when BASELINE_REF is set), built beside it,
-#             alternating twice: the A/B of a change no switch can turn off (codegen, launch bounds)
+#             alternating twice: the A/B of a change no switch can turn off (codegen, launch bounds);
+#             the baseline's whole addon is built too, for tpsets entries that name it (see refab below)
 #   serve     the GPU sampler's own test, the sampler through the engine, and the real
 #             launcher with --device cuda on stories260k
 #   tp        tensor parallelism over NCCL on the first two GPUs (scripts/device-tp.sh)
@@ -124,6 +125,14 @@ ln -sfn ../models dist/models  # tools/random-model.js finds the tokenizer besid
 
 step build build.txt node node_modules/cmake-js/bin/cmake-js compile -d native -O native/build -G Ninja \
   "--CDCMAKE_CUDA_ARCHITECTURES=$arch" || { tail -n 40 "$LOGS/build.txt"; finish; exit 1; }
+# refab's baseline (device-pack.sh's .device/baseline): the whole addon and its kernel tests, built
+# while the tests run, as the tree's were; its addon serves any step through TEXT_GEN_NATIVE_ADDON.
+baseline_addon=/tmp/baseline-build/Release/text_gen_engine.node
+if has refab && [ -f .device/baseline/REF ]; then
+  node node_modules/cmake-js/bin/cmake-js compile -d .device/baseline/native -O /tmp/baseline-build -G Ninja \
+    "--CDCMAKE_CUDA_ARCHITECTURES=$arch" > "$LOGS/baseline-build.txt" 2>&1 &
+  baseline_build=$!
+fi
 # tp70b writes its 141 GB checkpoint while the other steps run (CPU and disk, not the GPUs).
 if has tp70b; then
   bash bench/gpu/run.sh --shape llama3-70b --model-dir /tmp/llama3-70b --phase model > "$LOGS/gen-70b.txt" 2>&1 &
@@ -210,14 +219,16 @@ if has gemvab; then
 fi
 
 # refab: this tree's kernel timings against the baseline ref's (device-pack.sh's .device/baseline),
-# each side's lines labelled [tree] or [<ref>].
+# each side's lines labelled [tree] or [<ref>]. With tpsets too, its entries may name the baseline's
+# addon: ENV_SETS="TEXT_GEN_REFAB=tree;TEXT_GEN_NATIVE_ADDON=/tmp/baseline-build/Release/text_gen_engine.node"
+# times the whole decode step of both builds through the launcher.
 if has refab; then
   if [ ! -f .device/baseline/REF ]; then
     echo "refab: no .device/baseline: pack with BASELINE_REF=<ref> bash scripts/device-pack.sh" | tee -a "$LOGS/device-run.log"
   else
     ref=$(cat .device/baseline/REF)
-    step baseline-build baseline-build.txt bash -c "cmake -S .device/baseline/native -B /tmp/baseline-build -G Ninja \
-      -DCMAKE_CUDA_ARCHITECTURES=$arch -DCMAKE_BUILD_TYPE=Release && ninja -C /tmp/baseline-build gemv_test peer_collectives_test"
+    step baseline-build baseline-build-wait.txt wait "$baseline_build"
+    if [ ! -f "$baseline_addon" ]; then tail -n 40 "$LOGS/baseline-build.txt"; fi
     for round in 0 1; do
       gemv_timings refab "tree-$round" tree native/build/tests/cuda
       gemv_timings refab "baseline-$round" "$ref" /tmp/baseline-build/tests/cuda

@@ -238,8 +238,10 @@ __device__ __forceinline__ void AddFeedingNorm(const GemvNorm& norm, float* __re
 // takes dims 8j.. and half + 8j.. of its head as tile rows 0-7 and 8-15; the others 16 dims
 // of a v head, as plain tiles.
 // kNorm (GemvNorm): an adding GEMV feeds the norm after it, any other is scaled by that norm.
-// An exchanging one only sends its products and leaves them in `stash` (GemvKernel adds the sum).
-template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
+// kExchanging (an adding GEMV with a GemvNorm whose exchange spans ranks): it only sends its
+// products and leaves them in `stash` (GemvKernel adds the sum).
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm,
+          bool kExchanging = false>
 __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out,
                                          int m, int64_t n, int64_t k, const GemvRopeKv& rope, const GemvNorm& norm,
                                          unsigned tile, unsigned tiles, ExchangeStash* stash = nullptr) {
@@ -362,8 +364,8 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
   PdlLaunchNext();
   // An exchanging CTA's call number, read here (a register held through the k loop spills) and
   // recorded by GemvKernel once the twins' products are in.
-  const bool exchanges = kFeedsNorm && norm.exchange.world_size > 1;
-  const uint32_t call = exchanges ? ExchangeCall(norm.exchange, tile) : 0u;
+  static_assert(!kExchanging || kFeedsNorm, "only an adding GEMV feeding a norm exchanges");
+  const uint32_t call = kExchanging ? ExchangeCall(norm.exchange, tile) : 0u;
 
 #pragma unroll
   for (int j = 0; j < kXTiles; ++j) {
@@ -383,7 +385,7 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
   if constexpr (kRope) {
     StoreRopeKv<T>(rope, row_sum, m, rotated, head, rope_first, rot_ctas);
   } else if constexpr (kFeedsNorm) {
-    if (exchanges) {
+    if constexpr (kExchanging) {
       // The exchange's first half (GemvKernel runs the second): this tile's products go to its
       // twins and wait in `stash` for theirs.
       for (int j = threadIdx.x; j < kTileRows * m; j += blockDim.x) {
@@ -422,39 +424,37 @@ __device__ __forceinline__ void GemvTile(const T* __restrict__ x, const T* __res
   }
 }
 
-// The instances that may exchange (an adding GEMV with a GemvNorm): they take their tiles in turns.
-template <GemvOutput kOutput, bool kNorm>
-constexpr bool kMayExchange = kNorm && kOutput == GemvOutput::kAddTo;
-
 // How many of its tiles an exchanging CTA computes and sends before it waits for the twins' products
 // of the first: the 70B's 512 tiles take two a CTA, so none waits between its tiles.
 // TEXT_GEN_GEMV_EXCHANGE_BATCH=1 waits after each tile, as before (A/B).
 constexpr int kExchangeBatch = 4;
 
-// Grid: a CTA per tile (GemvTile), or, for an exchanging GEMV (GemvExchange) whose tiles are more
-// than the CTAs resident at once, that many at most (every CTA waits for its twins), each taking
-// tiles blockIdx.x, + gridDim.x, ... in turn: up to kExchangeBatch of them computed and sent, then
-// each one's sum over the ranks added.
+// Grid: a CTA per tile (GemvTile), or, for an exchanging GEMV (kExchanging: GemvExchange) whose
+// tiles are more than the CTAs resident at once, that many at most (every CTA waits for its twins),
+// each taking tiles blockIdx.x, + gridDim.x, ... in turn: up to kExchangeBatch of them computed and
+// sent, then each one's sum over the ranks added.
 // Three CTAs per SM caps registers at 80, which ptxas meets without spilling (it spills at 64;
 // without the bound it picked 80 with a spill). Twice as many x registers (kXTiles 2), a SiLU input,
 // or the exchanging instances' loop over tiles spill at three, so those are bound to two (still the
-// ~64 KB of W in flight per SM that the loads need; the exchanging ones run ≤ 2 CTAs per SM anyway).
-template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm>
-__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 || kMayExchange<kOutput, kNorm> ? 2 : 3)
+// ~64 KB of W in flight per SM that the loads need; the exchanging ones run <= 2 CTAs per SM anyway).
+// One GPU's GEMV feeding a norm has its own instance, without the exchange's loop and stash: sharing
+// the exchanging one cost it three CTAs an SM and ~2 us a call. The GemvNorm is __grid_constant__:
+// the exchange indexes its mailboxes by rank at run time, which from a by-value parameter makes every
+// thread copy the whole parameter into local memory first (a 144-byte frame; session 18).
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, int kXTiles, bool kNorm, bool kExchanging>
+__global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 || kExchanging ? 2 : 3)
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
-               GemvRopeKv rope, GemvNorm norm, unsigned tiles, unsigned exchange_batch) {
-  if constexpr (kMayExchange<kOutput, kNorm>) {
+               GemvRopeKv rope, const __grid_constant__ GemvNorm norm, unsigned tiles, unsigned exchange_batch) {
+  if constexpr (kExchanging) {
+    static_assert(kNorm && kOutput == GemvOutput::kAddTo, "only an adding GEMV feeding a norm exchanges");
     __shared__ ExchangeStash stash[kExchangeBatch];
-    const bool exchanges = norm.exchange.world_size > 1;
-    const unsigned batch = exchanges ? exchange_batch : 1;
-    for (unsigned first = blockIdx.x; first < tiles; first += batch * gridDim.x) {
+    for (unsigned first = blockIdx.x; first < tiles; first += exchange_batch * gridDim.x) {
       unsigned taken = 0;
-      for (unsigned tile = first; tile < tiles && taken < batch; tile += gridDim.x, ++taken) {
+      for (unsigned tile = first; tile < tiles && taken < exchange_batch; tile += gridDim.x, ++taken) {
         if (tile != blockIdx.x) __syncthreads();  // every thread is done with the last tile's shared sums
-        GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm>(x, w, out, m, n, k, rope, norm, tile, tiles,
-                                                               &stash[taken]);
+        GemvTile<T, OutT, kSiluInput, kOutput, kXTiles, kNorm, true>(x, w, out, m, n, k, rope, norm, tile, tiles,
+                                                                     &stash[taken]);
       }
-      if (!exchanges) continue;
       __syncthreads();  // the stash is written
       for (unsigned i = 0; i < taken; ++i) {
         const unsigned tile = first + i * gridDim.x;
@@ -477,9 +477,10 @@ int WarpsFor(int64_t k) {
       std::min<int64_t>(kMaxWarps, std::max<int64_t>(1, (steps + kStepsPerLoad - 1) / kStepsPerLoad)));
 }
 
-template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, bool kNorm>
+template <typename T, typename OutT, bool kSiluInput, GemvOutput kOutput, bool kNorm, bool kExchanging = false>
 auto KernelFor(int64_t m) {
-  return m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2, kNorm> : GemvKernel<T, OutT, kSiluInput, kOutput, 1, kNorm>;
+  return m > 8 ? GemvKernel<T, OutT, kSiluInput, kOutput, 2, kNorm, kExchanging>
+               : GemvKernel<T, OutT, kSiluInput, kOutput, 1, kNorm, kExchanging>;
 }
 
 // The CTAs of the exchanging GEMV (an adding one with a GemvNorm) for m rows and k that the
@@ -497,7 +498,7 @@ int64_t ResidentExchangingCtas(int64_t m, int64_t k) {
   if (it != cache.end()) return it->second;
   int per_sm = 0, sms = 0;
   TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &per_sm, KernelFor<T, float, false, GemvOutput::kAddTo, true>(m), warps * 32, 0));
+      &per_sm, KernelFor<T, float, false, GemvOutput::kAddTo, true, true>(m), warps * 32, 0));
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return cache[key] = static_cast<int64_t>(per_sm) * sms;
 }
@@ -515,8 +516,9 @@ void Launch(cudaStream_t stream, const void* x, const void* w, void* out, int64_
   static const unsigned exchange_batch =
       static_cast<unsigned>(PositiveFromEnv("TEXT_GEN_GEMV_EXCHANGE_BATCH", kExchangeBatch, kExchangeBatch));
   unsigned blocks = tiles;
-  if constexpr (kMayExchange<kOutput, kNorm>) {
+  if constexpr (kNorm && kOutput == GemvOutput::kAddTo) {
     if (norm.exchanges()) {
+      kernel = KernelFor<T, OutT, kSiluInput, kOutput, kNorm, true>(m);
       const int64_t resident = std::max<int64_t>(1, ResidentExchangingCtas<T>(m, k));
       const int64_t rounds = (tiles + resident - 1) / resident;
       blocks = static_cast<unsigned>((tiles + rounds - 1) / rounds);

@@ -123,11 +123,13 @@ __device__ void GiveUp(const PeerGroup& g, int peer) {
 template <int kRanks>
 __device__ __forceinline__ void PullFromMailbox(const PeerGroup& g, uint32_t call, size_t at, const uint4& mine,
                                                 uint4 (&parts)[kRanks]) {
+  // Every slot starts as this rank's own vector (the peers' are overwritten as they arrive):
+  // choosing the slot by g.rank at run time would put the array in local memory.
   unsigned waiting = 0;
 #pragma unroll
   for (int r = 0; r < kRanks; ++r) {
     if (r < g.world_size && r != g.rank) waiting |= 1u << r;
-    if (r == g.rank) parts[r] = mine;
+    parts[r] = mine;
   }
   const unsigned long long start = GlobalTimerNs();
   while (waiting) {
@@ -261,8 +263,14 @@ __device__ __forceinline__ uint4 ReduceVector(const PeerGroup& g, uint32_t call,
   }
 }
 
+// Every kernel takes its PeerGroup as __grid_constant__: it indexes regions[] by rank at run time,
+// which, from an ordinary by-value parameter, makes each thread copy the whole group into local
+// memory before its first load (a 128-272 byte frame; this and the fused kernels' bound of one CTA
+// an SM, without which ptxas kept a 64-byte frame in one of them, took 0.5-3 us off each call on
+// 2 H200s, session 18).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) PeerAllReduceLlKernel(PeerGroup g, uint4* data, size_t vecs) {
+__global__ void __launch_bounds__(kThreads)
+    PeerAllReduceLlKernel(const __grid_constant__ PeerGroup g, uint4* data, size_t vecs) {
   const uint32_t call = StartCall(g);
   const Slice s = CtaSlice(vecs);
   for (size_t i = s.begin + threadIdx.x; i < s.end; i += kThreads) PushToPeers(g, call, i, data[i]);
@@ -271,7 +279,8 @@ __global__ void __launch_bounds__(kThreads) PeerAllReduceLlKernel(PeerGroup g, u
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) PeerAllReduceKernel(PeerGroup g, uint4* data, size_t vecs) {
+__global__ void __launch_bounds__(kThreads)
+    PeerAllReduceKernel(const __grid_constant__ PeerGroup g, uint4* data, size_t vecs) {
   const uint32_t call = StartCall(g);
   const Slice s = CtaSlice(vecs);
   Stage(g, call, data, s);
@@ -280,8 +289,8 @@ __global__ void __launch_bounds__(kThreads) PeerAllReduceKernel(PeerGroup g, uin
   FinishCall(g, call);
 }
 
-__global__ void __launch_bounds__(kThreads) PeerAllGatherKernel(PeerGroup g, const uint4* in, size_t vecs,
-                                                                uint4* out) {
+__global__ void __launch_bounds__(kThreads)
+    PeerAllGatherKernel(const __grid_constant__ PeerGroup g, const uint4* in, size_t vecs, uint4* out) {
   const uint32_t call = StartCall(g);
   const Slice s = CtaSlice(vecs);
   Stage(g, call, in, s);
@@ -388,10 +397,10 @@ __device__ __forceinline__ uint4* StageRows(const PeerGroup& g, uint32_t call, c
 // T (the bits PeerAllReduceKernel leaves), adds them to the f32 residual, and writes the
 // normalised row (AddRmsNormRow).
 template <typename T, int kVecs, bool kLowLatency>
-__global__ void __launch_bounds__(kThreads)
-    PeerAllReduceAddRmsNormKernel(PeerGroup g, const uint4* __restrict__ delta, float* __restrict__ residual,
-                                  const float* __restrict__ weight, int rows, int row_vecs, float eps,
-                                  uint4* __restrict__ out) {
+__global__ void __launch_bounds__(kThreads, 1)
+    PeerAllReduceAddRmsNormKernel(const __grid_constant__ PeerGroup g, const uint4* __restrict__ delta,
+                                  float* __restrict__ residual, const float* __restrict__ weight, int rows,
+                                  int row_vecs, float eps, uint4* __restrict__ out) {
   const uint32_t call = StartCall(g);
   if constexpr (kLowLatency) {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -428,10 +437,10 @@ __device__ __forceinline__ int ColumnOwner(int i, int row_vecs, int world) {
 // reads at those columns; after the second, every row takes each vector from its column's
 // owner. The sums are RankOrderSum's, so every rank gets the same bits.
 template <typename T, int kVecs>
-__global__ void __launch_bounds__(kThreads)
-    PeerAllReduceAddRmsNormTwoShotKernel(PeerGroup g, const uint4* __restrict__ delta, float* __restrict__ residual,
-                                         const float* __restrict__ weight, int rows, int row_vecs, float eps,
-                                         uint4* __restrict__ out) {
+__global__ void __launch_bounds__(kThreads, 1)
+    PeerAllReduceAddRmsNormTwoShotKernel(const __grid_constant__ PeerGroup g, const uint4* __restrict__ delta,
+                                         float* __restrict__ residual, const float* __restrict__ weight, int rows,
+                                         int row_vecs, float eps, uint4* __restrict__ out) {
   const uint32_t call = StartCall(g);
   if (static_cast<int>(blockIdx.x) < rows) {
     uint4* mine = StageRows(g, call, delta, rows, row_vecs);
