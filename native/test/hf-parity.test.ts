@@ -18,7 +18,7 @@ import { join, resolve } from "node:path";
 import { parseRandomModelArgs, writeRandomModel } from "../../tools/random-model.js";
 import { readModelConfig } from "../../shard/model-config.js";
 import { loadNative } from "../index.js";
-import { BLOCK, comparePrompt, describe, readGolden, runPrompts } from "../tests/cuda/parity.mjs";
+import { BLOCK, comparePrompt, describe, readGolden, runPrompts, verdict } from "../tests/cuda/parity.mjs";
 
 const GOLDEN_ROOT = process.env.HF_GOLDEN_DIR ?? resolve(import.meta.dirname, "../../tests/golden/hf");
 /** The models of tools/make-hf-goldens.sh, with the prefill chunk each runs with here. */
@@ -69,3 +69,27 @@ for (const [name, chunk] of MODELS) {
     });
   });
 }
+
+// parity.mjs's pass/fail on the GPU machine: a fixed bar, raised to transformers' own error in the
+// same dtype where the golden holds that run (the bf16 rows of run 143, session 18, as numbers).
+t.test("parity verdict: the fixed bar, or transformers' own in the same dtype", async (t) => {
+  const row = (relErr: number, ...margins: number[]) => ({
+    relErr, top20Diff: 0, matches: 64 - margins.length, mismatches: margins.map((hfMargin) => ({ hfMargin })),
+  });
+  const bars = { maxRelErr: 2e-2, tieMargin: 0.05 };
+  const bf16 = [row(5.99e-2, 0.0203, 0.138), row(4.4e-2, 0.048)];
+  const plain = verdict(bf16, null, bars);
+  t.notOk(plain.ok, "without a control, bf16's rounding fails the fixed bar");
+  t.equal(plain.badTokens.length, 1, "one part at a margin of 0.05 or more");
+  t.equal(plain.matches, 125);
+  const hfOwn = [{ rel_err: 1.1e-1, max_margin_parted: 0.32 }, { rel_err: 8e-2, max_margin_parted: 0.1 }];
+  const raised = verdict(bf16, hfOwn, bars);
+  t.ok(raised.ok, "no worse than transformers' own bf16: passes");
+  t.equal(raised.relErrLimit, 1.1e-1);
+  t.equal(raised.partLimit, 0.32);
+  t.notOk(verdict([row(1.2e-1)], hfOwn, bars).ok, "a logits error past transformers' own fails");
+  t.notOk(verdict([row(1e-2, 0.4)], hfOwn, bars).ok, "a part at a margin wider than any of transformers' own fails");
+  const tight = [{ rel_err: 1e-3, max_margin_parted: 0.01 }];
+  t.notOk(verdict(bf16, tight, bars).ok, "a control better than the fixed bar never lowers it");
+  t.ok(verdict([row(1.5e-2, 0.04)], tight, bars).ok, "within the fixed bar passes whatever the control");
+});
