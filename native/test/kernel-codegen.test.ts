@@ -5,13 +5,13 @@
 //   cannot prove uniform or registers run short, and the prefill attention then ran at half its
 //   speed: bench/results/cuda-notes.md, session 7), nor spill (the gate/up GEMM's fp16 epilogue
 //   did, at first);
-// - the decode step's GEMV and the peer collectives, which run 64-160 times a step: no spills
-//   (each change to them was checked by hand for this until now; a spill in the GEMV's k loop
-//   costs more than most changes to it gain), and no stack frame past the 24 bytes of the printf
-//   that reports a lost peer (40 in the GEMV, whose RoPE epilogue's double sincos keeps a frame
-//   for reducing huge angles): a kernel parameter indexed by rank at run time without
-//   __grid_constant__ (PeerGroup's regions, GemvNorm's mailboxes), or a register array indexed
-//   by rank, made every thread copy it to local memory first (128-272 bytes; session 18).
+// - every kernel of a decode step (the GEMV and the peer collectives run 64-160 times a step):
+//   no spills (each change to the GEMV and the peer kernels was checked by hand for this until
+//   session 17; a spill in the GEMV's k loop costs more than most changes to it gain), and no
+//   stack frame past what each file's comment in `kernels` names: a kernel parameter indexed by
+//   rank at run time without __grid_constant__ (PeerGroup's regions, GemvNorm's mailboxes), or a
+//   register array indexed by rank, made every thread copy it to local memory first (128-272
+//   byte frames, 0.3-3 us a call; session 18).
 import t from "tap";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -22,8 +22,21 @@ const srcDir = resolve(import.meta.dirname, "../src");
 const kernels = [
   { file: "backend/cuda/prefill_attention_wgmma.cu", wgmma: true },
   { file: "backend/cuda/silu_gate_up_gemm.cu", wgmma: true },
+  // 40: the RoPE epilogue's double sincos keeps a frame for reducing huge angles.
   { file: "backend/cuda/gemv.cu", wgmma: false, maxStackBytes: 40 },
+  // 24: the printf that reports a lost peer.
   { file: "backend/cuda/peer/peer_collectives.cu", wgmma: false, maxStackBytes: 24 },
+  { file: "backend/cuda/decode_attention.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/paged_attention.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/add_rms_norm.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/rope_kv_write.cu", wgmma: false, maxStackBytes: 40 },  // sincos, as the GEMV's
+  { file: "backend/cuda/embedding.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/silu_mul.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/vocab_shards.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/sampling/greedy_rows.cu", wgmma: false, maxStackBytes: 0 },
+  // 80: the sampled row's parameters and row view, passed by reference to the draw, which ptxas
+  // keeps as a call (once a step, and only for rows that sample).
+  { file: "backend/cuda/sampling/gpu_sampler.cu", wgmma: false, maxStackBytes: 80 },
 ];
 
 function findNvcc(): string | undefined {
