@@ -23,20 +23,20 @@ const kernels = [
   { file: "backend/cuda/prefill_attention_wgmma.cu", wgmma: true },
   { file: "backend/cuda/silu_gate_up_gemm.cu", wgmma: true },
   // 40: the RoPE epilogue's double sincos keeps a frame for reducing huge angles.
-  { file: "backend/cuda/gemv.cu", wgmma: false, maxStackBytes: 40 },
+  { file: "backend/cuda/gemv.cu", maxStackBytes: 40 },
   // 24: the printf that reports a lost peer.
-  { file: "backend/cuda/peer/peer_collectives.cu", wgmma: false, maxStackBytes: 24 },
-  { file: "backend/cuda/decode_attention.cu", wgmma: false, maxStackBytes: 0 },
-  { file: "backend/cuda/paged_attention.cu", wgmma: false, maxStackBytes: 0 },
-  { file: "backend/cuda/add_rms_norm.cu", wgmma: false, maxStackBytes: 0 },
-  { file: "backend/cuda/rope_kv_write.cu", wgmma: false, maxStackBytes: 40 },  // sincos, as the GEMV's
-  { file: "backend/cuda/embedding.cu", wgmma: false, maxStackBytes: 0 },
-  { file: "backend/cuda/silu_mul.cu", wgmma: false, maxStackBytes: 0 },
-  { file: "backend/cuda/vocab_shards.cu", wgmma: false, maxStackBytes: 0 },
-  { file: "backend/cuda/sampling/greedy_rows.cu", wgmma: false, maxStackBytes: 0 },
+  { file: "backend/cuda/peer/peer_collectives.cu", maxStackBytes: 24 },
+  { file: "backend/cuda/decode_attention.cu", maxStackBytes: 0 },
+  { file: "backend/cuda/paged_attention.cu", maxStackBytes: 0 },
+  { file: "backend/cuda/add_rms_norm.cu", maxStackBytes: 0 },
+  { file: "backend/cuda/rope_kv_write.cu", maxStackBytes: 40 },  // sincos, as the GEMV's
+  { file: "backend/cuda/embedding.cu", maxStackBytes: 0 },
+  { file: "backend/cuda/silu_mul.cu", maxStackBytes: 0 },
+  { file: "backend/cuda/vocab_shards.cu", maxStackBytes: 0 },
+  { file: "backend/cuda/sampling/greedy_rows.cu", maxStackBytes: 0 },
   // 80: the sampled row's parameters and row view, passed by reference to the draw, which ptxas
   // keeps as a call (once a step, and only for rows that sample).
-  { file: "backend/cuda/sampling/gpu_sampler.cu", wgmma: false, maxStackBytes: 80 },
+  { file: "backend/cuda/sampling/gpu_sampler.cu", maxStackBytes: 80 },
 ];
 
 function findNvcc(): string | undefined {

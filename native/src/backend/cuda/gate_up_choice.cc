@@ -32,17 +32,21 @@ int64_t GateUpChoice::Bucket(int64_t rows) {
   return b;
 }
 
-bool GateUpChoice::Fused(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
-                         const std::function<void()>& split) {
+std::optional<bool> GateUpChoice::Known(cudaStream_t stream, int64_t rows) const {
   if (rows <= kGemvMaxRows) return false;
   if (const char* env = std::getenv("TEXT_GEN_SILU_GEMM")) {
     const int64_t from = std::atoll(env);
     return from > 0 && rows >= from;
   }
-  const int64_t bucket = Bucket(rows);
-  auto it = fused_.find(bucket);
+  auto it = fused_.find(Bucket(rows));
   if (it != fused_.end()) return it->second;
   if (IsCapturing(stream)) return rows >= kFixedMinRows;
+  return std::nullopt;
+}
+
+bool GateUpChoice::Time(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
+                        const std::function<void()>& split) {
+  const int64_t bucket = Bucket(rows);
   // Once each untimed: cuBLASLt tunes its row bucket, and both warm up.
   fused();
   split();

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 
 namespace tg {
 namespace cuda {
@@ -25,8 +26,12 @@ class GateUpChoice {
   // path; both write the same activation, and the caller launches the chosen one afterwards).
   // Up to kGemvMaxRows rows never do: the GEMV path is theirs. An undecided bucket under a
   // capture takes the fixed rule (from 1,024 rows), its first uncaptured step times both.
-  bool Fused(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
-             const std::function<void()>& split);
+  // Called at every step: only a bucket's first timing wraps the paths in std::function.
+  template <typename FusedPath, typename SplitPath>
+  bool Fused(cudaStream_t stream, int64_t rows, FusedPath&& fused, SplitPath&& split) {
+    if (const std::optional<bool> known = Known(stream, rows)) return *known;
+    return Time(stream, rows, fused, split);
+  }
 
   // The bucket whose decision a step of `rows` rows shares: 16 rows up to 256, 32 up to 1,024,
   // then powers of two. Both paths' times jump within 128 rows (cuBLASLt's 70B gate/up slice:
@@ -35,6 +40,12 @@ class GateUpChoice {
   static int64_t Bucket(int64_t rows);
 
  private:
+  // The choice where no timing is needed: the GEMV's rows, TEXT_GEN_SILU_GEMM, a decided bucket,
+  // or the fixed rule under a capture. Empty when the bucket's paths must be timed now.
+  std::optional<bool> Known(cudaStream_t stream, int64_t rows) const;
+  bool Time(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
+            const std::function<void()>& split);
+
   std::map<int64_t, bool> fused_;  // per bucket
   bool log_ = false;               // TEXT_GEN_GEMV_LOG=1 prints each decision, as Gemm's
 };

@@ -446,7 +446,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kSiluInput || kXTiles > 1 || k
     GemvKernel(const T* __restrict__ x, const T* __restrict__ w, OutT* __restrict__ out, int m, int64_t n, int64_t k,
                GemvRopeKv rope, const __grid_constant__ GemvNorm norm, unsigned tiles, unsigned exchange_batch) {
   if constexpr (kExchanging) {
-    static_assert(kNorm && kOutput == GemvOutput::kAddTo, "only an adding GEMV feeding a norm exchanges");
     __shared__ ExchangeStash stash[kExchangeBatch];
     for (unsigned first = blockIdx.x; first < tiles; first += exchange_batch * gridDim.x) {
       unsigned taken = 0;
