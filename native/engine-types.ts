@@ -140,6 +140,8 @@ export interface EngineInfo {
   weightBytes: number;
   /** KV blocks allocated so far (0 before allocateKvCache). */
   numBlocks: number;
+  /** Decode batch sizes run as CUDA graphs, ascending (each captured at its second use); [] on the CPU. */
+  graphBuckets: number[];
 }
 
 /** A loaded model on one rank. step() runs on a native thread; allocateKvCache() is synchronous (warm-up only). */

@@ -7,7 +7,8 @@
 # Always: unpacks node, the compiled JS and the build's node_modules from .device/,
 # builds the addon with the CUDA backend (and the CUDA tests), compiles the cuBLASLt
 # and NCCL shim checks against the real headers, and runs the kernel tests
-# (cuda_ops_test, prefill_attention_test, silu_gate_up_gemm_test, gemv_test, gate_up_choice_test; peer_collectives_test
+# (cuda_ops_test, prefill_attention_test, silu_gate_up_gemm_test, gemv_test, gate_up_choice_test,
+# gemm_tuning_test; peer_collectives_test
 # with 2+ GPUs)
 # and the end-to-end checks
 # through the addon (stories260k greedy, random models' logits against the CPU).
@@ -15,6 +16,9 @@
 #   perf      kernel timings at Llama-3-8B shapes (cuda_ops_test, prefill_attention_test
 #             and gemv_test with --perf; the peer all-reduce's time per call on 2+ GPUs)
 #   opsperf   only perf's cuda_ops_test timings (GEMMs, attention, decode attention in graphs)
+#   gemmtune  the GEMMs of a decode step timed in the order a server meets them (70B TP 4 slices and the
+#             8B), cuBLASLt tuned per power-of-two row bucket, per row_bucket.h's buckets, and with 32
+#             candidates (gemm_tuning_test --perf)
 #   peerperf  only perf's peer collective timings (both protocols, plain and fused with RMSNorm)
 #   gemvab    the GEMV timings (gemv_test --perf at TP 1 and 2 slices, the exchanging GEMVs with 2+
 #             GPUs) once per entry of $ENV_SETS (default TEXT_GEN_GEMV_EXCHANGE_BATCH=1, then =4)
@@ -58,6 +62,8 @@
 #             logs tpset-N.txt at TP 2, tpset-tpK-N.txt at K); $TPSETS_ENV is added to every entry there
 #             (e.g. TEXT_GEN_STEP_PROFILE=300 TEXT_GEN_STEP_PROFILE_OPS=0: GPU busy time per step in
 #             /tmp/tpset-N-run/launcher.log)
+#   sgsets    the ShareGPT-like scenario (500 prompts) on the 8B at --num-shard $SGSETS_SHARDS (default 1)
+#             once per entry of $ENV_SETS, $SGSETS_ROUNDS times alternating (default 2)
 #   profile   where the 8B's decode step spends its GPU time, op by op (TEXT_GEN_STEP_PROFILE): graph
 #             steps at batch 1 and 16 on one GPU (e2e.mjs bench), again with no event between ops
 #             (the step's GPU and host time only), then batch 1 through the launcher at --num-shard
@@ -153,6 +159,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step silu-gemm silu-gemm.txt native/build/tests/cuda/silu_gate_up_gemm_test
   step gemv gemv.txt native/build/tests/cuda/gemv_test
   step gate-up-choice gate-up-choice.txt native/build/tests/cuda/gate_up_choice_test
+  step gemm-tuning gemm-tuning.txt native/build/tests/cuda/gemm_tuning_test
   # Programmatic Dependent Launch is off by default; its kernels must stay correct with it on.
   step kernels-pdl kernels-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/cuda_ops_test
   step gemv-pdl gemv-pdl.txt env TEXT_GEN_PDL=all native/build/tests/cuda/gemv_test
@@ -168,6 +175,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     .device/models/llama3-gqa8-d128 .device/models/qwen2-bias
 fi
 
+if has gemmtune; then
+  step gemm-served gemm-served.txt native/build/tests/cuda/gemm_tuning_test --perf
+fi
 # perf runs opsperf's and peerperf's timings among its own.
 if has perf || has opsperf; then
   step kernel-perf kernel-perf.txt native/build/tests/cuda/cuda_ops_test --perf
@@ -336,6 +346,28 @@ if has tpsets; then
   done
 fi
 
+# The ShareGPT-like scenario (500 prompts, the vLLM anchor's count) on the 8B at SGSETS_SHARDS
+# (default 1), once per entry, alternating SGSETS_ROUNDS times (default 2): a serving A/B of a
+# switch where the 70B's 4 GPUs are not lent.
+if has sgsets; then
+  gen_8b
+  for round in $(seq 1 "${SGSETS_ROUNDS:-2}"); do
+    for i in "${!env_sets[@]}"; do
+      set=${env_sets[$i]}
+      run="sg-$i-$round"
+      rm -rf "/tmp/$run" "/tmp/$run-run"
+      # shellcheck disable=SC2086
+      step "sg#$i.$round" "$run.txt" timeout "$(budget 150)" env $set bash bench/gpu/run.sh \
+        --shape llama3-8b --model-dir /tmp/llama3-8b --num-shard "${SGSETS_SHARDS:-1}" --skip-hf --only sharegpt \
+        --results-dir "/tmp/$run" --run-dir "/tmp/$run-run"
+      echo "RESULT sharegpt [$set] round $round: $(grep -h '^| sharegpt' /tmp/"$run"/*.md | cut -d'|' -f5,8 | head -n 1)" \
+        "req/s | TTFT p50/p99 ms" >> "$LOGS/$run.txt"
+      grep -h "decode steps warmed up\|text-gen ready" "/tmp/$run-run/launcher.log" | cut -c1-400 >> "$LOGS/$run.txt"
+      cp "/tmp/$run-run/metrics-sharegpt.txt" "$LOGS/$run-metrics.txt" 2>/dev/null
+    done
+  done
+fi
+
 if has profile; then
   gen_8b
   step profile-tp1 profile-tp1.txt timeout "$(budget 90)" env TEXT_GEN_STEP_PROFILE=16 E2E_BENCH=decode \
@@ -382,6 +414,7 @@ if has tp70b; then
     for tokens in ${TP70B_PREFILL_TOKENS:-8192}; do
       for size in ${TP70B_MAX_BATCH_SIZES:-none}; do
         run="$([ "$e" = 0 ] || echo "env$e-")prefill-$tokens-batch-$size"
+        rm -rf "/tmp/tp70b-run-$run"  # a warm machine's earlier run: its results would be reported again
         # shellcheck disable=SC2086 # the entry's words are separate assignments
         step "tp70b-$e-$tokens-$size" "tp70b-$run.txt" timeout "$(budget 560)" env ${tp70b_envs[$e]} \
           bash bench/gpu/run.sh --shape llama3-70b \

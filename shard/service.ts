@@ -36,7 +36,16 @@ import { asShardError, badRequest, ShardError } from "./errors.js";
 import { applyStep, type StepResult } from "./generation.js";
 import { SerialQueue } from "./serial-queue.js";
 import { planStep, scheduleNextStep } from "./step-planner.js";
-import { assignWarmupBlocks, cudaKvBlockCount, kvBlockCount, warmupBlocksNeeded, warmupLimits } from "./warmup.js";
+import {
+  assignWarmupBlocks,
+  cudaKvBlockCount,
+  decodeWarmupBlocksNeeded,
+  decodeWarmupRequests,
+  decodeWarmupSizes,
+  kvBlockCount,
+  warmupBlocksNeeded,
+  warmupLimits,
+} from "./warmup.js";
 
 export interface ShardServiceOptions {
   engine: NativeEngine;
@@ -315,7 +324,7 @@ export class ShardService {
     // leaves free (TGI's way): warm up over a cache just big enough, then measure.
     const measure = info.device === "cuda" && req.maxBatchTotalTokens === undefined;
     let numBlocks = measure
-      ? warmupBlocksNeeded(requests, this.blockSize)
+      ? Math.max(warmupBlocksNeeded(requests, this.blockSize), decodeWarmupBlocksNeeded(info.graphBuckets, this.blockSize))
       : kvBlockCount(req.maxBatchTotalTokens, {
           blockSize: this.blockSize,
           kvBytesPerBlock: info.kvBytesPerBlock,
@@ -324,15 +333,11 @@ export class ShardService {
     this.allocate(numBlocks);
     this.maxPrefillTokens = req.maxPrefillTokens > 0 ? req.maxPrefillTokens : Number.POSITIVE_INFINITY;
     const warmupRequests = assignWarmupBlocks(requests, numBlocks, this.blockSize);
-    let running = this.newRequests(warmupRequests);
     // A prefill step, then a decode step for whatever is still running.
-    for (let i = 0; i < 2 && running.length > 0; i++) {
-      const result = await this.compute(running);
-      this.release(result.finished);
-      scheduleNextStep(result.running, this.maxPrefillTokens);
-      running = result.running;
-    }
-    this.release(running);
+    await this.runToEnd(this.newRequests(warmupRequests), 2);
+    // On this cache, whose size every rank shares (the user's, or the warm-up batch's), so that
+    // all ranks run the same steps: their collectives must pair up.
+    await this.warmDecodeSteps(info.graphBuckets, numBlocks, requests[0]?.inputIds[0] ?? 0);
     if (measure) {
       const memory = this.opts.engine.memoryInfo();
       numBlocks = cudaKvBlockCount({
@@ -350,6 +355,27 @@ export class ShardService {
       "KV cache allocated",
     );
     return limits;
+  }
+
+  /** Steps `running` until every request finished or `maxSteps` ran; releases them all. */
+  private async runToEnd(running: ShardRequest[], maxSteps = Number.POSITIVE_INFINITY): Promise<void> {
+    for (let i = 0; i < maxSteps && running.length > 0; i++) {
+      const result = await this.compute(running);
+      this.release(result.finished);
+      scheduleNextStep(result.running, this.maxPrefillTokens);
+      running = result.running;
+    }
+    this.release(running);
+  }
+
+  /** Runs the batch sizes decodeWarmupSizes gives, so that serving meets no untuned GEMM or uncaptured graph. */
+  private async warmDecodeSteps(graphBuckets: readonly number[], numBlocks: number, tokenId: number): Promise<void> {
+    const sizes = decodeWarmupSizes(graphBuckets, numBlocks, this.blockSize);
+    if (sizes.length === 0) return;
+    const start = process.hrtime.bigint();
+    for (const size of sizes) await this.runToEnd(this.newRequests(decodeWarmupRequests(size, this.blockSize, tokenId)));
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    this.opts.logger.info({ sizes, ms: Math.round(ms) }, "decode steps warmed up");
   }
 
   private allocate(numBlocks: number): void {

@@ -1,7 +1,7 @@
 // Warm-up arithmetic: how many KV blocks to allocate, which blocks the warm-up
-// batch borrows (the router sends it without any), and the limits the shard
-// reports back.
-import type { Request, WarmupRequest, WarmupResponse } from "../proto/gen/generate.js";
+// batch borrows (the router sends it without any), the decode steps warmed before
+// serving, and the limits the shard reports back.
+import type { NextTokenChooserParameters, Request, WarmupRequest, WarmupResponse } from "../proto/gen/generate.js";
 import { badRequest, ShardError } from "./errors.js";
 
 /** Keeps the block table of a request and the allocator's arrays reasonable. */
@@ -117,4 +117,70 @@ export function warmupLimits(req: WarmupRequest, numBlocks: number, blockSize: n
     maxInputTokens: req.maxInputTokens ?? maxTotalTokens - 1,
     maxTotalTokens,
   };
+}
+
+/** Tokens each decode warm-up sequence generates: its prefill's, then two decode steps (the graph's eager first use, then its capture). */
+export const DECODE_WARMUP_TOKENS = 3;
+/** The decode warm-up's eager steps past the largest graph: 32 rows apart, up to this many. */
+export const DECODE_WARMUP_EAGER_ROWS = 512;
+
+/**
+ * Batch sizes whose steps the warm-up runs before serving, as TGI warms its CUDA graphs: every
+ * graph bucket (its first decode tunes the GEMMs of its row count, its second captures the graph),
+ * then eager sizes 32 rows apart past the largest bucket (the engine tunes cuBLASLt per 32 rows
+ * there). Otherwise the first steps of a busy server pay for that tuning, each new row count
+ * stalling the whole batch. Sizes whose sequences would not fit `numBlocks` (block 0 reserved) are
+ * left out; none without graphs (the CPU).
+ */
+export function decodeWarmupSizes(graphBuckets: readonly number[], numBlocks: number, blockSize: number): number[] {
+  if (graphBuckets.length === 0) return [];
+  const sizes = [...graphBuckets].sort((a, b) => a - b);
+  const largest = sizes[sizes.length - 1]!;
+  for (let rows = Math.ceil((largest + 1) / 32) * 32; rows <= DECODE_WARMUP_EAGER_ROWS; rows += 32) sizes.push(rows);
+  const blocksEach = Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize);
+  return sizes.filter((size) => size > 0 && size * blocksEach <= numBlocks - 1);
+}
+
+/**
+ * Blocks the decode warm-up needs for all its sizes, block 0 included (0 without graphs): the
+ * warm-up cache on a GPU is at least this big, so that a small --max-batch-prefill-tokens does not
+ * cut the sizes short.
+ */
+export function decodeWarmupBlocksNeeded(graphBuckets: readonly number[], blockSize: number): number {
+  const sizes = decodeWarmupSizes(graphBuckets, Number.POSITIVE_INFINITY, blockSize);
+  if (sizes.length === 0) return 0;
+  return Math.max(...sizes) * Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize) + 1;
+}
+
+/** Greedy decoding with every processor off: the parameters of a request that asks for nothing else. */
+export const GREEDY_PARAMETERS: Readonly<NextTokenChooserParameters> = {
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  typicalP: 1,
+  doSample: false,
+  seed: 0,
+  repetitionPenalty: 1,
+  watermark: false,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  grammar: "",
+  grammarType: 0,
+};
+
+/** `size` one-token greedy requests on blocks from 1 up, each generating DECODE_WARMUP_TOKENS tokens. */
+export function decodeWarmupRequests(size: number, blockSize: number, tokenId: number): Request[] {
+  const blocksEach = Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize);
+  return Array.from({ length: size }, (_, id) => ({
+    id,
+    inputIds: [tokenId],
+    truncate: 1,
+    parameters: { ...GREEDY_PARAMETERS },
+    stoppingParameters: { maxNewTokens: DECODE_WARMUP_TOKENS, stopSequences: [], ignoreEosToken: true, eosTokenIds: [] },
+    prefillLogprobs: false,
+    topNTokens: 0,
+    blocks: Array.from({ length: blocksEach }, (_, i) => 1 + id * blocksEach + i),
+    slots: [],
+    cacheLen: 0,
+  }));
 }

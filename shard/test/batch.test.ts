@@ -3,6 +3,7 @@ import t from "tap";
 import { FinishReason } from "../../proto/gen/generate.js";
 import { requestFromProto, type ShardRequest } from "../batch-state.js";
 import { scheduleNextStep } from "../step-planner.js";
+import { DECODE_WARMUP_EAGER_ROWS, decodeWarmupBlocksNeeded, decodeWarmupSizes } from "../warmup.js";
 import { defaultNextToken, FakeEngine } from "./fake-engine.js";
 import { batch, newService, request, warmService } from "./helpers.js";
 
@@ -251,6 +252,62 @@ t.test("warmup: KV sizing, warm-up batch on borrowed blocks, limits", async (t) 
     message: /Not enough KV cache to warm up with 200 prefill tokens/,
     kind: "resource_exhausted",
   });
+});
+
+t.test("warmup runs a prefill and two decodes at every graph bucket, then eager sizes, on the warm-up cache", async (t) => {
+  const engine = new FakeEngine(16);
+  engine.graphBuckets = [4, 1, 2];
+  const service = newService(engine);
+  const warm = batch(0, [request(1, 10, { blocks: [], ignoreEos: true }), request(2, 6, { blocks: [] })]);
+  await service.warmup({ batch: warm, maxPrefillTokens: 16, maxBatchTotalTokens: 40 * 16 });
+  const sizes = engine.steps.map((step) => step.length);
+  const shapes = engine.steps.map((step) => step.map((s) => (s.init ? "p" : "d")).join(""));
+  // The router's warm-up batch (a prefill, a decode), then each size: prefill, eager decode, captured decode.
+  t.same(sizes.slice(0, 2), [2, 2]);
+  const eager = [32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 480, 512].filter((n) => n <= 40);
+  t.same(sizes.slice(2), [1, 2, 4, ...eager].flatMap((n) => [n, n, n]), "ascending buckets, then 32-row eager sizes that fit");
+  t.same(shapes.slice(2, 5), ["p", "d", "d"]);
+  for (const step of engine.steps.slice(2)) {
+    for (const s of step) t.ok(s.blocks.length === 1 && s.blocks[0]! >= 1 && s.blocks[0]! < engine.numBlocks, "one block from 1 up");
+    t.equal(new Set(step.map((s) => s.blocks[0])).size, step.length, "no two sequences share a block");
+  }
+  t.equal(engine.kvLength.size, 0, "every warm-up sequence released");
+  // Nothing changed for serving: a request runs as on a service without graphs.
+  const out = await service.prefill({ batch: batch(7, [request(7, 3, { maxNewTokens: 2, blocks: [5, 6] })]) });
+  t.equal(out.generations.length, 1);
+});
+
+t.test("on a GPU sized from memory the warm-up cache holds every decode size, however small the prefill", async (t) => {
+  const engine = new FakeEngine(16);
+  engine.graphBuckets = [1, 2, 256];
+  const cpuInfo = engine.info.bind(engine);
+  engine.info = () => ({ ...cpuInfo(), device: "cuda" });
+  const allocations: number[] = [];
+  const allocate = engine.allocateKvCache.bind(engine);
+  engine.allocateKvCache = (n) => {
+    allocations.push(n);
+    allocate(n);
+  };
+  engine.memoryInfo = () => ({ freeBytes: 4 * 2 ** 30, totalBytes: 8 * 2 ** 30 });
+  const service = newService(engine, { cudaMemoryFraction: 0.9 });
+  await service.warmup({ batch: batch(0, [request(1, 16, { blocks: [] })]), maxPrefillTokens: 16 });
+  t.equal(allocations[0], 512 + 1, "512 one-block sequences and block 0, not the prefill's 3 blocks");
+  t.equal(Math.max(...engine.steps.map((step) => step.length)), 512, "the largest eager size ran");
+  t.ok(allocations[1]! > 512, "then the cache sized from memory");
+  t.equal(decodeWarmupBlocksNeeded([], 16), 0, "no graphs: nothing beyond the prefill's");
+  t.equal(decodeWarmupBlocksNeeded([1, 8], 2), 512 * 2 + 1);
+});
+
+t.test("decodeWarmupSizes: the buckets ascending, then 32-row eager sizes, all that fit the cache", async (t) => {
+  t.same(decodeWarmupSizes([], 1000, 16), [], "no graphs (the CPU): no decode warm-up");
+  const full = decodeWarmupSizes([8, 1, 256, 160], 10_000, 16);
+  t.same(full.slice(0, 4), [1, 8, 160, 256]);
+  t.same(full.slice(4), [288, 320, 352, 384, 416, 448, 480, 512]);
+  t.equal(full[full.length - 1], DECODE_WARMUP_EAGER_ROWS);
+  t.same(decodeWarmupSizes([1, 2, 300], 10_000, 16), [1, 2, 300, 320, 352, 384, 416, 448, 480, 512], "eager sizes from past the largest bucket");
+  t.same(decodeWarmupSizes([1, 2, 4, 8], 5, 16), [1, 2, 4], "block 0 reserved: 4 sequences fit 5 blocks");
+  t.same(decodeWarmupSizes([1, 2, 4], 9, 2), [1, 2, 4], "two blocks each with blocks of 2 tokens");
+  t.same(decodeWarmupSizes([1, 2, 4], 8, 2), [1, 2]);
 });
 
 t.test("scheduleNextStep hands the budget out from the end of the batch", async (t) => {

@@ -14,6 +14,8 @@ export class FakeEngine implements NativeEngine {
   /** Tokens in KV per live sequence. */
   readonly kvLength = new Map<number, number>();
   numBlocks = 0;
+  /** What info() reports as graphBuckets ([] as the CPU engine: no decode warm-up). */
+  graphBuckets: number[] = [];
   closed = false;
   failNextStep: string | undefined;
 
@@ -36,6 +38,7 @@ export class FakeEngine implements NativeEngine {
       kvBytesPerBlock: 1024,
       weightBytes: 1,
       numBlocks: this.numBlocks,
+      graphBuckets: this.graphBuckets,
     };
   }
 

@@ -4,6 +4,7 @@ import type { ServiceError } from "@grpc/grpc-js";
 import type { ModelConfig, NativeEngine } from "../../native/engine-types.js";
 import type { Request, TextGenerationServiceClient, TextGenerationServiceServer } from "../../proto/gen/generate.js";
 import { ShardService, type ShardServiceOptions } from "../service.js";
+import { GREEDY_PARAMETERS } from "../warmup.js";
 import { FakeEngine } from "./fake-engine.js";
 
 export const tinyConfig: ModelConfig = {
@@ -44,20 +45,7 @@ export function request(id: number, promptLength: number, o: RequestOptions = {}
     id,
     inputIds: Array.from({ length: promptLength }, (_, i) => 100 + (i % 400)),
     truncate: promptLength,
-    parameters: {
-      temperature: 1,
-      topK: 0,
-      topP: 1,
-      typicalP: 1,
-      doSample: o.doSample ?? false,
-      seed: o.seed ?? 0,
-      repetitionPenalty: 1,
-      watermark: false,
-      frequencyPenalty: 0,
-      presencePenalty: 0,
-      grammar: "",
-      grammarType: 0,
-    },
+    parameters: { ...GREEDY_PARAMETERS, doSample: o.doSample ?? false, seed: o.seed ?? 0 },
     stoppingParameters: {
       maxNewTokens,
       stopSequences: [],

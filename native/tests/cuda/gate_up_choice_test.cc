@@ -1,5 +1,5 @@
 // GateUpChoice (gate_up_choice.h): the MLP's gate/up path per row bucket, chosen by timing both
-// paths at a bucket's first uncaptured step. The paths here are stand-ins of known cost (a
+// paths at a bucket's first uncaptured step (its buckets: row_bucket_test.cc). The paths here are stand-ins of known cost (a
 // memset of 256 MB against one of 4 KB), so which one is faster is not in doubt; the counts
 // show when the choice times and when it only looks its bucket up.
 #include <cuda_runtime.h>
@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <utility>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
@@ -40,19 +39,6 @@ struct Paths {
 };
 
 }  // namespace
-
-TG_TEST(gate_up_choice_buckets_narrow_up_to_1024_rows_then_powers_of_two) {
-  const std::pair<int64_t, int64_t> rows_bucket[] = {{17, 32},   {32, 32},     {33, 48},     {160, 160},
-                                                     {161, 176}, {177, 192},   {256, 256},   {257, 288},
-                                                     {1024, 1024}, {1025, 2048}, {8192, 8192}, {8193, 16384}};
-  for (const auto& [rows, bucket] : rows_bucket) {
-    if (GateUpChoice::Bucket(rows) != bucket) {
-      std::printf("  rows %lld: bucket %lld, want %lld\n", static_cast<long long>(rows),
-                  static_cast<long long>(GateUpChoice::Bucket(rows)), static_cast<long long>(bucket));
-      ++tgtest::Failures();
-    }
-  }
-}
 
 TG_TEST(gate_up_choice_times_a_bucket_once_and_keeps_the_faster_path) {
   unsetenv("TEXT_GEN_SILU_GEMM");

@@ -139,6 +139,9 @@ class CudaLlamaModel : public ModelRunner {
            static_cast<int64_t>(ElemSize(type_));
   }
   std::string attention_impl() const override { return "cuda-paged"; }
+  std::vector<int32_t> decode_graph_buckets() const override {
+    return dynamic_rope_ ? std::vector<int32_t>() : graphs_.buckets();
+  }
   void AllocateKvCache(int64_t num_blocks, int64_t block_size) override;
   int64_t num_blocks() const override { return num_blocks_; }
   void Forward(const std::vector<ForwardSequence>& seqs, const std::vector<int64_t>& logit_rows,

@@ -6,6 +6,7 @@
 
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/row_bucket.h"
 #include "backend/cuda/stopwatch.h"
 #include "backend/cuda/stream_capture.h"
 
@@ -24,21 +25,13 @@ constexpr int kReps = 2;
 
 GateUpChoice::GateUpChoice() : log_(SetToOne("TEXT_GEN_GEMV_LOG")) {}
 
-int64_t GateUpChoice::Bucket(int64_t rows) {
-  if (rows <= 256) return (rows + 15) / 16 * 16;
-  if (rows <= 1024) return (rows + 31) / 32 * 32;
-  int64_t b = 2048;
-  while (b < rows) b <<= 1;
-  return b;
-}
-
 std::optional<bool> GateUpChoice::Known(cudaStream_t stream, int64_t rows) const {
   if (rows <= kGemvMaxRows) return false;
   if (const char* env = std::getenv("TEXT_GEN_SILU_GEMM")) {
     const int64_t from = std::atoll(env);
     return from > 0 && rows >= from;
   }
-  auto it = fused_.find(Bucket(rows));
+  auto it = fused_.find(TimingRowBucket(rows));
   if (it != fused_.end()) return it->second;
   if (IsCapturing(stream)) return rows >= kFixedMinRows;
   return std::nullopt;
@@ -46,7 +39,7 @@ std::optional<bool> GateUpChoice::Known(cudaStream_t stream, int64_t rows) const
 
 bool GateUpChoice::Time(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
                         const std::function<void()>& split) {
-  const int64_t bucket = Bucket(rows);
+  const int64_t bucket = TimingRowBucket(rows);
   // Once each untimed: cuBLASLt tunes its row bucket, and both warm up.
   fused();
   split();

@@ -33,12 +33,6 @@ class GateUpChoice {
     return Time(stream, rows, fused, split);
   }
 
-  // The bucket whose decision a step of `rows` rows shares: 16 rows up to 256, 32 up to 1,024,
-  // then powers of two. Both paths' times jump within 128 rows (cuBLASLt's 70B gate/up slice:
-  // 120 µs at 309 rows, 248 at 456; cuda-notes run 134), so the buckets are narrow where
-  // decode steps and mixed steps of a few hundred rows fall.
-  static int64_t Bucket(int64_t rows);
-
  private:
   // The choice where no timing is needed: the GEMV's rows, TEXT_GEN_SILU_GEMM, a decided bucket,
   // or the fixed rule under a capture. Empty when the bucket's paths must be timed now.
@@ -46,7 +40,9 @@ class GateUpChoice {
   bool Time(cudaStream_t stream, int64_t rows, const std::function<void()>& fused,
             const std::function<void()>& split);
 
-  std::map<int64_t, bool> fused_;  // per bucket
+  // Per bucket (row_bucket.h): both paths' times jump within 128 rows (cuBLASLt's 70B gate/up
+  // slice: 120 µs at 309 rows, 248 at 456; cuda-notes run 134).
+  std::map<int64_t, bool> fused_;
   bool log_ = false;               // TEXT_GEN_GEMV_LOG=1 prints each decision, as Gemm's
 };
 

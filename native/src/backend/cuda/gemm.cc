@@ -17,6 +17,7 @@
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/row_bucket.h"
 #include "backend/cuda/stopwatch.h"
 #include "backend/cuda/stream_capture.h"
 
@@ -26,7 +27,7 @@ namespace cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
-constexpr int kTuneCandidates = 8;              // heuristic results timed per bucket
+constexpr int kTuneCandidates = 8;              // heuristic results timed per bucket (default)
 constexpr int kDecideReps = 10;                 // launches per timing of GEMV vs cuBLASLt
 constexpr size_t kMaxScratchWeights = 16;       // Prepare's copies of a W that fits in L2
 
@@ -39,8 +40,10 @@ cudaDataType_t DataType(ElemType t) {
   return CUDA_R_32F;
 }
 
-// Row counts share an algorithm within a power-of-two bucket (1, 2, 4, ..., then 8192+ exact multiples).
-int64_t Bucket(int64_t m) {
+// The bucket whose tuned algorithm a GEMM of m rows takes: TimingRowBucket's, or with
+// TEXT_GEN_GEMM_POW2_BUCKETS=1 the powers of two this backend used before (an A/B switch).
+int64_t AlgoBucket(int64_t m, bool pow2) {
+  if (!pow2) return TimingRowBucket(m);
   int64_t b = 1;
   while (b < m && b < 8192) b <<= 1;
   return b < m ? ((m + 8191) / 8192) * 8192 : b;
@@ -104,6 +107,8 @@ Gemm::Gemm() : api_(lt::LoadApi()) {
   if (mode != nullptr && std::strcmp(mode, "1") == 0) gemv_mode_ = GemvMode::kOn;
   if (const char* slack = std::getenv("TEXT_GEN_GEMV_SLACK")) gemv_slack_ = std::max(0.0f, std::strtof(slack, nullptr));
   log_decisions_ = SetToOne("TEXT_GEN_GEMV_LOG");
+  pow2_buckets_ = SetToOne("TEXT_GEN_GEMM_POW2_BUCKETS");
+  tune_candidates_ = PositiveFromEnv("TEXT_GEN_GEMM_TUNE_CANDIDATES", kTuneCandidates, 64);
   int device = 0, l2 = 0;
   TG_CUDA_CHECK(cudaGetDevice(&device));
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
@@ -159,7 +164,7 @@ lt::Status Gemm::Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t 
 }
 
 lt::MatmulAlgo Gemm::Tune(const Plan& p, cudaStream_t stream, const void* x, const void* w, void* out) {
-  std::vector<lt::MatmulAlgo> candidates = Candidates(p, kTuneCandidates);
+  std::vector<lt::MatmulAlgo> candidates = Candidates(p, tune_candidates_);
   if (candidates.size() == 1) return candidates[0];
   Stopwatch watch;
   float best_ms = 0.0f;
@@ -184,7 +189,7 @@ void Gemm::RunLt(cudaStream_t stream, const Key& key, const void* x, const void*
   if (!p.has_algo) {
     // One algorithm per (m bucket, n, k, types, add_to), timed on the first shape of the bucket that runs.
     Key bucket_key = key;
-    bucket_key.m = Bucket(key.m);
+    bucket_key.m = AlgoBucket(key.m, pow2_buckets_);
     auto it = algos_.find(bucket_key);
     if (it == algos_.end()) {
       // Tuning launches every candidate and waits on events, which a capture forbids (and an

@@ -1,10 +1,11 @@
 // Dense GEMMs of the CUDA backend: out[m, n] = x[m, k] · w[n, k]ᵀ with W stored [N, K]
 // as Hugging Face Linear layers are, f32 accumulation; or residual[m, n] += x · wᵀ into an
 // f32 residual stream (RunAddTo), so that a projection joins it unrounded. Two engines:
-// - cuBLASLt, for every shape. Its algorithm is chosen once per (m bucket, n, k, types):
-//   the first GEMM of a bucket times cuBLASLt's top heuristic candidates on its own
-//   operands and keeps the fastest (so the first step of each shape is slower; warm-up
-//   absorbs it). Descriptors are cached per exact shape.
+// - cuBLASLt, for every shape. Its algorithm is chosen once per (m bucket, n, k, types), the
+//   buckets of row_bucket.h: the first GEMM of a bucket times cuBLASLt's top 8 heuristic
+//   candidates (TEXT_GEN_GEMM_TUNE_CANDIDATES) on its own operands and keeps the fastest (so
+//   the first step of each bucket is slower; warm-up absorbs it). Descriptors are cached per
+//   exact shape.
 // - the GEMV kernel (gemv.h) for decode batches of m ≤ 16 rows, which streams W at close
 //   to memory bandwidth. Per exact (m, n, k, types) the first call times it against
 //   cuBLASLt and keeps the faster, or for a product the GEMV can fuse with what follows
@@ -148,9 +149,11 @@ class Gemm {
   GemvMode gemv_mode_ = GemvMode::kAuto;
   float gemv_slack_ = 1.25f;    // DecideGemv's allowance for a fusable product (TEXT_GEN_GEMV_SLACK)
   bool log_decisions_ = false;  // TEXT_GEN_GEMV_LOG=1
+  bool pow2_buckets_ = false;   // TEXT_GEN_GEMM_POW2_BUCKETS=1: tune per power of two of m (A/B)
+  int tune_candidates_ = 8;     // TEXT_GEN_GEMM_TUNE_CANDIDATES: heuristic results Tune times
   int64_t l2_bytes_ = 0;
   std::map<Key, std::unique_ptr<Plan>> plans_;        // exact shapes
-  std::map<Key, lt::MatmulAlgo> algos_;               // by m bucket
+  std::map<Key, lt::MatmulAlgo> algos_;               // by m bucket (TimingRowBucket)
   std::map<Key, bool> use_gemv_;                      // exact shapes, m ≤ 16: GEMV kernel (true) or cuBLASLt
   std::map<Key, bool> fuse_silu_;                     // RunSiluDown's shapes: SiLU in the GEMV (true) or apart
 };
