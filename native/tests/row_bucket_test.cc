@@ -27,11 +27,17 @@ TG_TEST(row_buckets_are_powers_of_two_up_to_16_rows) {
   ExpectBuckets({{1, 1}, {2, 2}, {3, 4}, {5, 8}, {9, 16}, {16, 16}});
 }
 
-// The decode graphs of 160 and 192 rows must not share a tuned algorithm (cuda-notes run 130).
-TG_TEST(row_buckets_step_by_16_rows_to_256_then_by_32_to_1024) {
-  ExpectBuckets({{17, 32},
-                 {32, 32},
-                 {33, 48},
+// The decode graphs of 160 and 192 rows must not share a tuned algorithm (cuda-notes run 130),
+// nor those of 56 and 64 (run 150).
+TG_TEST(row_buckets_step_by_8_rows_to_64_by_16_to_256_then_by_32_to_1024) {
+  ExpectBuckets({{17, 24},
+                 {24, 24},
+                 {25, 32},
+                 {33, 40},
+                 {56, 56},
+                 {57, 64},
+                 {64, 64},
+                 {65, 80},
                  {160, 160},
                  {161, 176},
                  {177, 192},
