@@ -368,7 +368,11 @@ export class ShardService {
     this.release(running);
   }
 
-  /** Runs the batch sizes decodeWarmupSizes gives, so that serving meets no untuned GEMM or uncaptured graph. */
+  /**
+   * Runs the batch sizes decodeWarmupSizes gives, so that serving meets no untuned GEMM. Their
+   * graphs are captured too, but a cache sized from memory afterwards drops them: serving then
+   * captures each again at its second use, which costs milliseconds, not a tuning's stall.
+   */
   private async warmDecodeSteps(graphBuckets: readonly number[], numBlocks: number, tokenId: number): Promise<void> {
     const sizes = decodeWarmupSizes(graphBuckets, numBlocks, this.blockSize);
     if (sizes.length === 0) return;
