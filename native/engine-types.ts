@@ -140,8 +140,12 @@ export interface EngineInfo {
   weightBytes: number;
   /** KV blocks allocated so far (0 before allocateKvCache). */
   numBlocks: number;
-  /** Decode batch sizes run as CUDA graphs, ascending (each captured at its second use); [] on the CPU. */
-  graphBuckets: number[];
+  /**
+   * Decode batch sizes the shard's warm-up runs before serving, ascending: on CUDA the graph
+   * buckets (a size's first step tunes its GEMMs, its second captures the graph), or the default
+   * buckets when graphs are off; [] on the CPU, where nothing is tuned.
+   */
+  warmupBatchSizes: number[];
 }
 
 /** A loaded model on one rank. step() runs on a native thread; allocateKvCache() is synchronous (warm-up only). */

@@ -324,7 +324,7 @@ export class ShardService {
     // leaves free (TGI's way): warm up over a cache just big enough, then measure.
     const measure = info.device === "cuda" && req.maxBatchTotalTokens === undefined;
     let numBlocks = measure
-      ? Math.max(warmupBlocksNeeded(requests, this.blockSize), decodeWarmupBlocksNeeded(info.graphBuckets, this.blockSize))
+      ? Math.max(warmupBlocksNeeded(requests, this.blockSize), decodeWarmupBlocksNeeded(info.warmupBatchSizes, this.blockSize))
       : kvBlockCount(req.maxBatchTotalTokens, {
           blockSize: this.blockSize,
           kvBytesPerBlock: info.kvBytesPerBlock,
@@ -337,7 +337,7 @@ export class ShardService {
     await this.runToEnd(this.newRequests(warmupRequests), 2);
     // On this cache, whose size every rank shares (the user's, or the warm-up batch's), so that
     // all ranks run the same steps: their collectives must pair up.
-    await this.warmDecodeSteps(info.graphBuckets, numBlocks, requests[0]?.inputIds[0] ?? 0);
+    await this.warmDecodeSteps(info.warmupBatchSizes, numBlocks, requests[0]?.inputIds[0] ?? 0);
     if (measure) {
       const memory = this.opts.engine.memoryInfo();
       numBlocks = cudaKvBlockCount({
@@ -373,8 +373,8 @@ export class ShardService {
    * graphs are captured too, but a cache sized from memory afterwards drops them: serving then
    * captures each again at its second use, which costs milliseconds, not a tuning's stall.
    */
-  private async warmDecodeSteps(graphBuckets: readonly number[], numBlocks: number, tokenId: number): Promise<void> {
-    const sizes = decodeWarmupSizes(graphBuckets, numBlocks, this.blockSize);
+  private async warmDecodeSteps(engineSizes: readonly number[], numBlocks: number, tokenId: number): Promise<void> {
+    const sizes = decodeWarmupSizes(engineSizes, numBlocks, this.blockSize);
     if (sizes.length === 0) return;
     const start = process.hrtime.bigint();
     for (const size of sizes) await this.runToEnd(this.newRequests(decodeWarmupRequests(size, this.blockSize, tokenId)));

@@ -125,16 +125,16 @@ export const DECODE_WARMUP_TOKENS = 3;
 export const DECODE_WARMUP_EAGER_ROWS = 512;
 
 /**
- * Batch sizes whose steps the warm-up runs before serving, as TGI warms its CUDA graphs: every
- * graph bucket (its first decode tunes the GEMMs of its row count, its second captures the graph),
- * then eager sizes 32 rows apart past the largest bucket (the engine tunes cuBLASLt per 32 rows
- * there). Otherwise the first steps of a busy server pay for that tuning, each new row count
- * stalling the whole batch. Sizes whose sequences would not fit `numBlocks` (block 0 reserved) are
- * left out; none without graphs (the CPU).
+ * Batch sizes whose steps the warm-up runs before serving, as TGI warms its CUDA graphs: the
+ * engine's warmupBatchSizes (on CUDA each graph bucket: its first decode tunes the GEMMs of its row
+ * count, its second captures the graph), then eager sizes 32 rows apart past the largest (the
+ * engine tunes cuBLASLt per 32 rows there). Otherwise the first steps of a busy server pay for that
+ * tuning, each new row count stalling the whole batch. Sizes whose sequences would not fit
+ * `numBlocks` (block 0 reserved) are left out; none where the engine names none (the CPU).
  */
-export function decodeWarmupSizes(graphBuckets: readonly number[], numBlocks: number, blockSize: number): number[] {
-  if (graphBuckets.length === 0) return [];
-  const sizes = [...graphBuckets].sort((a, b) => a - b);
+export function decodeWarmupSizes(engineSizes: readonly number[], numBlocks: number, blockSize: number): number[] {
+  if (engineSizes.length === 0) return [];
+  const sizes = [...engineSizes].sort((a, b) => a - b);
   const largest = sizes[sizes.length - 1]!;
   for (let rows = Math.ceil((largest + 1) / 32) * 32; rows <= DECODE_WARMUP_EAGER_ROWS; rows += 32) sizes.push(rows);
   const blocksEach = Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize);
@@ -142,12 +142,12 @@ export function decodeWarmupSizes(graphBuckets: readonly number[], numBlocks: nu
 }
 
 /**
- * Blocks the decode warm-up needs for all its sizes, block 0 included (0 without graphs): the
+ * Blocks the decode warm-up needs for all its sizes, block 0 included (0 on the CPU): the
  * warm-up cache on a GPU is at least this big, so that a small --max-batch-prefill-tokens does not
  * cut the sizes short.
  */
-export function decodeWarmupBlocksNeeded(graphBuckets: readonly number[], blockSize: number): number {
-  const sizes = decodeWarmupSizes(graphBuckets, Number.POSITIVE_INFINITY, blockSize);
+export function decodeWarmupBlocksNeeded(engineSizes: readonly number[], blockSize: number): number {
+  const sizes = decodeWarmupSizes(engineSizes, Number.POSITIVE_INFINITY, blockSize);
   if (sizes.length === 0) return 0;
   return Math.max(...sizes) * Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize) + 1;
 }

@@ -134,7 +134,7 @@ t.test("exports and info", async (t) => {
   t.ok(Number.isInteger(native.cudaDeviceCount()) && native.cudaDeviceCount() >= 0);
   const info = engine.info();
   t.match(info, { device: "cpu", dtype: "float32", blockSize: BLOCK_SIZE, numBlocks: 64 });
-  t.same(info.graphBuckets, [], "no CUDA graphs on the CPU: the shard warms no decode sizes");
+  t.same(info.warmupBatchSizes, [], "nothing tuned or captured on the CPU: the shard warms no decode sizes");
   t.equal(info.kvBytesPerBlock, 2 * 5 * BLOCK_SIZE * 4 * 8 * 4, "K and V of 5 layers, 4 KV heads of 8 floats");
   t.equal(info.weightBytes, 260_032 * 4 + 512 * 64 * 4, "all parameters, lm_head stored apart from the embedding");
   const tensors = native.inspectSafetensors(modelDir);

@@ -254,9 +254,9 @@ t.test("warmup: KV sizing, warm-up batch on borrowed blocks, limits", async (t) 
   });
 });
 
-t.test("warmup runs a prefill and two decodes at every graph bucket, then eager sizes, on the warm-up cache", async (t) => {
+t.test("warmup runs a prefill and two decodes at every size the engine names, then eager sizes, on the warm-up cache", async (t) => {
   const engine = new FakeEngine(16);
-  engine.graphBuckets = [4, 1, 2];
+  engine.warmupBatchSizes = [4, 1, 2];
   const service = newService(engine);
   const warm = batch(0, [request(1, 10, { blocks: [], ignoreEos: true }), request(2, 6, { blocks: [] })]);
   await service.warmup({ batch: warm, maxPrefillTokens: 16, maxBatchTotalTokens: 40 * 16 });
@@ -279,7 +279,7 @@ t.test("warmup runs a prefill and two decodes at every graph bucket, then eager 
 
 t.test("on a GPU sized from memory the warm-up cache holds every decode size, however small the prefill", async (t) => {
   const engine = new FakeEngine(16);
-  engine.graphBuckets = [1, 2, 256];
+  engine.warmupBatchSizes = [1, 2, 256];
   const cpuInfo = engine.info.bind(engine);
   engine.info = () => ({ ...cpuInfo(), device: "cuda" });
   const allocations: number[] = [];
@@ -294,12 +294,12 @@ t.test("on a GPU sized from memory the warm-up cache holds every decode size, ho
   t.equal(allocations[0], 512 + 1, "512 one-block sequences and block 0, not the prefill's 3 blocks");
   t.equal(Math.max(...engine.steps.map((step) => step.length)), 512, "the largest eager size ran");
   t.ok(allocations[1]! > 512, "then the cache sized from memory");
-  t.equal(decodeWarmupBlocksNeeded([], 16), 0, "no graphs: nothing beyond the prefill's");
+  t.equal(decodeWarmupBlocksNeeded([], 16), 0, "none from the engine: nothing beyond the prefill's");
   t.equal(decodeWarmupBlocksNeeded([1, 8], 2), 512 * 2 + 1);
 });
 
-t.test("decodeWarmupSizes: the buckets ascending, then 32-row eager sizes, all that fit the cache", async (t) => {
-  t.same(decodeWarmupSizes([], 1000, 16), [], "no graphs (the CPU): no decode warm-up");
+t.test("decodeWarmupSizes: the engine's sizes ascending, then 32-row eager sizes, all that fit the cache", async (t) => {
+  t.same(decodeWarmupSizes([], 1000, 16), [], "none from the engine (the CPU): no decode warm-up");
   const full = decodeWarmupSizes([8, 1, 256, 160], 10_000, 16);
   t.same(full.slice(0, 4), [1, 8, 160, 256]);
   t.same(full.slice(4), [288, 320, 352, 384, 416, 448, 480, 512]);

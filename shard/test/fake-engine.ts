@@ -14,8 +14,8 @@ export class FakeEngine implements NativeEngine {
   /** Tokens in KV per live sequence. */
   readonly kvLength = new Map<number, number>();
   numBlocks = 0;
-  /** What info() reports as graphBuckets ([] as the CPU engine: no decode warm-up). */
-  graphBuckets: number[] = [];
+  /** What info() reports as warmupBatchSizes ([] as the CPU engine: no decode warm-up). */
+  warmupBatchSizes: number[] = [];
   closed = false;
   failNextStep: string | undefined;
 
@@ -38,7 +38,7 @@ export class FakeEngine implements NativeEngine {
       kvBytesPerBlock: 1024,
       weightBytes: 1,
       numBlocks: this.numBlocks,
-      graphBuckets: this.graphBuckets,
+      warmupBatchSizes: this.warmupBatchSizes,
     };
   }
 

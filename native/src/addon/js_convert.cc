@@ -244,9 +244,11 @@ Napi::Object EngineInfoToJs(Napi::Env env, const EngineInfo& info) {
   o.Set("kvBytesPerBlock", Napi::Number::New(env, static_cast<double>(info.kv_bytes_per_block)));
   o.Set("weightBytes", Napi::Number::New(env, static_cast<double>(info.weight_bytes)));
   o.Set("numBlocks", Napi::Number::New(env, static_cast<double>(info.num_blocks)));
-  Napi::Array buckets = Napi::Array::New(env, info.graph_buckets.size());
-  for (size_t i = 0; i < info.graph_buckets.size(); ++i) buckets.Set(static_cast<uint32_t>(i), info.graph_buckets[i]);
-  o.Set("graphBuckets", buckets);
+  Napi::Array sizes = Napi::Array::New(env, info.warmup_batch_sizes.size());
+  for (size_t i = 0; i < info.warmup_batch_sizes.size(); ++i) {
+    sizes.Set(static_cast<uint32_t>(i), info.warmup_batch_sizes[i]);
+  }
+  o.Set("warmupBatchSizes", sizes);
   return o;
 }
 

@@ -107,7 +107,7 @@ EngineInfo Engine::Info() const {
   info.kv_bytes_per_block = runner_->kv_bytes_per_block(options_.block_size);
   info.weight_bytes = runner_->weight_bytes();
   info.num_blocks = runner_->num_blocks();
-  info.graph_buckets = runner_->decode_graph_buckets();
+  info.warmup_batch_sizes = runner_->warmup_batch_sizes();
   return info;
 }
 

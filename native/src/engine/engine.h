@@ -48,7 +48,7 @@ struct EngineOptions {
 struct EngineInfo {
   std::string device, dtype, attention_impl;
   int64_t block_size = 0, kv_bytes_per_block = 0, weight_bytes = 0, num_blocks = 0;
-  std::vector<int32_t> graph_buckets;  // decode batch sizes run as CUDA graphs (ModelRunner's)
+  std::vector<int32_t> warmup_batch_sizes;  // ModelRunner's: decode sizes the warm-up runs
 };
 
 // Memory of the device the engine computes on (zeros on the CPU).

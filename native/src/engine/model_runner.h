@@ -49,9 +49,9 @@ class ModelRunner {
   virtual int64_t kv_bytes_per_block(int64_t block_size) const = 0;
   // Name reported as EngineInfo.attention_impl.
   virtual std::string attention_impl() const = 0;
-  // Decode batch sizes this runner replays as CUDA graphs (each captured at its second use);
-  // EngineInfo.graph_buckets, so that the warm-up can run them all before serving.
-  virtual std::vector<int32_t> decode_graph_buckets() const { return {}; }
+  // Decode batch sizes the shard's warm-up runs before serving (EngineInfo.warmup_batch_sizes):
+  // where a size's first step tunes something or its second captures a CUDA graph. None here.
+  virtual std::vector<int32_t> warmup_batch_sizes() const { return {}; }
 
   // Allocates `num_blocks` KV blocks (block 0 included), dropping any earlier cache.
   virtual void AllocateKvCache(int64_t num_blocks, int64_t block_size) = 0;

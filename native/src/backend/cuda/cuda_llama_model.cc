@@ -139,8 +139,10 @@ class CudaLlamaModel : public ModelRunner {
            static_cast<int64_t>(ElemSize(type_));
   }
   std::string attention_impl() const override { return "cuda-paged"; }
-  std::vector<int32_t> decode_graph_buckets() const override {
-    return dynamic_rope_ ? std::vector<int32_t>() : graphs_.buckets();
+  // The graph buckets (a size's first step tunes its GEMMs' row buckets, its second captures the
+  // graph); without graphs the default buckets still reach every row bucket a decode step tunes.
+  std::vector<int32_t> warmup_batch_sizes() const override {
+    return graphs_.max_bucket() > 0 ? graphs_.buckets() : DefaultGraphBuckets();
   }
   void AllocateKvCache(int64_t num_blocks, int64_t block_size) override;
   int64_t num_blocks() const override { return num_blocks_; }
