@@ -163,23 +163,34 @@ lt::Status Gemm::Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t 
                      workspace_.bytes(), stream);
 }
 
-lt::MatmulAlgo Gemm::Tune(const Plan& p, cudaStream_t stream, const void* x, const void* w, void* out) {
+lt::MatmulAlgo Gemm::Tune(const Plan& p, const Key& key, int64_t bucket_rows, cudaStream_t stream, const void* x,
+                          const void* w, void* out) {
   std::vector<lt::MatmulAlgo> candidates = Candidates(p, tune_candidates_);
   if (candidates.size() == 1) return candidates[0];
+  constexpr int kReps = 3;
   Stopwatch watch;
-  float best_ms = 0.0f;
+  float best_ms = 0.0f, first_ms = -1.0f;
   size_t best = 0;
   bool any = false;
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (Launch(p, candidates[i], stream, x, w, out) != lt::kStatusSuccess) continue;  // warm-up, and a validity check
     const float ms = watch.Time(stream, [&] {
-      for (int r = 0; r < 3; ++r) Launch(p, candidates[i], stream, x, w, out);
+      for (int r = 0; r < kReps; ++r) Launch(p, candidates[i], stream, x, w, out);
     });
+    if (i == 0) first_ms = ms;
     if (!any || ms < best_ms) {
       best_ms = ms;
       best = i;
       any = true;
     }
+  }
+  if (log_decisions_) {
+    std::fprintf(stderr,
+                 "text-gen gemm: cuBLASLt tuned for rows to %lld, n %lld k %lld%s at %lld rows: candidate %zu of %zu, "
+                 "%.1f us (the heuristic's first %.1f us)\n",
+                 static_cast<long long>(bucket_rows), static_cast<long long>(key.n), static_cast<long long>(key.k),
+                 key.add_to ? " (adding)" : "", static_cast<long long>(key.m), best + 1, candidates.size(),
+                 best_ms * 1e3f / kReps, first_ms * 1e3f / kReps);
   }
   return candidates[best];
 }
@@ -205,7 +216,7 @@ void Gemm::RunLt(cudaStream_t stream, const Key& key, const void* x, const void*
         untuned();
         return;
       }
-      it = algos_.emplace(bucket_key, Tune(p, stream, x, w, timing.get())).first;
+      it = algos_.emplace(bucket_key, Tune(p, key, bucket_key.m, stream, x, w, timing.get())).first;
     }
     p.algo = it->second;
     p.has_algo = true;

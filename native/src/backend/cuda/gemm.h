@@ -125,7 +125,10 @@ class Gemm {
   bool PrepareKey(cudaStream_t stream, const Key& key, const void* w);
   Plan& PlanFor(const Key& key);
   std::vector<lt::MatmulAlgo> Candidates(const Plan& p, int count);
-  lt::MatmulAlgo Tune(const Plan& p, cudaStream_t stream, const void* x, const void* w, void* out);
+  // The fastest of cuBLASLt's top heuristic candidates for `key`'s shape, which then serves every
+  // row count up to `bucket_rows` (TEXT_GEN_GEMV_LOG=1 prints each tuning).
+  lt::MatmulAlgo Tune(const Plan& p, const Key& key, int64_t bucket_rows, cudaStream_t stream, const void* x,
+                      const void* w, void* out);
   lt::Status Launch(const Plan& p, const lt::MatmulAlgo& algo, cudaStream_t stream, const void* x, const void* w,
                     void* out);
   void RunLt(cudaStream_t stream, const Key& key, const void* x, const void* w, void* out);
