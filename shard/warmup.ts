@@ -1,7 +1,8 @@
 // Warm-up arithmetic: how many KV blocks to allocate, which blocks the warm-up
 // batch borrows (the router sends it without any), the decode steps warmed before
 // serving, and the limits the shard reports back.
-import type { NextTokenChooserParameters, Request, WarmupRequest, WarmupResponse } from "../proto/gen/generate.js";
+import { GREEDY_PARAMETERS } from "../proto/defaults.js";
+import type { Request, WarmupRequest, WarmupResponse } from "../proto/gen/generate.js";
 import { badRequest, ShardError } from "./errors.js";
 
 /** Keeps the block table of a request and the allocator's arrays reasonable. */
@@ -124,6 +125,11 @@ export const DECODE_WARMUP_TOKENS = 3;
 /** The decode warm-up's eager steps past the largest graph: 32 rows apart, up to this many. */
 export const DECODE_WARMUP_EAGER_ROWS = 512;
 
+/** KV blocks one decode warm-up sequence holds: its prompt token and the tokens it generates. */
+function blocksPerWarmupSequence(blockSize: number): number {
+  return Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize);
+}
+
 /**
  * Batch sizes whose steps the warm-up runs before serving, as TGI warms its CUDA graphs: the
  * engine's warmupBatchSizes (on CUDA each graph bucket: its first decode tunes the GEMMs of its row
@@ -137,7 +143,7 @@ export function decodeWarmupSizes(engineSizes: readonly number[], numBlocks: num
   const sizes = [...engineSizes].sort((a, b) => a - b);
   const largest = sizes[sizes.length - 1]!;
   for (let rows = Math.ceil((largest + 1) / 32) * 32; rows <= DECODE_WARMUP_EAGER_ROWS; rows += 32) sizes.push(rows);
-  const blocksEach = Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize);
+  const blocksEach = blocksPerWarmupSequence(blockSize);
   return sizes.filter((size) => size > 0 && size * blocksEach <= numBlocks - 1);
 }
 
@@ -147,30 +153,13 @@ export function decodeWarmupSizes(engineSizes: readonly number[], numBlocks: num
  * cut the sizes short.
  */
 export function decodeWarmupBlocksNeeded(engineSizes: readonly number[], blockSize: number): number {
-  const sizes = decodeWarmupSizes(engineSizes, Number.POSITIVE_INFINITY, blockSize);
-  if (sizes.length === 0) return 0;
-  return Math.max(...sizes) * Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize) + 1;
+  const largest = decodeWarmupSizes(engineSizes, Number.POSITIVE_INFINITY, blockSize).at(-1);
+  return largest === undefined ? 0 : largest * blocksPerWarmupSequence(blockSize) + 1;
 }
-
-/** Greedy decoding with every processor off: the parameters of a request that asks for nothing else. */
-export const GREEDY_PARAMETERS: Readonly<NextTokenChooserParameters> = {
-  temperature: 1,
-  topK: 0,
-  topP: 1,
-  typicalP: 1,
-  doSample: false,
-  seed: 0,
-  repetitionPenalty: 1,
-  watermark: false,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  grammar: "",
-  grammarType: 0,
-};
 
 /** `size` one-token greedy requests on blocks from 1 up, each generating DECODE_WARMUP_TOKENS tokens. */
 export function decodeWarmupRequests(size: number, blockSize: number, tokenId: number): Request[] {
-  const blocksEach = Math.ceil((1 + DECODE_WARMUP_TOKENS) / blockSize);
+  const blocksEach = blocksPerWarmupSequence(blockSize);
   return Array.from({ length: size }, (_, id) => ({
     id,
     inputIds: [tokenId],

@@ -1,6 +1,7 @@
 // The scheduling core behind the HTTP front: connect to the shards, warm them
 // up, derive the limits, and serve requests through the queue and the batcher.
 import type { Logger } from "pino";
+import { GREEDY_PARAMETERS } from "../../proto/defaults.js";
 import type { InfoResponse, PrefillRequest } from "../../proto/gen/generate.js";
 import { ShardedClient } from "../client/sharded-client.js";
 import { SimpleBlockAllocator, type BlockAllocator } from "../scheduler/block-allocator.js";
@@ -180,10 +181,7 @@ export class ShardedBackend implements InferBackend {
             id,
             inputIds: [this.healthToken],
             truncate: 1,
-            parameters: {
-              temperature: 1, topK: 0, topP: 1, typicalP: 1, doSample: false, seed: 0,
-              repetitionPenalty: 1, watermark: false, frequencyPenalty: 0, presencePenalty: 0, grammar: "", grammarType: 0,
-            },
+            parameters: { ...GREEDY_PARAMETERS },
             stoppingParameters: { maxNewTokens: 1, stopSequences: [], ignoreEosToken: false, eosTokenIds: [] },
             prefillLogprobs: false,
             topNTokens: 0,

@@ -4,7 +4,7 @@ import type { ServiceError } from "@grpc/grpc-js";
 import type { ModelConfig, NativeEngine } from "../../native/engine-types.js";
 import type { Request, TextGenerationServiceClient, TextGenerationServiceServer } from "../../proto/gen/generate.js";
 import { ShardService, type ShardServiceOptions } from "../service.js";
-import { GREEDY_PARAMETERS } from "../warmup.js";
+import { GREEDY_PARAMETERS } from "../../proto/defaults.js";
 import { FakeEngine } from "./fake-engine.js";
 
 export const tinyConfig: ModelConfig = {
